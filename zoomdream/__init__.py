@@ -1,0 +1,1 @@
+"""zoomdream: DeepDream stills, infinite zooms and stylized video."""
