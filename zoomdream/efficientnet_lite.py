@@ -45,15 +45,16 @@ def _conv(x, kernel_bias, stride=1, depthwise=False, relu=True, name=None):
     return x
 
 
-def build_efficientnet_lite(pth_path: str | Path, inputs, include_top: bool = False) -> keras.Model:
-    """Build EfficientNet-Lite on ``inputs`` (a KerasTensor already scaled as (x-127)/128).
+def build_efficientnet_lite(pth_path: str | Path, inputs, scaled=None, include_top: bool = False) -> keras.Model:
+    """Build EfficientNet-Lite from ``inputs`` (a keras.Input); ``scaled`` is the tensor already mapped to
+    (x - 127) / 128 (default: ``inputs`` itself).
 
     Layers a user may dream: ``stem``, ``block0`` .. ``blockN`` (each MBConv block's output), ``head``;
     with ``include_top`` the model ends in ``predictions`` (1000 ImageNet logits).
     """
     state = load_legacy_pth(pth_path)
     n_blocks = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"_blocks\.(\d+)\.", k)))
-    x = _conv(inputs, _fold_bn(state, "_conv_stem", "_bn0"), stride=2, name="stem")
+    x = _conv(inputs if scaled is None else scaled, _fold_bn(state, "_conv_stem", "_bn0"), stride=2, name="stem")
     stage = -1
     for b in range(n_blocks):
         p = f"_blocks.{b}"

@@ -1,0 +1,150 @@
+"""How to climb: the tiled gradient-ascent step, the step loop and the octave pyramid.
+
+Images here are float32 RGB in [-1, 1], shape (H, W, 3). One compiled step does, without leaving the
+graph: roll the image by a random shift, cut it into equal tiles that cover every pixel, take each tile's
+input gradient of the objective, stitch the gradients back, un-roll, normalise by the standard deviation,
+step and clip. Tile positions are fixed by the image size, so the step compiles once per size and is reused
+for every later step, octave and frame of that size.
+
+Tiles: for a side of ``n`` pixels and a tile of ``t``, use ``k = ceil(n / t)`` tiles of ``ceil(n / k)``
+pixels, the last one flush with the far edge. Every pixel gets its gradient from exactly one tile (the few
+overlapping pixels take the later tile's), and no tile is mostly wasted padding (1080 rows with 512-px tiles
+become 3 tiles of 360, not 3 of 512). The random roll moves the seams every step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import numpy as np
+from keras import ops
+
+from zoomdream import backend
+from zoomdream.models import LoadedModel
+from zoomdream.objective import Objective
+
+
+@dataclass(frozen=True)
+class DreamSettings:
+    """How hard and at which scales to dream one image. Defaults are tuned on efficientnet-lite0."""
+
+    octaves: int = 4
+    octave_scale: float = 1.4
+    steps: int = 20
+    step_size: float = 0.02
+    tile: int = 512
+    max_loss: float | None = None
+
+
+def tile_grid(size: int, tile: int) -> tuple[int, list[int], list[int]]:
+    """Tile length, tile starts and, per tile, the first row/column whose gradient it contributes."""
+    count = math.ceil(size / tile)
+    length = math.ceil(size / count)
+    starts = [i * length for i in range(count - 1)] + [size - length]
+    keep = [0] + [starts[i - 1] + length - starts[i] for i in range(1, count)]
+    return length, starts, keep
+
+
+def _tiled_step(objective: Objective, tile: int, call_model, value_and_grad, image, shift, step_size, weights):
+    height, width = image.shape[0], image.shape[1]
+    th, ys, keep_y = tile_grid(height, tile)
+    tw, xs, keep_x = tile_grid(width, tile)
+    rolled = ops.roll(image, shift, axis=(0, 1))
+
+    def tile_loss(t):
+        return objective.loss(call_model(t[None]), weights, t)
+
+    rows, losses = [], []
+    for y, ky in zip(ys, keep_y):
+        cols = []
+        for x, kx in zip(xs, keep_x):
+            loss, grad = value_and_grad(tile_loss, rolled[y:y + th, x:x + tw])
+            cols.append(grad[ky:, kx:])
+            losses.append(loss)
+        rows.append(ops.concatenate(cols, axis=1) if len(cols) > 1 else cols[0])
+    grad = ops.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
+    grad = ops.roll(grad, -shift, axis=(0, 1))
+    grad = grad / (ops.std(grad) + 1e-8)
+    image = ops.clip(image + step_size * grad, -1.0, 1.0)
+    return image, ops.mean(ops.stack(losses))
+
+
+def octave_shapes(height: int, width: int, octaves: int, scale: float) -> list[tuple[int, int]]:
+    """Sizes from the smallest octave up to the input's own size."""
+    return [
+        (max(1, round(height / scale ** i)), max(1, round(width / scale ** i)))
+        for i in reversed(range(octaves))
+    ]
+
+
+def to_unit(img_uint8: np.ndarray) -> np.ndarray:
+    """uint8 RGB -> float32 in [-1, 1], the engine's image convention."""
+    return img_uint8.astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(img) -> np.ndarray:
+    arr = np.asarray(ops.convert_to_numpy(img))
+    return np.clip(np.rint((arr + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _resize(image, shape: tuple[int, int]):
+    if tuple(image.shape[:2]) == shape:
+        return image
+    return ops.image.resize(image, shape, interpolation="bilinear", antialias=True)
+
+
+class Dreamer:
+    """A dream engine compiled for one model and objective; build once, reuse for every frame."""
+
+    def __init__(self, model: LoadedModel, objective: Objective, tile: int = 512):
+        self.model = model
+        self.objective = objective
+        self.tile = tile
+        self.feature_model = model.feature_model(objective.layers)
+        self._step = backend.compile_step(self.feature_model, partial(_tiled_step, objective, tile))
+
+    def step(self, image, shift: np.ndarray, step_size: float, weights: np.ndarray | None = None):
+        """One ascent step; returns the new image (backend tensor) and the mean tile loss."""
+        weights = self.objective.weights() if weights is None else np.asarray(weights, np.float32)
+        return self._step(
+            ops.convert_to_tensor(image, "float32"),
+            ops.convert_to_tensor(np.asarray(shift, np.int32)),
+            ops.convert_to_tensor(np.float32(step_size)),
+            ops.convert_to_tensor(weights),
+        )
+
+    def ascend(self, image, steps: int, step_size: float, rng: np.random.Generator,
+               weights: np.ndarray | None = None, max_loss: float | None = None,
+               on_step: Callable[[], None] | None = None):
+        """``steps`` ascent steps with fresh random rolls; stops early once the loss passes ``max_loss``."""
+        height, width = image.shape[0], image.shape[1]
+        for _ in range(steps):
+            shift = rng.integers(0, (height, width))
+            image, loss = self.step(image, shift, step_size, weights)
+            if on_step:
+                on_step()
+            if max_loss is not None and float(loss) > max_loss:
+                break
+        return image
+
+    def dream(self, image: np.ndarray, settings: DreamSettings = DreamSettings(), seed: int | None = 0,
+              weights: np.ndarray | None = None, rng: np.random.Generator | None = None,
+              on_step: Callable[[], None] | None = None) -> np.ndarray:
+        """Dream a [-1, 1] image over the octave pyramid, re-injecting the detail each downscale lost.
+
+        At each octave the image is that octave's downscale of the original plus the dream's own detail
+        carried up from the octave below, so the output keeps the input's size and sharpness.
+        """
+        rng = rng if rng is not None else np.random.default_rng(seed)
+        original = ops.convert_to_tensor(np.asarray(image, np.float32))
+        shapes = octave_shapes(image.shape[0], image.shape[1], settings.octaves, settings.octave_scale)
+        detail = None
+        for shape in shapes:
+            base = _resize(original, shape)
+            current = base if detail is None else base + _resize(detail, shape)
+            current = self.ascend(current, settings.steps, settings.step_size, rng, weights,
+                                  settings.max_loss, on_step)
+            detail = current - base
+        return np.asarray(ops.convert_to_numpy(ops.clip(original + detail, -1.0, 1.0)))
