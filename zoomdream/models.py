@@ -218,4 +218,4 @@ class LoadedModel:
         for layer in layers:
             self.check_layer(layer)
         outputs = [self.model.get_layer(layer).output for layer in layers]
-        return keras.Model(self.model.inputs, outputs, name=f"{self.backbone.name}_features")
+        return keras.Model(self.model.input, outputs, name=f"{self.backbone.name}_features")

@@ -1,0 +1,33 @@
+"""One shared model for the whole suite: EfficientNet-Lite0 with its real ImageNet weights, loaded once."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    from zoomdream.models import load_model
+
+    return load_model("efficientnet-lite0", precision="float32")
+
+
+@pytest.fixture(scope="session")
+def dreamer(lite0):
+    """A compiled engine on a mid-depth layer pair, tiles of 64 px so small images still tile."""
+    from zoomdream.ascent import Dreamer
+    from zoomdream.objective import make_objective
+
+    return Dreamer(lite0, make_objective("block5:1,block8:1"), tile=64)
+
+
+@pytest.fixture
+def photo():
+    """The scikit-image cat photo (CC0), shrunk to 96x64 and scaled to the engine's [-1, 1]."""
+    import cv2
+    import imageio.v3 as iio
+
+    img = iio.imread(os.path.join(os.path.dirname(__file__), "..", "samples", "chelsea.png"))
+    return cv2.resize(img, (96, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 127.5 - 1.0

@@ -1,0 +1,74 @@
+"""The EfficientNet-Lite port is a working ImageNet classifier, and the registry explains what is missing."""
+import os
+
+import cv2
+import imageio.v3 as iio
+import keras
+import numpy as np
+import pytest
+
+from zoomdream.efficientnet_lite import build_efficientnet_lite
+from zoomdream.errors import ZoomdreamError
+from zoomdream.models import BACKBONES, get_backbone, load_model, resolve_weights
+
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    weights = get_backbone("efficientnet-lite0").find_weights()
+    image = keras.Input((224, 224, 3))
+    scaled = keras.layers.Rescaling(1 / 128.0, offset=-127 / 128.0)(image)
+    return build_efficientnet_lite(weights, image, scaled, include_top=True)
+
+
+def top5(model, name):
+    img = iio.imread(os.path.join(SAMPLES, name))[..., :3]
+    img = cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return set(np.argsort(-model.predict(img[None], verbose=0)[0])[:5].tolist())
+
+
+def test_port_sees_a_cat_in_chelsea(classifier):
+    assert top5(classifier, "chelsea.png") & {281, 282, 283, 284, 285}
+
+
+def test_port_sees_espresso_in_coffee(classifier):
+    assert top5(classifier, "coffee.png") & {967, 968}
+
+
+def test_dream_input_convention_matches_classifier(lite0, classifier):
+    """The dream model's own preprocessing ([-1, 1] in) gives the classifier's features."""
+    img = np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
+    dream_head = lite0.feature_model(["head"])(img / 127.5 - 1.0)
+    reference = keras.Model(classifier.inputs, classifier.get_layer("head").output)(img)
+    np.testing.assert_allclose(np.asarray(dream_head), np.asarray(reference), atol=1e-3)
+
+
+def test_feature_model_stops_at_deepest_layer(lite0):
+    names = {layer.name for layer in lite0.feature_model(["block3", "block5"]).layers}
+    assert "block5" in names and "block6" not in names and "head" not in names
+
+
+def test_unknown_layer_lists_valid_ones(lite0):
+    with pytest.raises(ZoomdreamError, match=r"unknown layer 'block99'.*valid: stem, block0, block1"):
+        lite0.feature_model(["block99"])
+
+
+def test_unknown_model():
+    with pytest.raises(ZoomdreamError, match="unknown model 'alexnet'.*efficientnet-lite0"):
+        get_backbone("alexnet")
+
+
+def test_missing_keras_weights_names_file_cache_and_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(ZoomdreamError) as e:
+        resolve_weights(BACKBONES["inception_v3"])
+    message = str(e.value)
+    assert "\n" not in message
+    assert str(tmp_path / "models" / "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5") in message
+    assert "https://storage.googleapis.com/" in message and "--weights" in message
+
+
+def test_keras_backbone_with_random_weights_has_its_layers():
+    model = load_model("inception_v3", weights="random")
+    assert model.layers == [f"mixed{i}" for i in range(11)]

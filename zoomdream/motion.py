@@ -1,0 +1,497 @@
+"""Keyframed motion for the infinite-zoom loop: schedules, safe expressions and the per-frame transform.
+
+Schedules use the Deforum / Disco Diffusion syntax, a comma-separated list of ``frame:(value)`` keyframes::
+
+    0:(1.02), 120:(1.05)                 zoom 1.02 at frame 0, easing to 1.05 by frame 120
+    0:(0), 60:(1.5)                      angle in degrees
+    0: (1.02+0.01*sin(t/20))             an expression of the frame number t
+    0:(sin((t+1)/2)), 30:(2)             parentheses may nest inside a value
+    0:1.02, 10:1.5                       a plain number may skip the parentheses
+    1.02   or   1.02+0.01*sin(t/20)      no keyframes: one value (or expression) for every frame
+
+Each keyframe's expression is evaluated with ``t`` set to the *current* frame, then the values of the keyframes
+around that frame are interpolated (linearly, or with a monotone cubic); before the first keyframe the first
+value holds, after the last the last value holds. Expressions are parsed with :mod:`ast` against a whitelist
+(numbers, ``t``, ``pi``, ``e``, ``tau``, ``+ - * / // % **`` and a few math functions) and evaluated by a
+small interpreter, so schedule text from a command line or a config file can never run code.
+
+Text schedules pick string values per keyframe, such as the layers to dream on: ``0:(mixed3), 200:(mixed5)``
+or ``0:(block10:1.0,block12:0.5), 100:(block12)``; between keyframes the two values crossfade. Text that does
+not start with ``frame:(`` is one constant value, so ``block10:1.0,block12:0.5`` stays a single layer spec.
+"""
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from zoomdream.errors import ZoomdreamError
+
+__all__ = [
+    "Schedule",
+    "TextSchedule",
+    "compile_expression",
+    "parse_schedule",
+    "parse_text_schedule",
+    "transform_frame",
+    "transform_matrix",
+]
+
+MAX_EXPONENT = 1000.0
+ALLOWED_HINT = "use numbers, t, + - * / ** and math functions such as sin, cos, exp"
+KEYFRAME_HINT = "write keyframes as 0:(1.0), 30:(1.5)"
+
+CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
+
+
+def _power(base: float, exponent: float) -> float:
+    """``**`` through math.pow, so a negative base never yields a complex number and huge exponents fail fast."""
+    if abs(exponent) > MAX_EXPONENT:
+        raise OverflowError(f"exponent {exponent:g} is larger than {MAX_EXPONENT:g}")
+    return math.pow(base, exponent)
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    return min(max(x, lo), hi)
+
+
+# name -> (function, fewest arguments, most arguments or None for any number)
+FUNCTIONS: dict[str, tuple[Callable[..., float], int, int | None]] = {
+    "sin": (math.sin, 1, 1),
+    "cos": (math.cos, 1, 1),
+    "tan": (math.tan, 1, 1),
+    "asin": (math.asin, 1, 1),
+    "acos": (math.acos, 1, 1),
+    "atan": (math.atan, 1, 1),
+    "atan2": (math.atan2, 2, 2),
+    "sinh": (math.sinh, 1, 1),
+    "cosh": (math.cosh, 1, 1),
+    "tanh": (math.tanh, 1, 1),
+    "exp": (math.exp, 1, 1),
+    "log": (math.log, 1, 2),
+    "log10": (math.log10, 1, 1),
+    "log2": (math.log2, 1, 1),
+    "sqrt": (math.sqrt, 1, 1),
+    "abs": (abs, 1, 1),
+    "floor": (math.floor, 1, 1),
+    "ceil": (math.ceil, 1, 1),
+    "min": (min, 2, None),
+    "max": (max, 2, None),
+    "pow": (_power, 2, 2),
+    "hypot": (math.hypot, 1, None),
+    "radians": (math.radians, 1, 1),
+    "degrees": (math.degrees, 1, 1),
+    "clamp": (_clamp, 3, 3),
+}
+
+BINARY_OPERATORS: dict[type, Callable[[float, float], float]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: _power,
+}
+
+
+def _shown(text: str) -> str:
+    """The text as it appears in a one-line message; whitespace is swapped one for one so positions still match."""
+    return re.sub(r"\s", " ", text)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Safe expressions
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _compile(text: str, name: str, source: str, offset: int) -> ast.expr:
+    """Parse and whitelist-check ``text``, which sits at ``offset`` in ``source`` (the text the user wrote)."""
+    body = _shown(text)
+    stripped = body.lstrip()
+    offset += len(body) - len(stripped)
+    stripped = stripped.rstrip()
+    if not stripped:
+        raise ZoomdreamError(
+            f'{name}: empty expression at position {offset} in "{_shown(source)}" (give a number such as 1.0)'
+        )
+    try:
+        tree = ast.parse(stripped, mode="eval")
+    except SyntaxError as exc:
+        column = offset + max((exc.offset or 1) - 1, 0)
+        raise ZoomdreamError(
+            f'{name}: invalid expression ({exc.msg}) at position {column} in "{_shown(source)}" ({ALLOWED_HINT})'
+        ) from None
+    except (MemoryError, RecursionError, ValueError):
+        raise ZoomdreamError(f'{name}: expression is too deeply nested in "{_shown(source)}" (simplify it)') from None
+    try:
+        _check(tree.body, stripped, name, source, offset)
+    except RecursionError:
+        raise ZoomdreamError(f'{name}: expression is too deeply nested in "{_shown(source)}" (simplify it)') from None
+    return tree.body
+
+
+def _check(node: ast.AST, text: str, name: str, source: str, offset: int) -> None:
+    """Raise unless every node is a number, an allowed name, an arithmetic operator or an allowed function call."""
+
+    def refuse(bad: ast.AST, what: str | None = None, hint: str = ALLOWED_HINT) -> None:
+        what = what or ast.get_source_segment(text, bad) or type(bad).__name__
+        position = offset + getattr(bad, "col_offset", 0)
+        raise ZoomdreamError(f"{name}: '{what}' is not allowed at position {position} in \"{_shown(source)}\" ({hint})")
+
+    if isinstance(node, ast.Constant):
+        if type(node.value) not in (int, float):
+            refuse(node)
+    elif isinstance(node, ast.Name):
+        if node.id in FUNCTIONS:
+            refuse(node, hint=f"{node.id} is a function: call it, as in {node.id}(t)")
+        if node.id != "t" and node.id not in CONSTANTS:
+            refuse(node)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        _check(node.operand, text, name, source, offset)
+    elif isinstance(node, ast.BinOp) and type(node.op) in BINARY_OPERATORS:
+        _check(node.left, text, name, source, offset)
+        _check(node.right, text, name, source, offset)
+    elif isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+            refuse(node.func)
+        if node.keywords or any(isinstance(arg, ast.Starred) for arg in node.args):
+            refuse(node)
+        function_name = node.func.id
+        _, fewest, most = FUNCTIONS[function_name]
+        if len(node.args) < fewest or (most is not None and len(node.args) > most):
+            wanted = f"{fewest}" if fewest == most else f"{fewest} or more" if most is None else f"{fewest} to {most}"
+            refuse(node, hint=f"{function_name} takes {wanted} arguments, got {len(node.args)}")
+        for arg in node.args:
+            _check(arg, text, name, source, offset)
+    else:
+        refuse(node)
+
+
+def _evaluate(node: ast.expr, t: float) -> float:
+    """Interpret a checked expression tree at frame ``t``."""
+    if isinstance(node, ast.Constant):
+        return float(node.value)
+    if isinstance(node, ast.Name):
+        return t if node.id == "t" else CONSTANTS[node.id]
+    if isinstance(node, ast.UnaryOp):
+        value = _evaluate(node.operand, t)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp):
+        return BINARY_OPERATORS[type(node.op)](_evaluate(node.left, t), _evaluate(node.right, t))
+    function = FUNCTIONS[node.func.id][0]  # type: ignore[attr-defined]  # _check admits only named calls
+    return float(function(*(_evaluate(arg, t) for arg in node.args)))
+
+
+def _run(tree: ast.expr, t: float, name: str, text: str) -> float:
+    """Evaluate, turning math failures into a message that names the frame."""
+    try:
+        value = _evaluate(tree, float(t))
+        if not math.isfinite(value):
+            raise OverflowError("the result is not a finite number")
+    except (ArithmeticError, ValueError, RecursionError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ZoomdreamError(
+            f'{name}: cannot evaluate "{_shown(text)}" at frame t={t:g}: {reason} '
+            "(change the expression so it is defined for every frame)"
+        ) from None
+    return value
+
+
+def compile_expression(text: str, *, name: str = "expression") -> Callable[[float], float]:
+    """Turn expression text such as ``1.02+0.01*sin(t/20)`` into a function of t, without ever calling eval."""
+    tree = _compile(text, name, text, 0)
+    return lambda t: _run(tree, t, name, text)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Keyframe text
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _skip_spaces(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _closing_paren(text: str, start: int, name: str) -> int:
+    """Index of the ')' matching the '(' at ``start``, so values may hold commas and nested parentheses."""
+    depth = 0
+    for pos in range(start, len(text)):
+        if text[pos] == "(":
+            depth += 1
+        elif text[pos] == ")":
+            depth -= 1
+            if depth == 0:
+                return pos
+    raise ZoomdreamError(f"{name}: unclosed '(' at position {start} in \"{_shown(text)}\" (add the missing ')')")
+
+
+def _scan_keyframes(text: str, name: str, *, parens_required: bool) -> list[tuple[int, str, int]]:
+    """Split ``0:(a), 10:(b)`` into (frame, value text, position of the value text) entries, in written order."""
+
+    def fail(problem: str, pos: int, hint: str = KEYFRAME_HINT) -> None:
+        raise ZoomdreamError(f'{name}: {problem} at position {pos} in "{_shown(text)}" ({hint})')
+
+    entries: list[tuple[int, str, int]] = []
+    seen: set[int] = set()
+    pos = _skip_spaces(text, 0)
+    while pos < len(text):
+        start = pos
+        while pos < len(text) and text[pos] in "0123456789":
+            pos += 1
+        if pos == start:
+            fail("expected a frame number", pos)
+        frame = int(text[start:pos])
+        pos = _skip_spaces(text, pos)
+        if pos == len(text) or text[pos] != ":":
+            fail("expected ':' after frame number", pos)
+        pos = _skip_spaces(text, pos + 1)
+        if pos < len(text) and text[pos] == "(":
+            close = _closing_paren(text, pos, name)
+            value, value_pos = text[pos + 1 : close], pos + 1
+            pos = close + 1
+        elif parens_required:
+            fail("expected '(' after ':'", pos, "wrap each value in parentheses, as in 0:(mixed3), 100:(mixed5)")
+        else:
+            end = text.find(",", pos)
+            end = len(text) if end < 0 else end
+            value, value_pos = text[pos:end], pos
+            try:
+                float(value)
+            except ValueError:
+                fail("a value that is not a plain number needs parentheses", pos, "write it as 0:(1+sin(t))")
+            pos = end
+        if frame in seen:
+            fail(f"frame {frame} appears twice", start, "give each frame number once")
+        seen.add(frame)
+        entries.append((frame, value, value_pos))
+        pos = _skip_spaces(text, pos)
+        if pos < len(text):
+            if text[pos] == ")":
+                fail("unmatched ')'", pos, "remove it or add the missing '('")
+            if text[pos] != ",":
+                fail("expected ',' between keyframes", pos)
+            pos = _skip_spaces(text, pos + 1)
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Number schedules
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A number per frame: keyframe expressions of t, interpolated between keyframes and held beyond them."""
+
+    keys: tuple[tuple[int, str], ...]
+    interpolation: str = "linear"
+    name: str = field(default="schedule", compare=False)
+    _trees: tuple[ast.expr, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise ZoomdreamError(f"{self.name}: the schedule has no keyframes (give at least one, as in 0:(1.0))")
+        if self.interpolation not in ("linear", "cubic"):
+            raise ZoomdreamError(
+                f"{self.name}: unknown interpolation {self.interpolation!r} (use 'linear' or 'cubic')"
+            )
+        frames = [frame for frame, _ in self.keys]
+        if any(frame < 0 for frame in frames) or frames != sorted(set(frames)):
+            raise ZoomdreamError(
+                f"{self.name}: keyframes must have distinct non-negative frame numbers in increasing order "
+                f"(got {frames})"
+            )
+        trees = tuple(_compile(text, self.name, text, 0) for _, text in self.keys)
+        object.__setattr__(self, "_trees", trees)
+
+    def _value(self, index: int, t: float) -> float:
+        return _run(self._trees[index], t, self.name, self.keys[index][1])
+
+    def at(self, t: int) -> float:
+        """The value at frame t."""
+        frames = [frame for frame, _ in self.keys]
+        if t <= frames[0]:
+            return self._value(0, t)
+        if t >= frames[-1]:
+            return self._value(len(frames) - 1, t)
+        i = bisect_right(frames, t) - 1  # frames[i] <= t < frames[i + 1]
+        x0, x1 = frames[i], frames[i + 1]
+        u = (t - x0) / (x1 - x0)
+        if self.interpolation == "linear":
+            p0, p1 = self._value(i, t), self._value(i + 1, t)
+            return p0 + (p1 - p0) * u
+        values = {k: self._value(k, t) for k in range(max(i - 1, 0), min(i + 3, len(frames)))}
+        m0, m1 = self._slope(i, frames, values), self._slope(i + 1, frames, values)
+        h = x1 - x0
+        u2, u3 = u * u, u * u * u
+        return (
+            (2 * u3 - 3 * u2 + 1) * values[i]
+            + (u3 - 2 * u2 + u) * h * m0
+            + (-2 * u3 + 3 * u2) * values[i + 1]
+            + (u3 - u2) * h * m1
+        )
+
+    @staticmethod
+    def _slope(k: int, frames: list[int], values: dict[int, float]) -> float:
+        """Monotone (PCHIP) tangent at keyframe k: no overshoot past the key values, flat at the first and last key
+        so the curve joins the held values smoothly."""
+        if k == 0 or k == len(frames) - 1:
+            return 0.0
+        h0, h1 = frames[k] - frames[k - 1], frames[k + 1] - frames[k]
+        d0 = (values[k] - values[k - 1]) / h0
+        d1 = (values[k + 1] - values[k]) / h1
+        if d0 * d1 <= 0:
+            return 0.0
+        w0, w1 = 2 * h1 + h0, h1 + 2 * h0
+        return (w0 + w1) / (w0 / d0 + w1 / d1)
+
+    def series(self, n: int) -> np.ndarray:
+        """Values for frames 0..n-1, as float64."""
+        if n < 0:
+            raise ZoomdreamError(f"{self.name}: frame count must not be negative (got {n})")
+        return np.array([self.at(t) for t in range(n)], dtype=np.float64)
+
+
+def parse_schedule(text: str | float | int, *, name: str = "schedule", interpolation: str = "linear") -> Schedule:
+    """Read ``0:(1.02), 120:(1.05)``, a bare number or expression, or a Python number, into a Schedule."""
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise ZoomdreamError(f"{name}: expected a number or schedule text, got {type(text).__name__} (write 0:(1.0))")
+    if not isinstance(text, str):
+        if not math.isfinite(text):
+            raise ZoomdreamError(f"{name}: {text} is not a finite number (give a number such as 1.0)")
+        return Schedule(((0, repr(float(text))),), interpolation, name)
+    if not text.strip():
+        raise ZoomdreamError(f"{name}: the schedule is empty (give a number such as 1.0, or {KEYFRAME_HINT})")
+    if not re.match(r"\s*[0-9]+\s*:", text):
+        _compile(text, name, text, 0)
+        return Schedule(((0, text.strip()),), interpolation, name)
+    entries = _scan_keyframes(text, name, parens_required=False)
+    for _, value, value_pos in entries:
+        _compile(value, name, text, value_pos)
+    keys = tuple(sorted((frame, value.strip()) for frame, value, _ in entries))
+    return Schedule(keys, interpolation, name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Text schedules
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextSchedule:
+    """A string per keyframe (such as a layer spec), crossfaded between keyframes and held beyond them."""
+
+    keys: tuple[tuple[int, str], ...]
+
+    def __post_init__(self) -> None:
+        frames = [frame for frame, _ in self.keys]
+        if not frames or any(frame < 0 for frame in frames) or frames != sorted(set(frames)):
+            raise ZoomdreamError(
+                f"text schedule needs distinct non-negative frame numbers in increasing order (got {frames})"
+            )
+
+    def blend_at(self, t: int) -> tuple[tuple[str, float], ...]:
+        """The keyframe values active at t with their blend weights, e.g. (("mixed3", 0.25), ("mixed5", 0.75)); weights
+        sum to 1; linear crossfade between consecutive keys; a single entry with weight 1.0 at/after the last key or
+        before the first."""
+        frames = [frame for frame, _ in self.keys]
+        if t <= frames[0]:
+            return ((self.keys[0][1], 1.0),)
+        if t >= frames[-1]:
+            return ((self.keys[-1][1], 1.0),)
+        i = bisect_right(frames, t) - 1
+        (x0, first), (x1, second) = self.keys[i], self.keys[i + 1]
+        weight = (t - x0) / (x1 - x0)
+        if weight == 0 or first == second:
+            return ((first, 1.0),)
+        return ((first, 1.0 - weight), (second, weight))
+
+
+def parse_text_schedule(text: str, *, name: str = "layers") -> TextSchedule:
+    """Read ``0:(mixed3), 200:(mixed5)`` into a TextSchedule; text not starting with ``frame:(`` is one constant."""
+    if not isinstance(text, str) or not text.strip():
+        raise ZoomdreamError(f"{name}: the value is empty (give one, or keyframes as 0:(mixed3), 200:(mixed5))")
+    if not re.match(r"\s*[0-9]+\s*:\s*\(", text):
+        return TextSchedule(((0, text.strip()),))
+    entries = _scan_keyframes(text, name, parens_required=True)
+    for _, value, value_pos in entries:
+        if not value.strip():
+            raise ZoomdreamError(
+                f'{name}: empty value at position {value_pos} in "{_shown(text)}" (put a value inside the parentheses)'
+            )
+    return TextSchedule(tuple(sorted((frame, value.strip()) for frame, value, _ in entries)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Frame transform
+# ---------------------------------------------------------------------------------------------------------
+
+
+def transform_matrix(
+    width: int,
+    height: int,
+    *,
+    zoom: float = 1.0,
+    angle: float = 0.0,
+    tx: float = 0.0,
+    ty: float = 0.0,
+    center: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """The 2x3 forward affine map (source pixel -> output pixel) for cv2.warpAffine: zoom and rotate about
+    ``center``, then translate.
+
+    ``angle`` is counter-clockwise in degrees as seen on screen (y points down), like cv2.getRotationMatrix2D.
+    """
+    if width <= 0 or height <= 0:
+        raise ZoomdreamError(f"frame size must be positive (got {width}x{height})")
+    if not (math.isfinite(zoom) and zoom > 0):
+        raise ZoomdreamError(f"zoom must be a positive number (got {zoom}); use values near 1, such as 1.02")
+    if not all(math.isfinite(v) for v in (angle, tx, ty)):
+        raise ZoomdreamError(f"angle and translation must be finite numbers (got {angle}, {tx}, {ty})")
+    cx, cy = ((width - 1) / 2.0, (height - 1) / 2.0) if center is None else (float(center[0]), float(center[1]))
+    theta = math.radians(angle)
+    a, b = zoom * math.cos(theta), zoom * math.sin(theta)
+    return np.array(
+        [
+            [a, b, (1 - a) * cx - b * cy + tx],
+            [-b, a, b * cx + (1 - a) * cy + ty],
+        ],
+        dtype=np.float64,
+    )
+
+
+def transform_frame(
+    img: np.ndarray,
+    *,
+    zoom: float = 1.0,
+    angle: float = 0.0,
+    tx: float = 0.0,
+    ty: float = 0.0,
+    center: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Zoom, rotate and shift an HxWxC frame in one bilinear resample, reflecting at the borders so that
+    zooming out never leaves black corners. Returns the same dtype and shape; identity returns a copy."""
+    if img.dtype not in (np.uint8, np.float32, np.float64):
+        raise TypeError(f"transform_frame supports uint8, float32 and float64 images, got {img.dtype}")
+    if zoom == 1 and angle == 0 and tx == 0 and ty == 0:
+        return img.copy()
+    height, width = img.shape[:2]
+    matrix = transform_matrix(width, height, zoom=zoom, angle=angle, tx=tx, ty=ty, center=center)
+    out = cv2.warpAffine(
+        np.ascontiguousarray(img),
+        matrix,
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT_101,
+    )
+    return out.reshape(img.shape)  # cv2 drops a trailing channel axis of size 1
