@@ -67,3 +67,36 @@ def _compile_jax(feature_model, step):
 
     compiled = jax.jit(run)
     return lambda *args: compiled(weights, *args)
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def has_accelerator() -> bool:
+    if name() == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def resolve_precision(requested: str = "auto") -> str:
+    """``auto``: bfloat16 on GPUs and on CPUs with native bfloat16 (AVX-512 BF16 or AMX), else float32.
+
+    Where the CPU lacks those instructions TensorFlow emulates bfloat16 convolutions, about 9x slower.
+    """
+    if requested != "auto":
+        return requested
+    if has_accelerator() or cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return "bfloat16"
+    return "float32"

@@ -1,0 +1,88 @@
+"""The command line: a real still dream, jobs from TOML, and one-line errors with a non-zero exit."""
+import os
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from zoomdream.cli import main
+
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
+TINY = ["--octaves", "2", "--steps", "2", "--max-size", "80", "--tile", "64"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_image_dreams_and_keeps_size(tmp_path, capsys):
+    out = tmp_path / "dream.png"
+    code, _ = run(capsys, "image", os.path.join(SAMPLES, "chelsea.png"), "-o", out, *TINY)
+    assert code == 0
+    img = iio.imread(out)
+    assert img.shape == (53, 80, 3)
+
+
+def test_image_handles_grayscale_rgba_and_gif(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    inputs = {"gray.png": rng.integers(0, 255, (40, 50), np.uint8),
+              "rgba.png": rng.integers(0, 255, (40, 50, 4), np.uint8)}
+    for name, arr in inputs.items():
+        iio.imwrite(tmp_path / name, arr)
+    iio.imwrite(tmp_path / "anim.gif", rng.integers(0, 255, (3, 40, 50, 3), np.uint8))
+    for name in ["gray.png", "rgba.png", "anim.gif"]:
+        code, err = run(capsys, "image", tmp_path / name, "-o", tmp_path / f"{name}.jpg", *TINY)
+        assert code == 0, err
+        assert iio.imread(tmp_path / f"{name}.jpg").shape == (40, 50, 3)
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ("missing", "not found"),
+    ("not_image", "not an image|cannot read"),
+    ("bad_layer", "unknown layer 'block99'.*valid: stem, block0"),
+    ("bad_model", "unknown model 'alexnet'"),
+    ("no_weights", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, monkeypatch, case, pattern):
+    import re
+
+    photo = os.path.join(SAMPLES, "chelsea.png")
+    (tmp_path / "notes.png").write_text("not a picture")
+    argv = {
+        "missing": ["image", tmp_path / "nope.png"],
+        "not_image": ["image", tmp_path / "notes.png"],
+        "bad_layer": ["image", photo, "--layers", "block99"],
+        "bad_model": ["image", photo, "--model", "alexnet"],
+        "no_weights": ["image", photo, "--model", "inception_v3"],
+    }[case]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    code, err = run(capsys, *argv, "-o", tmp_path / "out.png", *TINY)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("zoomdream: error:")
+    assert re.search(pattern, err), err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_render_job_file_with_override(tmp_path, capsys):
+    job = tmp_path / "job.toml"
+    out = tmp_path / "out.png"
+    job.write_text(f'command = "image"\ninput = "{os.path.join(SAMPLES, "chelsea.png")}"\noutput = "{out}"\n'
+                   f'octaves = 1\nsteps = 1\nmax-size = 64\ntile = 64\nlayers = "block3"\n')
+    code, err = run(capsys, "render", job, "--max-size", "48")
+    assert code == 0, err
+    assert max(iio.imread(out).shape[:2]) == 48
+
+
+def test_unknown_job_key_is_named(tmp_path, capsys):
+    job = tmp_path / "job.toml"
+    job.write_text('command = "image"\nstepz = 3\n')
+    code, err = run(capsys, "render", job)
+    assert code == 2 and "unknown setting 'stepz'" in err
+
+
+def test_help_teaches(capsys):
+    with pytest.raises(SystemExit):
+        main(["image", "--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and "--layers" in text and "--octave-scale" in text

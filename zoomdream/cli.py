@@ -1,0 +1,187 @@
+"""The `zoomdream` command: flags are generated from ``config.Job``, so the CLI, TOML jobs and the saved
+record of a render can never disagree about a setting's name or default."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+
+from zoomdream.config import FIELDS, Job, load_toml, make_job
+from zoomdream.errors import ZoomdreamError
+
+EXAMPLES = {
+    "image": """examples:
+  zoomdream image samples/chelsea.png -o dream.png
+  zoomdream image photo.jpg -o out.jpg --layers block8:1,block12:0.5 --octaves 5 --steps 30
+  zoomdream image photo.jpg -o out.png --layers 'block10[17]'          # one channel of block10
+  zoomdream image photo.jpg -o out.png --model inception_v3 --layers mixed3:1,mixed5:1
+  zoomdream image photo.jpg -o out.png --guide flowers.jpg             # dream toward another image""",
+    "zoom": """examples:
+  zoomdream zoom samples/chelsea.png -o zoom.mp4 --frames 240
+  zoomdream zoom --noise --size 640x360 -o noise.mp4 --frames 480 --zoom '0:(1.02), 240:(1.05)'
+  zoomdream zoom in.jpg -o spin.gif --angle '0.5*sin(t/30)' --gif-width 320
+  zoomdream zoom in.jpg -o long.mp4 --frames 2000 --resume            # continue after Ctrl-C""",
+    "video": """examples:
+  zoomdream video clip.mp4 -o dreamy.mp4
+  zoomdream video clip.webm -o out.mp4 --start 2 --duration 5 --max-size 640 --blend 0.6""",
+    "render": """examples:
+  zoomdream render job.toml                    # every option from the file
+  zoomdream render job.toml --frames 60        # flags override the file""",
+}
+
+GROUP_TITLES = {"job": "input and output", "model": "model", "dream": "dream (objective and ascent)",
+                "loop": "frames", "motion": "motion (keyframed: '0:(1.02), 120:(1.05)' or expressions of t)",
+                "output": "output"}
+
+
+def _add_job_flags(parser: argparse.ArgumentParser, command: str | None) -> None:
+    """Add every Job field that applies to ``command`` (all of them for `render`) as a --flag."""
+    groups = {}
+    for f in fields(Job):
+        meta = f.metadata
+        if f.name in ("command", "input") or (command and command not in meta["commands"]):
+            continue
+        group = groups.get(meta["group"]) or groups.setdefault(
+            meta["group"], parser.add_argument_group(GROUP_TITLES[meta["group"]]))
+        flag = "--" + f.name.replace("_", "-")
+        names = [flag, "-o"] if f.name == "output" else [flag]
+        default_text = "" if f.default is None else f" (default: {f.default})"
+        if "bool" in str(f.type):
+            group.add_argument(*names, dest=f.name, action="store_true", default=argparse.SUPPRESS,
+                               help=meta["help"])
+            continue
+        kind = str(f.type)
+        conv = str if "str" in kind else float if "float" in kind else int
+        group.add_argument(*names, dest=f.name, type=conv, default=argparse.SUPPRESS, choices=meta["choices"],
+                           metavar=meta["metavar"] or (None if meta["choices"] else f.name.upper()),
+                           help=meta["help"] + default_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zoomdream",
+        description="DeepDream stills, infinite zooms and stylized video, offline, on a CPU or a GPU.",
+        epilog="Run `zoomdream COMMAND --help` for each command's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    helps = {
+        "image": "dream one still image",
+        "zoom": "infinite zoom: dream each frame, zoom into it, repeat (from an image or noise)",
+        "video": "dream an existing clip frame by frame with optical-flow coherence, keeping its audio",
+    }
+    for command, text in helps.items():
+        p = sub.add_parser(command, help=text, description=text.capitalize() + ".", epilog=EXAMPLES[command],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("input", nargs="?" if command == "zoom" else None, default=argparse.SUPPRESS,
+                       help="input " + ("video" if command == "video" else "image"))
+        _add_job_flags(p, command)
+    p = sub.add_parser("render", help="run a TOML job file (flags override it)", epilog=EXAMPLES["render"],
+                       description="Run a job whose TOML file holds any option (`command = \"zoom\"`, ...).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job_file", help="TOML job file")
+    p.add_argument("--input", dest="input", default=argparse.SUPPRESS, help="input image or video")
+    _add_job_flags(p, None)
+    p = sub.add_parser("models", help="list backbones, their layers and whether their weights are here",
+                       description="List backbones, their dreamable layers (with output shapes for a 512-px "
+                                   "input) and whether their weights are available offline.")
+    p.add_argument("name", nargs="?", help="show only this backbone")
+    p.add_argument("--shapes", action="store_true", help="print each layer's output shape (builds the models)")
+    return parser
+
+
+def job_from_args(args: argparse.Namespace) -> Job:
+    values = {k: v for k, v in vars(args).items() if k in FIELDS and k != "command"}
+    if args.command == "render":
+        data = load_toml(args.job_file)
+        data.update(values)
+        return make_job(data)
+    return make_job({**values, "command": args.command})
+
+
+def list_models(name: str | None, shapes: bool) -> None:
+    from zoomdream.models import BACKBONES, DEFAULT_MODEL, get_backbone
+
+    names = [get_backbone(name).name] if name else list(BACKBONES)
+    for n in names:
+        b = BACKBONES[n]
+        weights = b.find_weights()
+        status = f"weights: {weights}" if weights else f"weights: missing ({b.weights_hint})"
+        default = " [default]" if n == DEFAULT_MODEL else ""
+        print(f"{n}{default}: {b.description}\n  input {b.pixel_range}; default layers {b.default_layers}\n"
+              f"  {status}")
+        if shapes or name:
+            print("  layers (output shape for a 512x512 input):")
+            for layer, shape in layer_shapes(b):
+                print(f"    {layer:24s} {shape}")
+
+
+def layer_shapes(backbone) -> list[tuple[str, tuple]]:
+    """Each dreamable layer with its output shape at 512x512 (no shapes where a Lite file is missing:
+    its architecture is read from the file)."""
+    import keras
+
+    from zoomdream.models import dreamable_layers
+
+    weights = backbone.find_weights()
+    if backbone.name.startswith("efficientnet"):
+        if weights is None:
+            return []
+        model = backbone.build(str(weights))
+    else:
+        model = backbone.build(None)  # shapes do not depend on weights
+    layers = dreamable_layers(backbone, model)
+    outputs = [model.get_layer(layer).output for layer in layers]
+    specs = keras.Model(model.inputs, outputs).compute_output_spec(keras.KerasTensor((1, 512, 512, 3)))
+    return [(layer, tuple(spec.shape[1:])) for layer, spec in zip(layers, specs)]
+
+
+def _quiet_tensorflow_start() -> None:
+    """TensorFlow's C++ start-up notes ("Could not find cuda drivers ...") ignore its log level: import it
+    and touch its devices with stderr pointed at /dev/null, so users see only zoomdream's own output."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    except ImportError:
+        pass  # the real import later reports it
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_tensorflow_start()
+    try:
+        if args.command == "models":
+            list_models(args.name, args.shapes)
+            return 0
+        job = job_from_args(args)
+        from zoomdream import loops
+
+        run = {"image": loops.render_image, "zoom": loops.render_zoom, "video": loops.render_video}[job.command]
+        if not job.output:
+            raise ZoomdreamError("no output file given (add -o OUT)")
+        run(job)
+        print(f"wrote {job.output}", file=sys.stderr)
+        return 0
+    except ZoomdreamError as e:
+        print(f"zoomdream: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zoomdream: interrupted (add --resume to the same command to continue)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
