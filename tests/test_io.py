@@ -248,6 +248,8 @@ def test_mp4_writer_frames_codec_and_even_size(tmp_path, w, h, even):
     assert m["fps"] == 24
     assert "audio_codec" not in m
     assert count_frames(out) == 12
+    data = out.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # +faststart: playable while downloading
 
 
 def test_mp4_writer_keeps_ntsc_rate(tmp_path):
@@ -300,6 +302,23 @@ def test_audio_from_audio_only_file(tmp_path):
     out = tmp_path / "a.mp4"
     write_video(out, gradient_frames(6, 32, 32), fps=24, audio_from=wav)
     assert zio.probe_video(out).audio_codec == "aac"
+    data = out.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")
+
+
+def test_failure_at_close_leaves_nothing(tmp_path):
+    """The audio pass runs at close(); if it fails, both temporary files go and no output appears."""
+    wav = tmp_path / "tone.wav"
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", str(wav))
+    out = tmp_path / "a.mp4"
+    w = zio.VideoWriter(out, 24, audio_from=wav)
+    for f in gradient_frames(4, 32, 32):
+        w.write(f)
+    wav.write_text("no longer audio\n")
+    with pytest.raises(ZoomdreamError, match="cannot add audio") as err:
+        w.close()
+    assert_one_line_naming(err, wav)
+    assert os.listdir(tmp_path) == ["tone.wav"]
 
 
 def test_audio_from_silent_source_gives_no_audio(tmp_path):

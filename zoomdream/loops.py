@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from zoomdream import backend, io
 from zoomdream.ascent import Dreamer, DreamSettings, to_uint8, to_unit
-from zoomdream.config import Job
+from zoomdream.config import Job, save_job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.models import LoadedModel, load_model
 from zoomdream.objective import LayerTerm, guide_features, make_objective, parse_layers
@@ -26,8 +26,9 @@ def fit_max_size(img: np.ndarray, max_size: int | None) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
-def dream_settings(job: Job, steps: int | None = None, step_size: float | None = None) -> DreamSettings:
-    return DreamSettings(octaves=job.octaves, octave_scale=job.octave_scale,
+def dream_settings(job: Job, steps: int | None = None, step_size: float | None = None,
+                   octaves: int | None = None) -> DreamSettings:
+    return DreamSettings(octaves=job.octaves if octaves is None else octaves, octave_scale=job.octave_scale,
                          steps=int(job.steps if steps is None else steps),
                          step_size=float(job.step_size if step_size is None else step_size),
                          tile=job.tile, max_loss=job.max_loss)

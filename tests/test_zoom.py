@@ -1,0 +1,112 @@
+"""The infinite-zoom loop: frame counts and codecs read back, determinism, and exact resume."""
+import os
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from zoomdream import io, loops
+from zoomdream.config import make_job
+from zoomdream.errors import ZoomdreamError
+
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
+
+
+def zoom_job(tmp_path, name="zoom.mp4", **overrides):
+    values = dict(command="zoom", noise=True, size="64x48", frames=4, octaves=1, steps=2, tile=64,
+                  layers="block5", output=str(tmp_path / name), seed=3)
+    values.update(overrides)
+    return make_job(values)
+
+
+def frames_of(directory):
+    return [iio.imread(p) for p in io.list_frames(directory)]
+
+
+def test_mp4_has_every_frame_h264_yuv420p(tmp_path, lite0):
+    job = zoom_job(tmp_path, frames=5, fps=12)
+    loops.render_zoom(job, progress=False, model=lite0)
+    info = io.probe_video(job.output)
+    assert (info.width, info.height) == (64, 48)
+    assert info.fps == pytest.approx(12)
+    assert sum(1 for _ in io.read_video(job.output)) == 5
+    assert (info.video_codec, info.pix_fmt) == ("h264", "yuv420p")
+    assert not (tmp_path / "zoom.mp4.zoomdream").exists()
+    assert (tmp_path / "zoom.job.toml").exists()
+
+
+def test_gif_loops_with_every_frame(tmp_path, lite0):
+    job = zoom_job(tmp_path, name="zoom.gif", frames=4, fps=8)
+    loops.render_zoom(job, progress=False, model=lite0)
+    frames = iio.imread(job.output, index=None)
+    assert frames.shape[0] == 4
+    assert iio.immeta(job.output).get("loop") == 0
+
+
+def test_noise_start_is_deterministic_under_seed(tmp_path, lite0):
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        loops.render_zoom(zoom_job(tmp_path, name=f"{name}.mp4", frames=2, seed=seed,
+                                   frames_dir=str(tmp_path / name)), progress=False, model=lite0)
+    a, b, c = (frames_of(tmp_path / n) for n in "abc")
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_frames_are_dreamed_and_move(tmp_path, lite0):
+    job = zoom_job(tmp_path, frames=3, frames_dir=str(tmp_path / "f"), zoom="1.1")
+    loops.render_zoom(job, progress=False, model=lite0)
+    frames = frames_of(tmp_path / "f")
+    assert len(frames) == 3
+    assert all(np.abs(a.astype(int) - b).mean() > 1 for a, b in zip(frames, frames[1:]))
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, lite0, monkeypatch):
+    whole = zoom_job(tmp_path, name="whole.mp4", frames_dir=str(tmp_path / "whole"), zoom="0:(1.05), 3:(1.1)",
+                     angle="2*sin(t)")
+    loops.render_zoom(whole, progress=False, model=lite0)
+
+    job = zoom_job(tmp_path, name="cut.mp4", frames_dir=str(tmp_path / "cut"), zoom="0:(1.05), 3:(1.1)",
+                   angle="2*sin(t)")
+    emit = loops.FrameRender.emit
+
+    def interrupt_after_two(self, frame, rng):
+        if self.done == 2:
+            raise KeyboardInterrupt
+        emit(self, frame, rng)
+
+    monkeypatch.setattr(loops.FrameRender, "emit", interrupt_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        loops.render_zoom(job, progress=False, model=lite0)
+    assert not os.path.exists(job.output), "a final file appeared before the render finished"
+    assert len(io.list_frames(tmp_path / "cut")) == 2
+    monkeypatch.setattr(loops.FrameRender, "emit", emit)
+
+    with pytest.raises(ZoomdreamError, match="--resume"):
+        loops.render_zoom(job, progress=False, model=lite0)
+    with pytest.raises(ZoomdreamError, match="settings differ"):
+        loops.render_zoom(zoom_job(tmp_path, name="cut.mp4", frames_dir=str(tmp_path / "cut"), resume=True,
+                                   steps=3), progress=False, model=lite0)
+
+    from dataclasses import replace
+
+    loops.render_zoom(replace(job, resume=True), progress=False, model=lite0)
+    resumed, reference = frames_of(tmp_path / "cut"), frames_of(tmp_path / "whole")
+    assert len(resumed) == len(reference) == 4
+    for a, b in zip(resumed, reference):
+        np.testing.assert_array_equal(a, b)
+    assert sum(1 for _ in io.read_video(job.output)) == 4
+
+
+def test_keyframed_layers_blend(lite0):
+    terms, weights_at = loops.layer_blend("0:(block5:1,block8:0.5), 10:(block8)", "unused")
+    assert [t.layer for t in terms] == ["block5", "block8"]
+    np.testing.assert_allclose(weights_at(0), [1.0, 0.5])
+    np.testing.assert_allclose(weights_at(5), [0.5, 0.75])
+    np.testing.assert_allclose(weights_at(20), [0.0, 1.0])
+
+
+def test_image_start_from_file(tmp_path, lite0):
+    job = zoom_job(tmp_path, noise=False, input=os.path.join(SAMPLES, "chelsea.png"), max_size=64, frames=2)
+    loops.render_zoom(job, progress=False, model=lite0)
+    info = io.probe_video(job.output)
+    assert (info.width, info.height) == (64, 42)
