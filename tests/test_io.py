@@ -27,7 +27,8 @@ MP4 = DATA / "example.mp4"  # 2 s, 640x480, H.264 25 fps, no audio
 
 
 def ffmpeg(*args: str) -> None:
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args]
+    subprocess.run(cmd, check=True)
 
 
 def meta(path: Path) -> dict:
@@ -375,6 +376,15 @@ def test_abort_keeps_existing_output_untouched(tmp_path):
     assert out.read_bytes() == b"previous result"
 
 
+def test_dropped_writer_stops_ffmpeg_and_leaves_nothing(tmp_path):
+    w = zio.VideoWriter(tmp_path / "a.mp4", 24)
+    w.write(gradient_frames(1, 32, 32)[0])
+    proc = w._ff.proc
+    del w
+    assert proc.poll() is not None
+    assert os.listdir(tmp_path) == []
+
+
 def test_close_without_frames_is_an_error_and_leaves_nothing(tmp_path):
     out = tmp_path / "a.mp4"
     with pytest.raises(ZoomdreamError, match="no frames") as err:
@@ -395,7 +405,7 @@ def test_frame_size_change_is_rejected(tmp_path):
 def test_bad_encoder_option_reports_ffmpeg_error(tmp_path):
     out = tmp_path / "a.mp4"
     w = zio.VideoWriter(out, 24, preset="warp-speed")
-    with pytest.raises(ZoomdreamError, match="ffmpeg") as err:
+    with pytest.raises(ZoomdreamError, match="invalid preset 'warp-speed'") as err:
         for f in gradient_frames(50, 32, 32):
             w.write(f)
         w.close()

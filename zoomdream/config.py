@@ -33,6 +33,15 @@ def opt(default: Any, help: str, *, commands: tuple[str, ...] = ALL, group: str 
                                                  choices=choices, affects_frames=affects_frames))
 
 
+# Per-command defaults for the settings whose best value depends on the command. A zoom or video frame starts
+# from a picture that already carries the dream, so it needs far fewer steps than a fresh still.
+COMMAND_DEFAULTS = {
+    "image": dict(octaves=4, steps=20),
+    "zoom": dict(octaves=2, steps=5),
+    "video": dict(octaves=2, steps=8),
+}
+
+
 @dataclass(frozen=True)
 class Job:
     command: str = opt("image", "what to render", choices=COMMANDS, group="job")
@@ -104,6 +113,13 @@ class Job:
     resume: bool = opt(False, "continue an interrupted render from its last completed frame", commands=LOOPS,
                        group="output", affects_frames=False)
 
+    def __post_init__(self):
+        if self.command not in COMMANDS:
+            raise ZoomdreamError(f"unknown command '{self.command}' (choose one of: {', '.join(COMMANDS)})")
+        for name, value in COMMAND_DEFAULTS[self.command].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+
     def settings_hash(self) -> str:
         """Hash of everything that changes the frames: resuming under a different hash is refused."""
         kept = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["affects_frames"]}
@@ -112,13 +128,6 @@ class Job:
 
 FIELDS = {f.name: f for f in fields(Job)}
 
-# Per-command defaults for the settings whose best value depends on the command. A zoom or video frame starts
-# from a picture that already carries the dream, so it needs far fewer steps than a fresh still.
-COMMAND_DEFAULTS = {
-    "image": dict(octaves=4, steps=20),
-    "zoom": dict(octaves=2, steps=5),
-    "video": dict(octaves=2, steps=8),
-}
 
 
 def _check_type(name: str, value: Any) -> Any:
@@ -147,12 +156,6 @@ def make_job(values: dict[str, Any]) -> Job:
         if name not in FIELDS:
             raise ZoomdreamError(f"unknown setting '{key}' (valid: {', '.join(FIELDS)})")
         clean[name] = _check_type(name, value)
-    command = clean.get("command", "image")
-    if command not in COMMANDS:
-        raise ZoomdreamError(f"unknown command '{command}' (choose one of: {', '.join(COMMANDS)})")
-    for name, value in COMMAND_DEFAULTS[command].items():
-        if clean.get(name) is None:
-            clean[name] = value
     job = Job(**clean)
     choices = {f.name: f.metadata["choices"] for f in fields(Job) if f.metadata["choices"]}
     for name, allowed in choices.items():

@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Union
 
 import cv2
 import imageio.v3 as iio
@@ -42,6 +42,7 @@ from zoomdream.errors import ZoomdreamError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".gif")
+PathArg = Union[str, "os.PathLike[str]"]  # what every path argument accepts
 FRAME_PATTERN = re.compile(r"^frame_(\d{8,})\.png$")
 
 # Audio codecs that may be stream-copied into each container; anything else is re-encoded to AAC.
@@ -96,7 +97,9 @@ def _check_output_target(p: Path) -> None:
         raise ZoomdreamError(f"cannot write '{_show(p)}': it is a folder (give a file name)")
     parent = p.parent
     if not parent.is_dir():
-        raise ZoomdreamError(f"cannot write '{_show(p)}': folder '{_show(parent)}' does not exist (create it first)")
+        raise ZoomdreamError(
+            f"cannot write '{_show(p)}': folder '{_show(parent)}' does not exist (create it first)"
+        )
 
 
 def _check_frame(img, what: str = "image") -> np.ndarray:
@@ -104,7 +107,9 @@ def _check_frame(img, what: str = "image") -> np.ndarray:
     if not isinstance(img, np.ndarray):
         raise TypeError(f"{what} must be a numpy array, got {type(img).__name__}")
     if img.dtype != np.uint8:
-        raise TypeError(f"{what} must be uint8, got {img.dtype} (convert with np.clip(x, 0, 255).astype(np.uint8))")
+        raise TypeError(
+            f"{what} must be uint8, got {img.dtype} (convert with np.clip(x, 0, 255).astype(np.uint8))"
+        )
     if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f"{what} must be HxWx3 RGB, got shape {img.shape}")
     return img
@@ -170,10 +175,26 @@ def _popen_kwargs() -> dict:
     return {"start_new_session": True}
 
 
+def _clean(line: str) -> str:
+    """ffmpeg log line without its '[component @ 0x...]' prefixes or our file: prefix."""
+    line = re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", line.strip())
+    return line.replace("file:", "")
+
+
 def _tail(lines, n: int = 2) -> str:
-    text = [ln.strip() for ln in lines if ln.strip()]
+    """The last n message lines, as one short line."""
+    text = [_clean(ln) for ln in lines if ln.strip()]
     msg = " / ".join(text[-n:]) or "no message"
-    return msg if len(msg) <= 400 else "..." + msg[-397:]
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
+
+def _cause(first: list[str], last) -> str:
+    """First error line (the root cause; later lines are consequences) and the last one, as one short line."""
+    text = [_clean(ln) for ln in first if ln.strip()]
+    end = [_clean(ln) for ln in last if ln.strip()]
+    picked = text[:1] + [ln for ln in end[-1:] if ln not in text[:1]]
+    msg = " / ".join(picked) or "no message"
+    return msg if len(msg) <= 300 else msg[:297] + "..."
 
 
 class _Ffmpeg:
@@ -182,16 +203,22 @@ class _Ffmpeg:
     def __init__(self, args: list[str], *, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL):
         cmd = [_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *args]
         try:
-            self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, **_popen_kwargs())
+            self.proc = subprocess.Popen(
+                cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, **_popen_kwargs()
+            )
         except OSError as e:
             raise ZoomdreamError(f"cannot start ffmpeg: {e.strerror or e} (reinstall imageio-ffmpeg)") from None
+        self._first: list[str] = []
         self._lines: collections.deque[str] = collections.deque(maxlen=50)
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
 
     def _drain(self) -> None:
         for raw in iter(self.proc.stderr.readline, b""):
-            self._lines.append(raw.decode("utf-8", "replace"))
+            line = raw.decode("utf-8", "replace")
+            if len(self._first) < 5 and line.strip():
+                self._first.append(line)
+            self._lines.append(line)
         self.proc.stderr.close()
 
     def wait(self) -> int:
@@ -200,8 +227,9 @@ class _Ffmpeg:
         return rc
 
     def tail(self) -> str:
+        """ffmpeg's complaint as one line: its first error (the cause) and its last (the outcome)."""
         self._thread.join(timeout=5)
-        return _tail(self._lines)
+        return _cause(self._first, self._lines)
 
     def kill(self) -> None:
         """Stop ffmpeg now and release its pipes; safe to call more than once."""
@@ -232,7 +260,7 @@ def _run_ffmpeg(args: list[str], failure: str, fix: str) -> None:
 # images
 
 
-def read_image(path) -> np.ndarray:
+def read_image(path: PathArg) -> np.ndarray:
     """Load any common still image as uint8 HxWx3 RGB (alpha over white, 16 bit scaled, first GIF frame)."""
     p = _existing_file(path)
     try:
@@ -268,7 +296,9 @@ def _to_rgb8(img: np.ndarray, p: Path) -> np.ndarray:
     if img.ndim == 2:
         img = img[:, :, None]
     if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4) or img.size == 0:
-        raise ZoomdreamError(f"cannot read '{_show(p)}': unsupported image layout {img.shape} (save it as RGB PNG)")
+        raise ZoomdreamError(
+            f"cannot read '{_show(p)}': unsupported image layout {img.shape} (save it as RGB PNG)"
+        )
     if img.dtype == np.uint8:
         top = 255.0
     elif img.dtype == np.uint16:
@@ -278,7 +308,9 @@ def _to_rgb8(img: np.ndarray, p: Path) -> np.ndarray:
     elif np.issubdtype(img.dtype, np.floating):
         img, top = np.clip(np.nan_to_num(img), 0.0, 1.0), 1.0
     else:
-        raise ZoomdreamError(f"cannot read '{_show(p)}': unsupported pixel type {img.dtype} (save it as 8-bit PNG)")
+        raise ZoomdreamError(
+            f"cannot read '{_show(p)}': unsupported pixel type {img.dtype} (save it as 8-bit PNG)"
+        )
 
     channels = img.shape[2]
     color = img[:, :, :3] if channels >= 3 else np.repeat(img[:, :, :1], 3, axis=2)
@@ -292,13 +324,14 @@ def _to_rgb8(img: np.ndarray, p: Path) -> np.ndarray:
     return np.clip(np.rint(out * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
-def write_image(path, img: np.ndarray) -> None:
+def write_image(path: PathArg, img: np.ndarray) -> None:
     """Save uint8 HxWx3 RGB; the format follows the extension and the file appears only when complete."""
     p = Path(path)
     ext = p.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
         raise ZoomdreamError(
-            f"cannot write '{_show(p)}': unsupported image type '{ext or '(none)'}' (use one of {' '.join(IMAGE_EXTENSIONS)})"
+            f"cannot write '{_show(p)}': unsupported image type '{ext or '(none)'}' "
+            f"(use one of {' '.join(IMAGE_EXTENSIONS)})"
         )
     _check_frame(img)
     _check_output_target(p)
@@ -400,19 +433,24 @@ def _probe(path, what: str = "read") -> tuple[Path, _Header]:
         res = subprocess.run([_ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, timeout=_PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise ZoomdreamError(f"cannot {what} '{_show(p)}': ffmpeg took too long to open it (check the file)") from None
+        raise ZoomdreamError(
+            f"cannot {what} '{_show(p)}': ffmpeg took too long to open it (check the file)"
+        ) from None
     text = res.stderr.decode("utf-8", "replace")
     header = _parse_header(text)
     if res.returncode != 0:
         if "Input #0" in text and header.video_codec is None and header.audio_codec is None:
-            raise ZoomdreamError(f"cannot {what} '{_show(p)}': it has no video or audio stream (give a video file)")
+            raise ZoomdreamError(
+                f"cannot {what} '{_show(p)}': it has no video or audio stream (give a video file)"
+            )
         raise ZoomdreamError(
-            f"cannot {what} '{_show(p)}': ffmpeg could not open it: {_tail(text.splitlines())} (check that it is a video file)"
+            f"cannot {what} '{_show(p)}': ffmpeg could not open it: {_tail(text.splitlines())} "
+            "(check that it is a video file)"
         )
     return p, header
 
 
-def probe_video(path) -> VideoInfo:
+def probe_video(path: PathArg) -> VideoInfo:
     """Size, average frame rate, length and audio of a video, from ffmpeg's header dump (fast: no decoding)."""
     p, h = _probe(path)
     if h.video_codec is None:
@@ -425,7 +463,8 @@ def probe_video(path) -> VideoInfo:
     n_frames = max(1, round(h.duration * fps)) if h.duration else None
     return VideoInfo(
         width=h.width, height=h.height, fps=fps, n_frames=n_frames, duration=h.duration,
-        has_audio=h.audio_codec is not None, audio_codec=h.audio_codec, video_codec=h.video_codec, pix_fmt=h.pix_fmt,
+        has_audio=h.audio_codec is not None, audio_codec=h.audio_codec,
+        video_codec=h.video_codec, pix_fmt=h.pix_fmt,
     )
 
 
@@ -444,7 +483,12 @@ def _fit_size(width: int, height: int, max_size: int | None) -> tuple[int, int] 
 
 
 def read_video(
-    path, *, start: float = 0.0, duration: float | None = None, every: int = 1, max_size: int | None = None
+    path: PathArg,
+    *,
+    start: float = 0.0,
+    duration: float | None = None,
+    every: int = 1,
+    max_size: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Stream uint8 HxWx3 RGB frames at the source's average rate (constant, so variable-rate clips behave).
 
@@ -454,7 +498,9 @@ def read_video(
     """
     if not (isinstance(start, (int, float)) and math.isfinite(start) and start >= 0):
         raise ZoomdreamError(f"start {start!r} must be a number of seconds >= 0 (e.g. 0 or 1.5)")
-    if duration is not None and not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
+    if duration is not None and not (
+        isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0
+    ):
         raise ZoomdreamError(f"duration {duration!r} must be a number of seconds > 0 (or leave it out)")
     if not isinstance(every, int) or every < 1:
         raise ZoomdreamError(f"every {every!r} must be a whole number >= 1 (1 keeps every frame)")
@@ -464,7 +510,8 @@ def read_video(
     p = Path(path)
     if info.duration is not None and start >= info.duration:
         raise ZoomdreamError(
-            f"cannot read '{_show(p)}' from {start:g} s: it is only {info.duration:.2f} s long (use a smaller start)"
+            f"cannot read '{_show(p)}' from {start:g} s: it is only {info.duration:.2f} s long "
+            "(use a smaller start)"
         )
     rate = _rate_arg(_fps_fraction(info.fps))
     args = ["-nostdin"]
@@ -517,7 +564,9 @@ def _stream_frames(args, width, height, every, size, p: Path) -> Iterator[np.nda
         rc = ff.wait()
         done = True
         if rc != 0:
-            raise ZoomdreamError(f"cannot read '{_show(p)}': ffmpeg said: {ff.tail()} (check that the video is intact)")
+            raise ZoomdreamError(
+                f"cannot read '{_show(p)}': ffmpeg said: {ff.tail()} (check that the video is intact)"
+            )
     finally:
         if not done:
             ff.kill()  # closed early or failed: ffmpeg must not linger
@@ -539,11 +588,11 @@ class VideoWriter:
 
     def __init__(
         self,
-        path,
+        path: PathArg,
         fps: float,
         *,
         crf: int = 18,
-        audio_from=None,
+        audio_from: PathArg | None = None,
         audio_start: float = 0.0,
         audio_duration: float | None = None,
         preset: str = "medium",
@@ -565,7 +614,9 @@ class VideoWriter:
         self.preset = preset
         self.gif_rate = _fps_fraction(gif_fps) if gif_fps is not None else self.rate
         if gif_width is not None and (not isinstance(gif_width, int) or gif_width < 2):
-            raise ZoomdreamError(f"gif_width {gif_width!r} must be a whole number of pixels >= 2 (or leave it out)")
+            raise ZoomdreamError(
+                f"gif_width {gif_width!r} must be a whole number of pixels >= 2 (or leave it out)"
+            )
         self.gif_width = gif_width
 
         self._audio: tuple[Path, str] | None = None
@@ -573,7 +624,9 @@ class VideoWriter:
             if not (math.isfinite(audio_start) and audio_start >= 0):
                 raise ZoomdreamError(f"audio_start {audio_start!r} must be a number of seconds >= 0")
             if audio_duration is not None and not (math.isfinite(audio_duration) and audio_duration > 0):
-                raise ZoomdreamError(f"audio_duration {audio_duration!r} must be a number of seconds > 0 (or leave it out)")
+                raise ZoomdreamError(
+                    f"audio_duration {audio_duration!r} must be a number of seconds > 0 (or leave it out)"
+                )
             src, header = _probe(audio_from, "read audio from")
             if header.audio_codec is not None:
                 if header.duration is not None and audio_start >= header.duration:
@@ -603,6 +656,14 @@ class VideoWriter:
         else:
             self.abort()
 
+    def __del__(self) -> None:
+        # A writer dropped without close() must not leave ffmpeg running or a temp file behind.
+        if not getattr(self, "_closed", True):
+            try:
+                self.abort()
+            except Exception:
+                pass  # interpreter shutdown: modules may already be gone
+
     # -- public
 
     def write(self, frame: np.ndarray) -> None:
@@ -622,7 +683,8 @@ class VideoWriter:
             tail = self._ff.tail()
             self.abort()
             raise ZoomdreamError(
-                f"cannot write '{_show(self.path)}': ffmpeg stopped: {tail} (check free disk space and the options)"
+                f"cannot write '{_show(self.path)}': ffmpeg stopped: {tail} "
+                "(check free disk space and the options)"
             ) from None
         self.frames_written += 1
 
@@ -632,7 +694,9 @@ class VideoWriter:
             return
         self._closed = True
         if self._ff is None:
-            raise ZoomdreamError(f"cannot write '{_show(self.path)}': no frames were given (check the input range)")
+            raise ZoomdreamError(
+                f"cannot write '{_show(self.path)}': no frames were given (check the input range)"
+            )
         try:
             try:
                 self._ff.proc.stdin.close()
@@ -641,14 +705,17 @@ class VideoWriter:
             rc = self._ff.wait()
             if rc != 0:
                 raise ZoomdreamError(
-                    f"cannot write '{_show(self.path)}': ffmpeg said: {self._ff.tail()} (check free disk space and the options)"
+                    f"cannot write '{_show(self.path)}': ffmpeg said: {self._ff.tail()} "
+                    "(check free disk space and the options)"
                 )
             if self._audio is not None:
                 self._mux_audio()
             os.replace(self._temp, self.path)
         except OSError as e:
             self._cleanup()
-            raise ZoomdreamError(f"cannot write '{_show(self.path)}': {e.strerror or e} (check folder permissions)") from None
+            raise ZoomdreamError(
+                f"cannot write '{_show(self.path)}': {e.strerror or e} (check folder permissions)"
+            ) from None
         except BaseException:
             self._cleanup()
             raise
@@ -727,14 +794,14 @@ class VideoWriter:
 # numbered frame folders
 
 
-def frame_path(directory, index: int) -> Path:
+def frame_path(directory: PathArg, index: int) -> Path:
     """The one place the frame naming lives: frame_00000000.png, 8 digits so names sort far past 9,999."""
     if index < 0:
         raise ValueError(f"frame index must be >= 0, got {index}")
     return Path(directory) / f"frame_{index:08d}.png"
 
 
-def list_frames(directory) -> list[Path]:
+def list_frames(directory: PathArg) -> list[Path]:
     """Complete frames in index order (temporary files are skipped); [] when the folder does not exist."""
     d = Path(directory)
     if not d.exists():
@@ -755,7 +822,7 @@ class FrameDirWriter:
     Frames already written are complete files and are kept by abort() (they are the resume point).
     """
 
-    def __init__(self, directory, *, start_index: int = 0):
+    def __init__(self, directory: PathArg, *, start_index: int = 0):
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise ZoomdreamError(f"cannot write frames to '{_show(self.directory)}': it is a file (give a folder)")
@@ -763,7 +830,8 @@ class FrameDirWriter:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ZoomdreamError(
-                f"cannot create folder '{_show(self.directory)}': {e.strerror or e} (check the path and permissions)"
+                f"cannot create folder '{_show(self.directory)}': {e.strerror or e} "
+                "(check the path and permissions)"
             ) from None
         if start_index < 0:
             raise ValueError(f"start_index must be >= 0, got {start_index}")
@@ -793,7 +861,7 @@ class FrameDirWriter:
         self._closed = True
 
 
-def open_writer(path, fps: float, **options) -> VideoWriter | FrameDirWriter:
+def open_writer(path: PathArg, fps: float, **options) -> VideoWriter | FrameDirWriter:
     """Pick the writer from the path: a video extension gives VideoWriter, an extensionless path or an
     existing folder gives FrameDirWriter (fps unused; ``start_index`` may be passed)."""
     p = Path(path)

@@ -1,0 +1,77 @@
+"""Video stylization on real clips: frame count, frame rate, audio, flicker against naive, resume."""
+import os
+from dataclasses import replace
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from zoomdream import io, loops
+from zoomdream.config import make_job
+from zoomdream.flow import warping_error
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+MP4 = os.path.join(DATA, "example.mp4")  # 640x480, 25 fps, no audio
+WEBM = os.path.join(DATA, "big_buck_bunny_432_433.webm")  # 1280x720, 24 fps, Vorbis audio
+
+
+def video_job(tmp_path, source, name="out.mp4", **overrides):
+    values = dict(command="video", input=source, output=str(tmp_path / name), max_size=96, octaves=1, steps=2,
+                  tile=64, layers="block5", duration=0.4)
+    values.update(overrides)
+    return make_job(values)
+
+
+def test_mp4_without_audio_keeps_rate_and_count(tmp_path, lite0):
+    job = video_job(tmp_path, MP4)
+    loops.render_video(job, progress=False, model=lite0)
+    info = io.probe_video(job.output)
+    assert info.fps == pytest.approx(25, abs=0.01)
+    assert not info.has_audio
+    assert sum(1 for _ in io.read_video(job.output)) == 10
+
+
+def test_webm_audio_is_kept_and_cut(tmp_path, lite0):
+    job = video_job(tmp_path, WEBM, start=0.25, duration=0.5)
+    loops.render_video(job, progress=False, model=lite0)
+    info = io.probe_video(job.output)
+    assert info.has_audio and info.fps == pytest.approx(24, abs=0.01)
+    assert sum(1 for _ in io.read_video(job.output)) == 12
+    assert info.duration == pytest.approx(0.5, abs=0.1)
+
+
+def test_flow_coherence_flickers_less_than_naive(tmp_path, lite0):
+    settings = dict(steps=4, step_size=0.04, duration=0.6, max_size=128)
+    coherent = video_job(tmp_path, MP4, "coherent.mp4", frames_dir=str(tmp_path / "coherent"), **settings)
+    naive = video_job(tmp_path, MP4, "naive.mp4", frames_dir=str(tmp_path / "naive"), flow="none", blend=0.0,
+                      **settings)
+    for job in (coherent, naive):
+        loops.render_video(job, progress=False, model=lite0)
+
+    def error(directory):
+        outputs = (iio.imread(p) for p in io.list_frames(directory))
+        return warping_error(outputs, io.read_video(MP4, duration=0.6, max_size=128))
+
+    assert error(tmp_path / "coherent") < 0.8 * error(tmp_path / "naive")
+
+
+def test_video_resume_equals_uninterrupted(tmp_path, lite0, monkeypatch):
+    whole = video_job(tmp_path, MP4, "whole.mp4", frames_dir=str(tmp_path / "whole"), duration=0.2)
+    loops.render_video(whole, progress=False, model=lite0)
+    job = video_job(tmp_path, MP4, "cut.mp4", frames_dir=str(tmp_path / "cut"), duration=0.2)
+    emit = loops.FrameRender.emit
+
+    def interrupt(self, frame, rng):
+        if self.done == 3:
+            raise KeyboardInterrupt
+        emit(self, frame, rng)
+
+    monkeypatch.setattr(loops.FrameRender, "emit", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        loops.render_video(job, progress=False, model=lite0)
+    monkeypatch.setattr(loops.FrameRender, "emit", emit)
+    loops.render_video(replace(job, resume=True), progress=False, model=lite0)
+    cut, ref = io.list_frames(tmp_path / "cut"), io.list_frames(tmp_path / "whole")
+    assert len(cut) == len(ref) == 5
+    for a, b in zip(cut, ref):
+        np.testing.assert_array_equal(iio.imread(a), iio.imread(b))
