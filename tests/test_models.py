@@ -72,3 +72,18 @@ def test_missing_keras_weights_names_file_cache_and_url(tmp_path, monkeypatch):
 def test_keras_backbone_with_random_weights_has_its_layers():
     model = load_model("inception_v3", weights="random")
     assert model.layers == [f"mixed{i}" for i in range(11)]
+
+
+def test_batch_norm_folding_keeps_the_function():
+    from zoomdream.models import fold_batch_norm
+
+    raw = get_backbone("mobilenet_v2").build(None)
+    rng = np.random.default_rng(0)
+    for layer in raw.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, layer.moving_variance.shape))
+    folded = fold_batch_norm(raw)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    x = rng.uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(raw(x)), atol=1e-4)

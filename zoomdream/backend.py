@@ -63,7 +63,7 @@ def _compile_jax(feature_model, step):
             outputs, _ = feature_model.stateless_call(trainable, non_trainable, x, training=False)
             return _as_list(outputs)
 
-        return step(call_model, jax.value_and_grad, *args)
+        return step(call_model, lambda fn, x: jax.value_and_grad(fn)(x), *args)
 
     compiled = jax.jit(run)
     return lambda *args: compiled(weights, *args)

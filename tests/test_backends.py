@@ -1,0 +1,44 @@
+"""The JAX path (for GPUs without TensorFlow) runs the same engine: checked on CPU in a child process,
+since Keras picks its backend once per process."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from zoomdream.ascent import DreamSettings
+
+JAX_SCRIPT = r"""
+import json, sys
+import numpy as np
+from zoomdream.ascent import Dreamer, DreamSettings
+from zoomdream.models import load_model
+from zoomdream.objective import make_objective
+from zoomdream import backend
+assert backend.name() == "jax"
+photo = np.load(sys.argv[1])
+dreamer = Dreamer(load_model("efficientnet-lite0", precision="float32"), make_objective("block5:1,block8:1"), tile=64)
+stepped, before = dreamer.step(photo, np.array([5, 9]), 0.02)
+climbed = dreamer.ascend(photo, 4, 0.02, np.random.default_rng(0))
+_, after = dreamer.step(climbed, np.zeros(2, np.int32), 0.0)
+out = dreamer.dream(photo, DreamSettings(octaves=2, steps=2, tile=64), seed=0)
+np.save(sys.argv[2], np.asarray(stepped))
+print(json.dumps({"before": float(before), "after": float(after), "shape": list(out.shape)}))
+"""
+
+
+def test_jax_backend_matches_tensorflow(tmp_path, dreamer, photo):
+    np.save(tmp_path / "photo.npy", photo)
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    child = subprocess.run([sys.executable, "-c", JAX_SCRIPT, tmp_path / "photo.npy", tmp_path / "step.npy"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert child.returncode == 0, child.stderr[-2000:]
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result["after"] > result["before"]
+    tf_out = dreamer.dream(photo, DreamSettings(octaves=2, steps=2, tile=64), seed=0)
+    assert result["shape"] == list(tf_out.shape)
+    tf_step, _ = dreamer.step(photo, np.array([5, 9]), 0.02)
+    jax_step = np.load(tmp_path / "step.npy")
+    assert np.abs(jax_step - np.asarray(tf_step)).mean() < 1e-3
