@@ -63,3 +63,16 @@ def test_max_loss_stops_early(dreamer, photo):
     calls = []
     dreamer.ascend(photo, 10, 0.02, np.random.default_rng(0), max_loss=0.0, on_step=lambda: calls.append(1))
     assert len(calls) == 1
+
+
+def test_bfloat16_precision_climbs_with_float32_image(photo):
+    from zoomdream.ascent import Dreamer
+    from zoomdream.models import load_model
+    from zoomdream.objective import make_objective
+
+    dreamer = Dreamer(load_model("efficientnet-lite0", precision="bfloat16"), make_objective("block3"), tile=64)
+    image = photo[:32, :32]
+    before = loss_of(dreamer, image)
+    climbed = dreamer.ascend(image, 3, 0.02, np.random.default_rng(0))
+    assert np.asarray(climbed).dtype == np.float32
+    assert loss_of(dreamer, climbed) > before

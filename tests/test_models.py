@@ -14,17 +14,22 @@ from zoomdream.models import BACKBONES, get_backbone, load_model, resolve_weight
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
 
 
-@pytest.fixture(scope="module")
-def classifier():
-    weights = get_backbone("efficientnet-lite0").find_weights()
-    image = keras.Input((224, 224, 3))
+def build_classifier(name: str, resolution: int):
+    weights = get_backbone(name).find_weights()
+    image = keras.Input((resolution, resolution, 3))
     scaled = keras.layers.Rescaling(1 / 128.0, offset=-127 / 128.0)(image)
     return build_efficientnet_lite(weights, image, scaled, include_top=True)
 
 
+@pytest.fixture(scope="module")
+def classifier():
+    return build_classifier("efficientnet-lite0", 224)
+
+
 def top5(model, name):
+    size = model.input_shape[1]
     img = iio.imread(os.path.join(SAMPLES, name))[..., :3]
-    img = cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32)
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
     return set(np.argsort(-model.predict(img[None], verbose=0)[0])[:5].tolist())
 
 
@@ -34,6 +39,13 @@ def test_port_sees_a_cat_in_chelsea(classifier):
 
 def test_port_sees_espresso_in_coffee(classifier):
     assert top5(classifier, "coffee.png") & {967, 968}
+
+
+@pytest.mark.parametrize("name,resolution", [("efficientnet-lite1", 240), ("efficientnet-lite2", 260)])
+def test_bigger_lite_ports_classify_too(name, resolution):
+    model = build_classifier(name, resolution)
+    assert top5(model, "chelsea.png") & {281, 282, 283, 284, 285}
+    assert top5(model, "coffee.png") & {967, 968}
 
 
 def test_dream_input_convention_matches_classifier(lite0, classifier):

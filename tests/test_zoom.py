@@ -110,3 +110,10 @@ def test_image_start_from_file(tmp_path, lite0):
     loops.render_zoom(job, progress=False, model=lite0)
     info = io.probe_video(job.output)
     assert (info.width, info.height) == (64, 42)
+
+
+def test_preview_shows_latest_frame(tmp_path, lite0):
+    job = zoom_job(tmp_path, frames=3, preview=1, frames_dir=str(tmp_path / "f"))
+    loops.render_zoom(job, progress=False, model=lite0)
+    preview = iio.imread(tmp_path / "zoom.preview.png")
+    np.testing.assert_array_equal(preview, frames_of(tmp_path / "f")[-1])

