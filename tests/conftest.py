@@ -31,3 +31,26 @@ def photo():
 
     img = iio.imread(os.path.join(os.path.dirname(__file__), "..", "samples", "chelsea.png"))
     return cv2.resize(img, (96, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 127.5 - 1.0
+
+
+@pytest.fixture
+def interrupt_after(monkeypatch):
+    """``interrupt_after(n)``: the next render raises KeyboardInterrupt (like Ctrl-C) once n frames are kept;
+    ``interrupt_after(None)`` lets renders run through again."""
+    from zoomdream import loops
+
+    emit = loops.FrameRender.emit
+
+    def arm(frames):
+        if frames is None:
+            monkeypatch.setattr(loops.FrameRender, "emit", emit)
+            return
+
+        def interrupting_emit(self, frame, rng):
+            if self.done == frames:
+                raise KeyboardInterrupt
+            emit(self, frame, rng)
+
+        monkeypatch.setattr(loops.FrameRender, "emit", interrupting_emit)
+
+    return arm

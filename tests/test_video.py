@@ -55,21 +55,14 @@ def test_flow_coherence_flickers_less_than_naive(tmp_path, lite0):
     assert error(tmp_path / "coherent") < 0.8 * error(tmp_path / "naive")
 
 
-def test_video_resume_equals_uninterrupted(tmp_path, lite0, monkeypatch):
+def test_video_resume_equals_uninterrupted(tmp_path, lite0, interrupt_after):
     whole = video_job(tmp_path, MP4, "whole.mp4", frames_dir=str(tmp_path / "whole"), duration=0.2)
     loops.render_video(whole, progress=False, model=lite0)
     job = video_job(tmp_path, MP4, "cut.mp4", frames_dir=str(tmp_path / "cut"), duration=0.2)
-    emit = loops.FrameRender.emit
-
-    def interrupt(self, frame, rng):
-        if self.done == 3:
-            raise KeyboardInterrupt
-        emit(self, frame, rng)
-
-    monkeypatch.setattr(loops.FrameRender, "emit", interrupt)
+    interrupt_after(3)
     with pytest.raises(KeyboardInterrupt):
         loops.render_video(job, progress=False, model=lite0)
-    monkeypatch.setattr(loops.FrameRender, "emit", emit)
+    interrupt_after(None)
     loops.render_video(replace(job, resume=True), progress=False, model=lite0)
     cut, ref = io.list_frames(tmp_path / "cut"), io.list_frames(tmp_path / "whole")
     assert len(cut) == len(ref) == 5

@@ -60,26 +60,19 @@ def test_frames_are_dreamed_and_move(tmp_path, lite0):
     assert all(np.abs(a.astype(int) - b).mean() > 1 for a, b in zip(frames, frames[1:]))
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, lite0, monkeypatch):
+def test_resume_equals_uninterrupted_run(tmp_path, lite0, interrupt_after):
     whole = zoom_job(tmp_path, name="whole.mp4", frames_dir=str(tmp_path / "whole"), zoom="0:(1.05), 3:(1.1)",
                      angle="2*sin(t)")
     loops.render_zoom(whole, progress=False, model=lite0)
 
     job = zoom_job(tmp_path, name="cut.mp4", frames_dir=str(tmp_path / "cut"), zoom="0:(1.05), 3:(1.1)",
                    angle="2*sin(t)")
-    emit = loops.FrameRender.emit
-
-    def interrupt_after_two(self, frame, rng):
-        if self.done == 2:
-            raise KeyboardInterrupt
-        emit(self, frame, rng)
-
-    monkeypatch.setattr(loops.FrameRender, "emit", interrupt_after_two)
+    interrupt_after(2)
     with pytest.raises(KeyboardInterrupt):
         loops.render_zoom(job, progress=False, model=lite0)
     assert not os.path.exists(job.output), "a final file appeared before the render finished"
     assert len(io.list_frames(tmp_path / "cut")) == 2
-    monkeypatch.setattr(loops.FrameRender, "emit", emit)
+    interrupt_after(None)
 
     with pytest.raises(ZoomdreamError, match="--resume"):
         loops.render_zoom(job, progress=False, model=lite0)

@@ -5,15 +5,23 @@ outputs and resume state, and nothing below them knows about files or frames.
 """
 from __future__ import annotations
 
-import numpy as np
+import json
+import math
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from zoomdream import backend, io
 from zoomdream.ascent import Dreamer, DreamSettings, to_uint8, to_unit
-from zoomdream.config import Job, save_job
+from zoomdream.config import COMMAND_DEFAULTS, Job, save_job
 from zoomdream.errors import ZoomdreamError
+from zoomdream.flow import coherent_init
 from zoomdream.models import LoadedModel, load_model
+from zoomdream.motion import parse_schedule, parse_text_schedule, transform_frame
 from zoomdream.objective import LayerTerm, guide_features, make_objective, parse_layers
 
 
@@ -26,29 +34,33 @@ def fit_max_size(img: np.ndarray, max_size: int | None) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
-def dream_settings(job: Job, steps: int | None = None, step_size: float | None = None,
+def constant(value: int | float | str, name: str) -> float:
+    """A setting that only zoom may keyframe, read as one number for stills and video."""
+    try:
+        return float(value)
+    except ValueError:
+        raise ZoomdreamError(f"--{name.replace('_', '-')} '{value}' must be a number here "
+                             f"(keyframes are for zoom)") from None
+
+
+def dream_settings(job: Job, steps: float | None = None, step_size: float | None = None,
                    octaves: int | None = None) -> DreamSettings:
+    """The engine settings for one frame; without overrides, the job's (constant) values."""
     return DreamSettings(octaves=job.octaves if octaves is None else octaves, octave_scale=job.octave_scale,
-                         steps=int(job.steps if steps is None else steps),
-                         step_size=float(job.step_size if step_size is None else step_size),
+                         steps=max(0, round(constant(job.steps, "steps") if steps is None else steps)),
+                         step_size=constant(job.step_size, "step_size") if step_size is None else step_size,
                          tile=job.tile, max_loss=job.max_loss)
 
 
-def build_dreamer(job: Job, layers: str | None = None, model: LoadedModel | None = None) -> Dreamer:
+def build_dreamer(job: Job, model: LoadedModel | None = None) -> Dreamer:
     """Load the backbone and compile the engine for the job's objective (and guide image, if any)."""
     model = model or load_model(job.model, job.weights, backend.resolve_precision(job.precision))
-    spec = layers or job.layers or model.backbone.default_layers
-    objective = make_objective(parse_layers(spec), job.loss, job.tv)
-    dreamer = Dreamer(model, objective, tile=job.tile)
+    objective = make_objective(job.layers or model.backbone.default_layers, job.loss, job.tv)
     if job.guide:
-        guide = fit_max_size(io.read_image(job.guide), 512)
-        features = guide_features(dreamer.feature_model, objective.layers, to_unit(guide))
-        dreamer = Dreamer(model, objective.with_guide(features), tile=job.tile)
-    return dreamer
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    return tqdm(total=total, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
+        guide = to_unit(fit_max_size(io.read_image(job.guide), 512))
+        objective = objective.with_guide(guide_features(model.feature_model(objective.layers), objective.layers,
+                                                        guide))
+    return Dreamer(model, objective, tile=job.tile)
 
 
 def render_image(job: Job, progress: bool = True, model: LoadedModel | None = None) -> np.ndarray:
@@ -56,16 +68,10 @@ def render_image(job: Job, progress: bool = True, model: LoadedModel | None = No
     if not job.input:
         raise ZoomdreamError("no input image given (zoomdream image IN.jpg -o OUT.png)")
     img = fit_max_size(io.read_image(job.input), job.max_size)
-    for value, name in ((job.steps, "steps"), (job.step_size, "step_size")):
-        if isinstance(value, str):
-            try:
-                float(value)
-            except ValueError:
-                raise ZoomdreamError(f"--{name.replace('_', '-')} takes a number for a still image "
-                                     f"(keyframes are for zoom)") from None
-    dreamer = build_dreamer(job, model=model)
     settings = dream_settings(job)
-    with _progress(settings.octaves * settings.steps, "dreaming", progress) as bar:
+    dreamer = build_dreamer(job, model=model)
+    with tqdm(total=settings.octaves * settings.steps, desc="dreaming", unit="step", disable=not progress,
+              dynamic_ncols=True) as bar:
         result = to_uint8(dreamer.dream(to_unit(img), settings, seed=job.seed, on_step=bar.update))
     if job.output:
         io.write_image(job.output, result)
@@ -82,12 +88,11 @@ class FrameRender:
 
     The work folder ``OUT.zoomdream/`` holds ``state.json`` (frames done, RNG state, settings hash) and the
     PNG frames (or they go to ``--frames-dir``). On resume the finished frames are fed to a fresh encoder,
-    which costs seconds, and the loop continues from the last one.
+    which costs seconds, and the loop continues from the last one. Keeping a frame (PNG, state, encoder)
+    runs on a worker thread while the next frame is dreamed; at most one frame is in flight.
     """
 
     def __init__(self, job: Job, fps: float, audio: dict | None = None):
-        from pathlib import Path
-
         self.job, self.fps, self.audio = job, fps, audio or {}
         self.output = Path(job.output)
         self.work = self.output.with_name(self.output.name + ".zoomdream")
@@ -96,11 +101,12 @@ class FrameRender:
         self.writer = None
         self.done = 0
         self.rng_state = None
+        self._kept = {}  # the first and the latest frame, so the loop never waits on the disk
+        self._worker = ThreadPoolExecutor(max_workers=1)
+        self._pending = None
 
     def start(self) -> int:
         """Prepare the folders and the encoder; returns how many frames are already done."""
-        import json
-
         if self.output.suffix.lower() not in io.VIDEO_EXTENSIONS:
             raise ZoomdreamError(f"cannot write '{self.output}': use one of {', '.join(io.VIDEO_EXTENSIONS)}")
         if self.state_path.exists():
@@ -121,29 +127,41 @@ class FrameRender:
             self.writer.write(io.read_image(io.frame_path(self.frames_dir, t)))
         return self.done
 
-    def last_frame(self) -> np.ndarray:
-        return io.read_image(io.frame_path(self.frames_dir, self.done - 1))
+    def frame(self, index: int) -> np.ndarray:
+        """A finished frame: the first or the latest from memory, else (after a resume) from disk."""
+        if index not in self._kept:
+            self._kept[index] = io.read_image(io.frame_path(self.frames_dir, index))
+        return self._kept[index]
 
-    def first_frame(self) -> np.ndarray:
-        return io.read_image(io.frame_path(self.frames_dir, 0))
+    def last_frame(self) -> np.ndarray:
+        return self.frame(self.done - 1)
 
     def emit(self, frame: np.ndarray, rng: np.random.Generator) -> None:
-        """Keep a finished frame: PNG first (atomic), then the state that says it exists, then encode."""
-        import json
-
-        io.write_image(io.frame_path(self.frames_dir, self.done), frame)
+        """Hand a finished frame (and the RNG state after it) to the worker that keeps it."""
+        self._kept = {i: f for i, f in self._kept.items() if i == 0}
+        self._kept[self.done] = frame
+        self.flush()
+        self._pending = self._worker.submit(self._keep, self.done, frame, rng.bit_generator.state)
         self.done += 1
+
+    def _keep(self, index: int, frame: np.ndarray, rng_state: dict) -> None:
+        """PNG first (atomic), then the state that says it exists, then the encoder and the preview."""
+        io.write_image(io.frame_path(self.frames_dir, index), frame)
         tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"done": self.done, "rng": rng.bit_generator.state,
-                                   "settings": self.job.settings_hash()}))
+        tmp.write_text(json.dumps({"done": index + 1, "rng": rng_state, "settings": self.job.settings_hash()}))
         tmp.replace(self.state_path)
         self.writer.write(frame)
-        if self.job.preview and self.done % self.job.preview == 0:
+        if self.job.preview and (index + 1) % self.job.preview == 0:
             io.write_image(self.output.with_name(self.output.stem + ".preview.png"), frame)
 
-    def finish(self) -> None:
-        import shutil
+    def flush(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
+    def finish(self) -> None:
+        self.flush()
+        self._worker.shutdown()
         self.writer.close()
         save_job(self.job, self.output.with_name(self.output.stem + ".job.toml"))
         if self.job.frames_dir:
@@ -154,8 +172,13 @@ class FrameRender:
             shutil.rmtree(self.work)
 
     def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
+        """Keep every frame already handed over (they are the resume point), drop the partial video."""
+        try:
+            self.flush()
+        finally:
+            self._worker.shutdown()
+            if self.writer is not None:
+                self.writer.abort()
 
 
 def restore_rng(seed: int, state: dict | None) -> np.random.Generator:
@@ -192,7 +215,7 @@ def color_match(img: np.ndarray, reference_stats: tuple[np.ndarray, np.ndarray],
     grey or to one saturated colour."""
     if strength <= 0:
         return img
-    mean, std = img.reshape(-1, 3).mean(0), img.reshape(-1, 3).std(0) + 1e-6
+    mean, std = stats(img)
     ref_mean, ref_std = reference_stats
     matched = (img - mean) / std * ref_std + ref_mean
     return np.clip(img + strength * (matched - img), -1.0, 1.0).astype(np.float32)
@@ -220,7 +243,6 @@ def parse_size(text: str) -> tuple[int, int]:
 def layer_blend(spec: str | None, default: str):
     """The union objective of a keyframed layer schedule, and per frame the weight vector over its terms,
     so travelling through the network changes inputs to the compiled step, never the step itself."""
-    from zoomdream.motion import parse_text_schedule
 
     schedule = parse_text_schedule(spec or default, name="layers")
     index: dict[tuple, int] = {}
@@ -252,9 +274,6 @@ def start_image(job: Job, rng: np.random.Generator) -> np.ndarray:
 
 def render_zoom(job: Job, progress: bool = True, model: LoadedModel | None = None) -> None:
     """The feedback loop: each frame is the previous one, zoomed (moved) a little and dreamed again."""
-    from zoomdream.config import COMMAND_DEFAULTS
-    from zoomdream.motion import parse_schedule, transform_frame
-
     def schedule(text, name):
         return parse_schedule(text, name=f"--{name}", interpolation=job.interpolation)
 
@@ -276,16 +295,16 @@ def render_zoom(job: Job, progress: bool = True, model: LoadedModel | None = Non
     def make_frame(t: int, rng: np.random.Generator) -> np.ndarray:
         if t == 0:
             image = start_image(job, rng)
-            settings = dream_settings(job, **COMMAND_DEFAULTS["image"])
+            settings = dream_settings(job, step_size=step_size.at(0), **COMMAND_DEFAULTS["image"])
         else:
             previous = to_unit(render.last_frame())
             image = transform_frame(previous, **{k: s.at(t) for k, s in motion.items()}, center=center)
-            settings = dream_settings(job, steps=max(0, round(steps.at(t))), step_size=step_size.at(t))
+            settings = dream_settings(job, steps=steps.at(t), step_size=step_size.at(t))
         dreamed = dreamer.dream(image, settings, weights=weights_at(t), rng=rng)
         if t == 0:
             return to_uint8(dreamed)
         if "stats" not in reference:  # from the saved first frame, so a resumed run matches exactly
-            reference["stats"] = stats(to_unit(render.first_frame()))
+            reference["stats"] = stats(to_unit(render.frame(0)))
         return to_uint8(color_match(dreamed, reference["stats"], job.color_match))
 
     run_frames(render, job.frames, make_frame, progress)
@@ -298,11 +317,11 @@ def render_zoom(job: Job, progress: bool = True, model: LoadedModel | None = Non
 def render_video(job: Job, progress: bool = True, model: LoadedModel | None = None) -> None:
     """Dream a clip frame by frame; each frame starts from the previous dream warped by the source's
     optical flow (occlusions dreamed afresh), so the dream moves with the scene instead of flickering."""
-    from zoomdream.flow import coherent_init
 
     if not job.input:
         raise ZoomdreamError("no input video given (zoomdream video IN.mp4 -o OUT.mp4)")
     info = io.probe_video(job.input)
+    settings = dream_settings(job)
     dreamer = build_dreamer(job, model=model)
     audio = dict(audio_from=job.input, audio_start=job.start, audio_duration=job.duration) if info.has_audio else {}
     render = FrameRender(job, info.fps / job.every, audio)
@@ -324,7 +343,7 @@ def render_video(job: Job, progress: bool = True, model: LoadedModel | None = No
             init = coherent_init(render.last_frame(), previous["source"], source, blend=job.blend,
                                  method=job.flow)
         previous["source"] = source
-        return to_uint8(dreamer.dream(to_unit(init), dream_settings(job), rng=rng))
+        return to_uint8(dreamer.dream(to_unit(init), settings, rng=rng))
 
     try:
         run_frames(render, expected_frames(info, job), make_frame, progress)
@@ -334,8 +353,6 @@ def render_video(job: Job, progress: bool = True, model: LoadedModel | None = No
 
 def expected_frames(info, job: Job) -> int | None:
     """Frames the selected range should yield, for the progress bar's ETA (None when unknown)."""
-    import math
-
     if info.duration is None:
         return None
     seconds = max(0.0, info.duration - job.start)
