@@ -110,3 +110,15 @@ def test_preview_shows_latest_frame(tmp_path, lite0):
     loops.render_zoom(job, progress=False, model=lite0)
     preview = iio.imread(tmp_path / "zoom.preview.png")
     np.testing.assert_array_equal(preview, frames_of(tmp_path / "f")[-1])
+
+
+def test_color_match_pulls_statistics_to_the_reference():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(-0.2, 0.6, (40, 50, 3)).astype(np.float32)
+    reference = (np.array([0.1, -0.2, 0.0]), np.array([0.3, 0.2, 0.25]))
+    mean, std = loops.stats(loops.color_match(img, reference, 1.0))
+    np.testing.assert_allclose(mean, reference[0], atol=1e-4)
+    np.testing.assert_allclose(std, reference[1], atol=1e-4)
+    half_mean, _ = loops.stats(loops.color_match(img, reference, 0.5))
+    np.testing.assert_allclose(half_mean, (loops.stats(img)[0] + reference[0]) / 2, atol=1e-4)
+    assert loops.color_match(img, reference, 0.0) is img
