@@ -41,7 +41,7 @@ def test_webm_audio_is_kept_and_cut(tmp_path, lite0):
 
 
 def test_flow_coherence_flickers_less_than_naive(tmp_path, lite0):
-    settings = dict(steps=4, step_size=0.04, duration=0.6, max_size=128)
+    settings = dict(steps=8, octaves=2, duration=0.6, max_size=160)
     coherent = video_job(tmp_path, MP4, "coherent.mp4", frames_dir=str(tmp_path / "coherent"), **settings)
     naive = video_job(tmp_path, MP4, "naive.mp4", frames_dir=str(tmp_path / "naive"), flow="none", blend=0.0,
                       **settings)
@@ -50,9 +50,11 @@ def test_flow_coherence_flickers_less_than_naive(tmp_path, lite0):
 
     def error(directory):
         outputs = (iio.imread(p) for p in io.list_frames(directory))
-        return warping_error(outputs, io.read_video(MP4, duration=0.6, max_size=128))
+        return warping_error(outputs, io.read_video(MP4, duration=0.6, max_size=160))
 
-    assert error(tmp_path / "coherent") < 0.8 * error(tmp_path / "naive")
+    coherent_error, naive_error = error(tmp_path / "coherent"), error(tmp_path / "naive")
+    print(f"warping error: coherent {coherent_error:.4f}, naive {naive_error:.4f}")
+    assert coherent_error < 0.6 * naive_error  # scripts/flicker.py measures ~0.4x at real sizes
 
 
 def test_video_resume_equals_uninterrupted(tmp_path, lite0, interrupt_after):

@@ -98,6 +98,8 @@ class Job:
     every: int = opt(1, "keep every Nth source frame", commands=("video",), group="loop")
     blend: float = opt(0.5, "weight of the warped previous dream in each new frame's start (0-1)",
                        commands=("video",), group="loop")
+    smooth: float = opt(0.5, "after dreaming, pull each frame toward the previous output carried along the flow "
+                             "(0 = off; higher is steadier, lower more alive)", commands=("video",), group="loop")
     flow: str = opt("dis", "optical flow for coherence: dis, farneback, or none (plain blending)",
                     choices=("dis", "farneback", "none"), commands=("video",), group="loop")
     crf: int = opt(18, "H.264 quality (lower is better, 18 is visually lossless)", commands=LOOPS, group="output",

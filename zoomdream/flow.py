@@ -34,6 +34,9 @@ from zoomdream.errors import ZoomdreamError
 METHODS = ("dis", "farneback", "none")
 
 
+PHOTOMETRIC = 50.0  # Lai et al.'s alpha, on [0, 1] colour values
+
+
 @functools.cache
 def _dis() -> cv2.DISOpticalFlow:
     """One DIS object for the process: creating it allocates buffers, and calc() keeps no state between calls."""
@@ -162,6 +165,24 @@ def consistency_mask(
     return np.clip(mask, 0.0, 1.0)
 
 
+def motion_between(
+    source_prev: np.ndarray, source_curr: np.ndarray, *, method: str = "dis", max_side: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The backward flow curr -> prev and the HxWx1 reliability mask, computed once per frame and shared by
+    the start image and the temporal blend.
+
+    A pixel is reliable when the flow passes the forward-backward check and the source itself did not
+    change there: ``exp(-PHOTOMETRIC * |S_t - warp(S_{t-1})|^2)`` (Lai et al.'s visibility weight), so
+    content that changes in place, such as a ticking timecode or a flash, is dreamed afresh, not ghosted.
+    """
+    flow_back = flow_between(source_prev, source_curr, method=method, max_side=max_side)
+    flow_fwd = flow_between(source_curr, source_prev, method=method, max_side=max_side)
+    change = np.mean((source_curr.astype(np.float32) - warp(source_prev, flow_back).astype(np.float32)) ** 2,
+                     axis=2) / 255.0 ** 2
+    mask = consistency_mask(flow_back, flow_fwd) * np.exp(-PHOTOMETRIC * change)
+    return flow_back, mask[..., None]
+
+
 def coherent_init(
     dreamed_prev: np.ndarray,
     source_prev: np.ndarray,
@@ -170,13 +191,15 @@ def coherent_init(
     blend: float = 0.5,
     method: str = "dis",
     max_side: int | None = None,
+    motion: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Starting image for dreaming frame t: the previous dream carried along the motion, mixed into the new frame.
 
     Where the flow is reliable: ``blend * warp(dreamed_prev) + (1 - blend) * source_curr``. Where it is not
     (occluded or newly revealed), plain ``source_curr``, so new regions are dreamed afresh instead of being
     smeared from whatever the warp dragged in; the soft mask cross-fades between the two. ``method="none"``
-    skips flow and blends ``dreamed_prev`` in place everywhere, as older tools do. Returns rounded uint8.
+    skips flow and blends ``dreamed_prev`` in place everywhere, as older tools do. ``motion`` is
+    ``motion_between``'s result when the caller already has it. Returns rounded uint8.
     """
     _check_method(method, allow_none=True)
     for name, img in (("dreamed_prev", dreamed_prev), ("source_prev", source_prev), ("source_curr", source_curr)):
@@ -189,11 +212,22 @@ def coherent_init(
     if method == "none":
         out = blend * dreamed_prev.astype(np.float32) + (1.0 - blend) * curr
     else:
-        flow_back = flow_between(source_prev, source_curr, method=method, max_side=max_side)
-        flow_fwd = flow_between(source_curr, source_prev, method=method, max_side=max_side)
-        mask = consistency_mask(flow_back, flow_fwd)[..., None]
+        flow_back, mask = motion or motion_between(source_prev, source_curr, method=method, max_side=max_side)
         carried = blend * warp(dreamed_prev.astype(np.float32), flow_back) + (1.0 - blend) * curr
         out = mask * carried + (1.0 - mask) * curr
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def temporal_blend(dreamed: np.ndarray, output_prev: np.ndarray, motion: tuple[np.ndarray, np.ndarray],
+                   amount: float) -> np.ndarray:
+    """Pull a dreamed frame toward the previous output carried along the flow, where the flow is reliable:
+    an exponential moving average along motion paths. It removes the step-to-step jitter that dreaming
+    adds on top of the carried dream; occluded regions are left as dreamed. Returns rounded uint8."""
+    if not 0.0 <= amount < 1.0:
+        raise ZoomdreamError(f"smoothing {amount} is out of range; use a value from 0 to below 1")
+    flow_back, mask = motion
+    current = dreamed.astype(np.float32)
+    out = current + amount * mask * (warp(output_prev.astype(np.float32), flow_back) - current)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

@@ -19,7 +19,7 @@ from zoomdream import backend, io
 from zoomdream.ascent import Dreamer, DreamSettings, to_uint8, to_unit
 from zoomdream.config import COMMAND_DEFAULTS, Job, save_job
 from zoomdream.errors import ZoomdreamError
-from zoomdream.flow import coherent_init
+from zoomdream.flow import coherent_init, motion_between, temporal_blend
 from zoomdream.models import LoadedModel, load_model
 from zoomdream.motion import parse_schedule, parse_text_schedule, transform_frame
 from zoomdream.objective import LayerTerm, guide_features, make_objective, parse_layers
@@ -341,12 +341,17 @@ def render_video(job: Job, progress: bool = True, model: LoadedModel | None = No
         if source is None:
             return None
         if t == 0:
-            init = source
+            init, motion = source, None
         else:
+            motion = None if job.flow == "none" else motion_between(previous["source"], source, method=job.flow)
             init = coherent_init(render.last_frame(), previous["source"], source, blend=job.blend,
-                                 method=job.flow)
+                                 method=job.flow, motion=motion)
         previous["source"] = source
-        return to_uint8(dreamer.dream(to_unit(init), settings, rng=rng))
+        # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
+        dreamed = to_uint8(dreamer.dream(to_unit(init), settings, seed=job.seed))
+        if motion is not None and job.smooth:
+            dreamed = temporal_blend(dreamed, render.last_frame(), motion, job.smooth)
+        return dreamed
 
     try:
         run_frames(render, expected_frames(info, job), make_frame, progress)
