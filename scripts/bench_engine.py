@@ -107,7 +107,8 @@ def main() -> None:
 
     precision = backend.resolve_precision(args.precision)
     print(f"cpu: {cpu_summary()}")
-    print(f"keras {keras.__version__} on {backend.name()}; precision {precision}")
+    print(f"keras {keras.__version__} on {backend.name()}; precision {precision}; "
+          f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(default)')}")
     if backend.name() == "tensorflow":
         print(f"matmul 2048: float32 {matmul_gflops('float32'):.0f} GFLOP/s, "
               f"bfloat16 {matmul_gflops('bfloat16'):.0f} GFLOP/s")
