@@ -86,3 +86,15 @@ def test_help_teaches(capsys):
         main(["image", "--help"])
     text = capsys.readouterr().out
     assert "examples:" in text and "--layers" in text and "--octave-scale" in text
+
+
+def test_models_lists_layers_with_shapes(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert main(["models", "efficientnet-lite0"]) == 0
+    out = capsys.readouterr().out
+    assert "[default]" in out and "block10" in out and "(32, 32, 112)" in out
+    assert main(["models", "--brief"]) == 0
+    out = capsys.readouterr().out
+    for name in ("efficientnet-lite0", "inception_v3", "vgg16", "vgg19", "resnet50", "mobilenet_v2"):
+        assert name in out
+    assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in out

