@@ -104,7 +104,7 @@ class Job:
                     choices=("dis", "farneback", "none"), commands=("video",), group="loop")
     crf: int = opt(18, "H.264 quality (lower is better, 18 is visually lossless)", commands=LOOPS, group="output",
                    affects_frames=False)
-    gif_fps: float | None = opt(None, "GIF frame rate (default: the video's, at most 25)", commands=LOOPS,
+    gif_fps: float | None = opt(None, "GIF frame rate (default: the video's; 12 halves the file)", commands=LOOPS,
                                 group="output", affects_frames=False)
     gif_width: int | None = opt(None, "GIF width in pixels (default: the frame's)", commands=LOOPS,
                                 group="output", affects_frames=False)
