@@ -67,6 +67,8 @@ def render_image(job: Job, progress: bool = True, model: LoadedModel | None = No
     """Dream one still image; writes ``job.output`` when set and returns the uint8 result."""
     if not job.input:
         raise ZoomdreamError("no input image given (zoomdream image IN.jpg -o OUT.png)")
+    if job.output and Path(job.output).suffix.lower() not in io.IMAGE_EXTENSIONS:
+        raise ZoomdreamError(f"cannot write '{job.output}': use one of {', '.join(io.IMAGE_EXTENSIONS)}")
     img = fit_max_size(io.read_image(job.input), job.max_size)
     settings = dream_settings(job)
     dreamer = build_dreamer(job, model=model)
@@ -95,6 +97,8 @@ class FrameRender:
     def __init__(self, job: Job, fps: float, audio: dict | None = None):
         self.job, self.fps, self.audio = job, fps, audio or {}
         self.output = Path(job.output)
+        if self.output.suffix.lower() not in io.VIDEO_EXTENSIONS:
+            raise ZoomdreamError(f"cannot write '{self.output}': use one of {', '.join(io.VIDEO_EXTENSIONS)}")
         self.work = self.output.with_name(self.output.name + ".zoomdream")
         self.frames_dir = Path(job.frames_dir) if job.frames_dir else self.work / "frames"
         self.state_path = self.work / "state.json"
@@ -107,8 +111,6 @@ class FrameRender:
 
     def start(self) -> int:
         """Prepare the folders and the encoder; returns how many frames are already done."""
-        if self.output.suffix.lower() not in io.VIDEO_EXTENSIONS:
-            raise ZoomdreamError(f"cannot write '{self.output}': use one of {', '.join(io.VIDEO_EXTENSIONS)}")
         if self.state_path.exists():
             if not self.job.resume:
                 raise ZoomdreamError(f"an interrupted render exists in {self.work} (add --resume to continue it, "
@@ -243,6 +245,16 @@ def parse_size(text: str) -> tuple[int, int]:
         raise ZoomdreamError(f"--size '{text}' is not WIDTHxHEIGHT of at least 8x8 (e.g. 640x360)") from None
 
 
+def parse_center(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    try:
+        x, y = (float(v) for v in text.split(","))
+        return x, y
+    except ValueError:
+        raise ZoomdreamError(f"--center '{text}' is not X,Y in pixels (e.g. 320,180)") from None
+
+
 def layer_blend(spec: str | None, default: str):
     """The union objective of a keyframed layer schedule, and per frame the weight vector over its terms,
     so travelling through the network changes inputs to the compiled step, never the step itself."""
@@ -282,17 +294,13 @@ def render_zoom(job: Job, progress: bool = True, model: LoadedModel | None = Non
 
     motion = {name: schedule(getattr(job, name), name) for name in ("zoom", "angle", "tx", "ty")}
     steps, step_size = schedule(job.steps, "steps"), schedule(job.step_size, "step-size")
-    center = None
-    if job.center:
-        try:
-            center = tuple(float(v) for v in job.center.split(","))
-            assert len(center) == 2
-        except (ValueError, AssertionError):
-            raise ZoomdreamError(f"--center '{job.center}' is not X,Y in pixels (e.g. 320,180)") from None
+    center = parse_center(job.center)
+    if job.noise:
+        parse_size(job.size)
+    render = FrameRender(job, job.fps)
     model = model or load_model(job.model, job.weights, backend.resolve_precision(job.precision))
     terms, weights_at = layer_blend(job.layers, model.backbone.default_layers)
     dreamer = Dreamer(model, make_objective(terms, job.loss, job.tv), tile=job.tile)
-    render = FrameRender(job, job.fps)
     reference = {}
 
     def make_frame(t: int, rng: np.random.Generator) -> np.ndarray:
@@ -325,9 +333,9 @@ def render_video(job: Job, progress: bool = True, model: LoadedModel | None = No
         raise ZoomdreamError("no input video given (zoomdream video IN.mp4 -o OUT.mp4)")
     info = io.probe_video(job.input)
     settings = dream_settings(job)
-    dreamer = build_dreamer(job, model=model)
     audio = dict(audio_from=job.input, audio_start=job.start, audio_duration=job.duration) if info.has_audio else {}
     render = FrameRender(job, info.fps / job.every, audio)
+    dreamer = build_dreamer(job, model=model)
     sources = io.read_video(job.input, start=job.start, duration=job.duration, every=job.every,
                             max_size=job.max_size)
     previous = {}
