@@ -6,10 +6,8 @@ render can be reproduced with ``zoomdream render OUT.job.toml``.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -121,6 +119,10 @@ class Job:
         for name, value in COMMAND_DEFAULTS[self.command].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+        for f in fields(self):  # "5" from the command line and 5 from TOML are the same setting
+            value = getattr(self, f.name)
+            if isinstance(value, str) and "str" in str(f.type) and ("int" in str(f.type) or "float" in str(f.type)):
+                object.__setattr__(self, f.name, _number_or_text(value))
 
     def settings_hash(self) -> str:
         """Hash of everything that changes the frames: resuming under a different hash is refused."""
@@ -130,6 +132,13 @@ class Job:
 
 FIELDS = {f.name: f for f in fields(Job)}
 
+
+def _number_or_text(value: str) -> int | float | str:
+    try:
+        number = float(value)
+    except ValueError:
+        return value.strip()
+    return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
 
 
 def _check_type(name: str, value: Any) -> Any:
@@ -181,7 +190,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        return repr(value) if not (isinstance(value, float) and math.isinf(value)) else '"inf"'
+        return repr(value)
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
@@ -200,7 +209,3 @@ def save_job(job: Job, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(job_to_toml(job))
     tmp.replace(path)
-
-
-def replace(job: Job, **changes: Any) -> Job:
-    return dataclasses.replace(job, **changes)
