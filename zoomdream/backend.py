@@ -3,19 +3,31 @@
 Everything else is written in ``keras.ops`` and runs on whichever backend Keras was started with
 (``KERAS_BACKEND=tensorflow``, the default, or ``jax`` for GPUs where TensorFlow is absent).
 
-``compile_step(feature_model, step)`` turns a pure function
-``step(call_model, value_and_grad, *tensors)`` into a compiled callable ``(*tensors) -> outputs``:
+``compile_step(feature_model, step)`` turns a pure function ``step(primitives, *tensors)`` into a compiled
+callable ``(*tensors) -> outputs``, where ``primitives`` holds the three things keras.ops cannot say alike
+on every backend: calling the model, an input gradient, and a sequential map over tiles (memory bounded
+by the tile, one copy of the model in the compiled program however many tiles there are):
 
-- TensorFlow: ``tf.function`` around the step, the model called directly, gradients by ``GradientTape``.
-  One trace per distinct input shape, reused for every later call (octaves and frames).
+- TensorFlow: ``tf.function`` around the step, the model called directly, gradients by ``GradientTape``,
+  ``tf.map_fn`` with two tiles in flight (on 2 cores that keeps both busy through the small ops: 10%
+  faster than one at a time, 1.5 GB peak for a 3840x2160 EfficientNet-Lite0 step). One trace per distinct
+  input shape, reused for every later call (octaves and frames).
 - JAX: ``jax.jit`` with the model's weights passed as arguments to ``stateless_call`` (not baked into
-  the program as constants), gradients by ``jax.value_and_grad``.
+  the program as constants), gradients by ``jax.value_and_grad``, ``jax.lax.map``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import keras
+
+
+@dataclass(frozen=True)
+class Primitives:
+    call_model: Callable  # batch -> list of feature tensors
+    value_and_grad: Callable  # (fn, x) -> (fn(x), d fn / d x)
+    map_sequential: Callable  # (fn, xs) -> stacked fn(x) for x in xs, few at a time; fn gives 2 float32s
 
 
 def name() -> str:
@@ -37,17 +49,17 @@ def _as_list(outputs):
 def _compile_tensorflow(feature_model, step):
     import tensorflow as tf
 
-    def call_model(x):
-        return _as_list(feature_model(x, training=False))
-
     def value_and_grad(fn, x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             value = fn(x)
         return value, tape.gradient(value, x)
 
-    compiled = tf.function(lambda *args: step(call_model, value_and_grad, *args), reduce_retracing=False)
-    return compiled
+    def map_sequential(fn, xs):
+        return tf.map_fn(fn, xs, parallel_iterations=2, fn_output_signature=(tf.float32, tf.float32))
+
+    primitives = Primitives(lambda x: _as_list(feature_model(x, training=False)), value_and_grad, map_sequential)
+    return tf.function(lambda *args: step(primitives, *args), reduce_retracing=False)
 
 
 def _compile_jax(feature_model, step):
@@ -63,7 +75,8 @@ def _compile_jax(feature_model, step):
             outputs, _ = feature_model.stateless_call(trainable, non_trainable, x, training=False)
             return _as_list(outputs)
 
-        return step(call_model, lambda fn, x: jax.value_and_grad(fn)(x), *args)
+        primitives = Primitives(call_model, lambda fn, x: jax.value_and_grad(fn)(x), jax.lax.map)
+        return step(primitives, *args)
 
     compiled = jax.jit(run)
     return lambda *args: compiled(weights, *args)
