@@ -155,33 +155,16 @@ def test_write_read_round_trip_per_format(tmp_path, ext, lossless):
         assert np.abs(out.astype(int) - img).mean() < 4
 
 
-def test_read_missing_file(tmp_path):
-    path = tmp_path / "nope.png"
-    with pytest.raises(ZoomdreamError, match="not found") as err:
-        zio.read_image(path)
-    assert_one_line_naming(err, path)
-
-
-def test_read_text_file_renamed_png(tmp_path):
-    path = tmp_path / "notes.png"
-    path.write_text("this is not an image\n")
-    with pytest.raises(ZoomdreamError, match="not a readable image") as err:
-        zio.read_image(path)
-    assert_one_line_naming(err, path)
-
-
-def test_read_directory(tmp_path):
-    path = tmp_path / "folder.png"
-    path.mkdir()
-    with pytest.raises(ZoomdreamError, match="folder") as err:
-        zio.read_image(path)
-    assert_one_line_naming(err, path)
-
-
-def test_read_empty_file(tmp_path):
-    path = tmp_path / "empty.jpg"
-    path.touch()
-    with pytest.raises(ZoomdreamError, match="empty") as err:
+@pytest.mark.parametrize("name,make,pattern", [
+    ("nope.png", lambda p: None, "not found"),
+    ("notes.png", lambda p: p.write_text("this is not an image\n"), "not a readable image"),
+    ("folder.png", lambda p: p.mkdir(), "folder"),
+    ("empty.jpg", lambda p: p.touch(), "empty"),
+])
+def test_unreadable_inputs_are_one_line_errors(tmp_path, name, make, pattern):
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(ZoomdreamError, match=pattern) as err:
         zio.read_image(path)
     assert_one_line_naming(err, path)
 
