@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -287,8 +288,14 @@ def start_image(job: Job, rng: np.random.Generator) -> np.ndarray:
     return to_unit(img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2])
 
 
+def resolve_machine_settings(job: Job) -> Job:
+    """Pin ``precision=auto`` to what this machine picks, so the saved job reproduces the same frames."""
+    return replace(job, precision=backend.resolve_precision(job.precision))
+
+
 def render_zoom(job: Job, progress: bool = True, model: LoadedModel | None = None) -> None:
     """The feedback loop: each frame is the previous one, zoomed (moved) a little and dreamed again."""
+    job = resolve_machine_settings(job)
     def schedule(text, name):
         return parse_schedule(text, name=f"--{name}", interpolation=job.interpolation)
 
@@ -298,7 +305,7 @@ def render_zoom(job: Job, progress: bool = True, model: LoadedModel | None = Non
     if job.noise:
         parse_size(job.size)
     render = FrameRender(job, job.fps)
-    model = model or load_model(job.model, job.weights, backend.resolve_precision(job.precision))
+    model = model or load_model(job.model, job.weights, job.precision)
     terms, weights_at = layer_blend(job.layers, model.backbone.default_layers)
     dreamer = Dreamer(model, make_objective(terms, job.loss, job.tv), tile=job.tile)
     reference = {}
@@ -331,6 +338,7 @@ def render_video(job: Job, progress: bool = True, model: LoadedModel | None = No
 
     if not job.input:
         raise ZoomdreamError("no input video given (zoomdream video IN.mp4 -o OUT.mp4)")
+    job = resolve_machine_settings(job)
     info = io.probe_video(job.input)
     settings = dream_settings(job)
     audio = dict(audio_from=job.input, audio_start=job.start, audio_duration=job.duration) if info.has_audio else {}
