@@ -52,7 +52,7 @@ def test_dream_input_convention_matches_classifier(lite0, classifier):
     """The dream model's own preprocessing ([-1, 1] in) gives the classifier's features."""
     img = np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
     dream_head = lite0.feature_model(["head"])(img / 127.5 - 1.0)
-    reference = keras.Model(classifier.inputs, classifier.get_layer("head").output)(img)
+    reference = keras.Model(classifier.input, classifier.get_layer("head").output)(img)
     np.testing.assert_allclose(np.asarray(dream_head), np.asarray(reference), atol=1e-3)
 
 
@@ -98,4 +98,4 @@ def test_batch_norm_folding_keeps_the_function():
     folded = fold_batch_norm(raw)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     x = rng.uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(raw(x)), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(folded([x])), np.asarray(raw([x])), atol=1e-4)
