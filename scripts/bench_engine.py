@@ -115,7 +115,7 @@ def main() -> None:
 
     model = load_model("inception_v3", weights="random", precision=precision)
     dreamer = Dreamer(model, make_objective("mixed3:1,mixed5:1", loss="mean"), tile=512)
-    settings = DreamSettings(octaves=3, octave_scale=1.3, steps=10, step_size=0.01, tile=512)
+    settings = DreamSettings(octaves=3, octave_scale=1.3, steps=10, step_size=0.01)
     image = np.random.default_rng(0).uniform(0, 255, (512, 512, 3)).astype(np.uint8)
     unit = image.astype(np.float32) / 127.5 - 1.0
 

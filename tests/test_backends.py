@@ -23,7 +23,7 @@ dreamer = Dreamer(load_model("efficientnet-lite0", precision="float32"), make_ob
 stepped, before = dreamer.step(photo, np.array([5, 9]), 0.02)
 climbed = dreamer.ascend(photo, 4, 0.02, np.random.default_rng(0))
 _, after = dreamer.step(climbed, np.zeros(2, np.int32), 0.0)
-out = dreamer.dream(photo, DreamSettings(octaves=2, steps=2, tile=64), seed=0)
+out = dreamer.dream(photo, DreamSettings(octaves=2, steps=2), seed=0)
 np.save(sys.argv[2], np.asarray(stepped))
 print(json.dumps({"before": float(before), "after": float(after), "shape": list(out.shape)}))
 """
@@ -37,7 +37,7 @@ def test_jax_backend_matches_tensorflow(tmp_path, dreamer, photo):
     assert child.returncode == 0, child.stderr[-2000:]
     result = json.loads(child.stdout.strip().splitlines()[-1])
     assert result["after"] > result["before"]
-    tf_out = dreamer.dream(photo, DreamSettings(octaves=2, steps=2, tile=64), seed=0)
+    tf_out = dreamer.dream(photo, DreamSettings(octaves=2, steps=2), seed=0)
     assert result["shape"] == list(tf_out.shape)
     tf_step, _ = dreamer.step(photo, np.array([5, 9]), 0.02)
     jax_step = np.load(tmp_path / "step.npy")

@@ -28,13 +28,13 @@ from zoomdream.objective import Objective
 
 @dataclass(frozen=True)
 class DreamSettings:
-    """How hard and at which scales to dream one image. Defaults are tuned on efficientnet-lite0."""
+    """How hard and at which scales to dream one image (the tile size belongs to the compiled ``Dreamer``).
+    Defaults are tuned on efficientnet-lite0."""
 
     octaves: int = 4
     octave_scale: float = 1.4
     steps: int = 20
     step_size: float = 0.02
-    tile: int = 512
     max_loss: float | None = None
 
 

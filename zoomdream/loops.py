@@ -50,7 +50,7 @@ def dream_settings(job: Job, steps: float | None = None, step_size: float | None
     return DreamSettings(octaves=job.octaves if octaves is None else octaves, octave_scale=job.octave_scale,
                          steps=max(0, round(constant(job.steps, "steps") if steps is None else steps)),
                          step_size=constant(job.step_size, "step_size") if step_size is None else step_size,
-                         tile=job.tile, max_loss=job.max_loss)
+                         max_loss=job.max_loss)
 
 
 def build_dreamer(job: Job, model: LoadedModel | None = None) -> Dreamer:
