@@ -296,6 +296,7 @@ def resolve_machine_settings(job: Job) -> Job:
 def render_zoom(job: Job, progress: bool = True, model: LoadedModel | None = None) -> None:
     """The feedback loop: each frame is the previous one, zoomed (moved) a little and dreamed again."""
     job = resolve_machine_settings(job)
+
     def schedule(text, name):
         return parse_schedule(text, name=f"--{name}", interpolation=job.interpolation)
 
@@ -335,7 +336,6 @@ def render_zoom(job: Job, progress: bool = True, model: LoadedModel | None = Non
 def render_video(job: Job, progress: bool = True, model: LoadedModel | None = None) -> None:
     """Dream a clip frame by frame; each frame starts from the previous dream warped by the source's
     optical flow (occlusions dreamed afresh), so the dream moves with the scene instead of flickering."""
-
     if not job.input:
         raise ZoomdreamError("no input video given (zoomdream video IN.mp4 -o OUT.mp4)")
     job = resolve_machine_settings(job)
