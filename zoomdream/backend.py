@@ -50,7 +50,7 @@ def _compile_tensorflow(feature_model, step):
     import tensorflow as tf
 
     def value_and_grad(fn, x):
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
             value = fn(x)
         return value, tape.gradient(value, x)
