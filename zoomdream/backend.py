@@ -9,14 +9,18 @@ on every backend: calling the model, an input gradient, and a sequential map ove
 by the tile, one copy of the model in the compiled program however many tiles there are):
 
 - TensorFlow: ``tf.function`` around the step, the model called directly, gradients by ``GradientTape``,
-  ``tf.map_fn`` with two tiles in flight (on 2 cores that keeps both busy through the small ops: 10%
-  faster than one at a time, 1.5 GB peak for a 3840x2160 EfficientNet-Lite0 step). One trace per distinct
-  input shape, reused for every later call (octaves and frames).
+  ``tf.map_fn`` over the tiles. With TensorFlow's own (Eigen) kernels two tiles are in flight (on 2 cores
+  that keeps both busy through the small ops: 10% faster than one at a time, 1.5 GB peak for a 3840x2160
+  EfficientNet-Lite0 step). With oneDNN (TensorFlow's default on x86, kept on AVX-512 machines) tiles go one
+  at a time: two concurrent iterations of the same oneDNN kernels crash the process (segmentation fault
+  within a few dozen dreams, TensorFlow 2.21 on an AVX-512 BF16 CPU). One trace per distinct input shape,
+  reused for every later call (octaves and frames).
 - JAX: ``jax.jit`` with the model's weights passed as arguments to ``stateless_call`` (not baked into
   the program as constants), gradients by ``jax.value_and_grad``, ``jax.lax.map``.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -55,8 +59,10 @@ def _compile_tensorflow(feature_model, step):
             value = fn(x)
         return value, tape.gradient(value, x)
 
+    in_flight = 1 if onednn_enabled() else 2
+
     def map_sequential(fn, xs):
-        return tf.map_fn(fn, xs, parallel_iterations=2, fn_output_signature=(tf.float32, tf.float32))
+        return tf.map_fn(fn, xs, parallel_iterations=in_flight, fn_output_signature=(tf.float32, tf.float32))
 
     primitives = Primitives(lambda x: _as_list(feature_model(x, training=False)), value_and_grad, map_sequential)
     return tf.function(lambda *args: step(primitives, *args), reduce_retracing=False)
@@ -80,6 +86,11 @@ def _compile_jax(feature_model, step):
 
     compiled = jax.jit(run)
     return lambda *args: compiled(weights, *args)
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its CPU kernels through oneDNN (its default on x86 Linux)."""
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false", "off")
 
 
 def cpu_flags() -> set[str]:
