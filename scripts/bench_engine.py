@@ -2,7 +2,8 @@
 
 Workload (the seed's): a 512x512 input, InceptionV3 with random weights, layers mixed3 + mixed5 with the
 tutorial's mean loss, 3 octaves of scale 1.3 from the smallest up, 10 steps each, step 0.01, 512-px tiles.
-Both run alternately in one process after a warm-up; the medians are compared. Also prints the CPU's
+Both run alternately in one process after a warm-up; the medians are compared. zoomdream runs at
+``--precision`` (default ``auto``, as the command line does); the baseline runs in float32, as written. Also prints the CPU's
 features, float32 and bfloat16 matmul rates, the engine's achieved FLOP/s, zoomdream's pixel-steps per
 second at 512x512 and 1920x1080 (every pixel covered every step) and peak memory.
 
@@ -76,13 +77,14 @@ def pixel_steps_per_second(dreamer, height: int, width: int, steps: int = 5) -> 
     return height * width * steps / (time.perf_counter() - start)
 
 
-def uhd_child() -> None:
+def uhd_child(precision: str) -> None:
     """One 3840x2160 step in a fresh process, printing its peak memory."""
     from zoomdream.ascent import Dreamer
     from zoomdream.models import load_model
     from zoomdream.objective import make_objective
 
-    dreamer = Dreamer(load_model("inception_v3", weights="random"), make_objective("mixed3,mixed5", "mean"), 512)
+    dreamer = Dreamer(load_model("inception_v3", weights="random", precision=precision),
+                      make_objective("mixed3,mixed5", "mean"), 512)
     rate = pixel_steps_per_second(dreamer, 2160, 3840, steps=1)
     print(f"3840x2160: {rate / 1e6:.3f} Mpixel-steps/s, peak memory {peak_rss_gb():.2f} GB")
 
@@ -91,12 +93,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed frames per side (default 3)")
     parser.add_argument("--baseline", default=str(ROOT.parent / "shared" / "baselines" / "seed_tutorial.py"))
-    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "auto"))
+    parser.add_argument("--precision", default="auto", choices=("float32", "bfloat16", "auto"),
+                        help="zoomdream's precision (default auto, as the CLI); the baseline is always float32")
     parser.add_argument("--uhd", action="store_true", help="also measure a 3840x2160 step's peak memory")
     parser.add_argument("--uhd-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.uhd_child:
-        return uhd_child()
+        return uhd_child(args.precision)
 
     import keras
 
@@ -124,7 +127,11 @@ def main() -> None:
 
     sides = {"zoomdream": ours}
     if Path(args.baseline).is_file():
-        baseline = load_baseline(Path(args.baseline))(dreamer.feature_model)
+        features = dreamer.feature_model
+        if precision != "float32":  # the seed's code as written runs float32; same weights
+            features = Dreamer(load_model("inception_v3", weights="random"), dreamer.objective).feature_model
+            features.set_weights(dreamer.feature_model.get_weights())
+        baseline = load_baseline(Path(args.baseline))(features)
         sides["baseline"] = lambda: np.asarray(baseline.frame(image, steps_per_octave=10, step_size=0.01,
                                                               octaves=range(-2, 1), octave_scale=1.3,
                                                               tile_size=512))
@@ -151,7 +158,8 @@ def main() -> None:
           f"({large / small:.2f}x of 512x512)")
     print(f"peak memory (this process): {peak_rss_gb():.2f} GB")
     if args.uhd:
-        child = subprocess.run([sys.executable, __file__, "--uhd-child"], capture_output=True, text=True)
+        child = subprocess.run([sys.executable, __file__, "--uhd-child", "--precision", precision],
+                               capture_output=True, text=True)
         print(child.stdout.strip() or child.stderr.strip().splitlines()[-1])
     if "baseline" in medians:
         print(f"ratio={medians['zoomdream'] / medians['baseline']:.3f}")
