@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -33,13 +32,11 @@ SEED_GFLOP_PER_FRAME = 832  # forward + input gradient of the seed workload
 
 
 def cpu_summary() -> str:
-    from zoomdream.backend import cpu_flags
+    from zoomdream.backend import cpu_flags, cpu_name
 
     flags = cpu_flags()
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni"]
-    return f"{model}; {os.cpu_count()} cores; " + " ".join(f for f in wanted if f in flags)
+    return f"{cpu_name()}; {os.cpu_count()} cores; " + " ".join(f for f in wanted if f in flags)
 
 
 def matmul_gflops(dtype: str, n: int = 2048, repeats: int = 5) -> float:
@@ -107,8 +104,9 @@ def main() -> None:
     from zoomdream.ascent import Dreamer, DreamSettings, to_uint8
     from zoomdream.models import load_model
     from zoomdream.objective import make_objective
+    from zoomdream.precision import resolve
 
-    precision = backend.resolve_precision(args.precision)
+    precision = resolve(args.precision, "inception_v3")
     print(f"cpu: {cpu_summary()}")
     print(f"keras {keras.__version__} on {backend.name()}; precision {precision}; "
           f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(default)')}")

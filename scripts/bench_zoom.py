@@ -27,11 +27,13 @@ def main() -> None:
     from zoomdream.ascent import Dreamer
     from zoomdream.config import make_job
     from zoomdream.models import load_model
+    from zoomdream.precision import resolve
 
     from bench_engine import cpu_summary
 
-    print(f"cpu: {cpu_summary()}; backend {backend.name()}")
-    model = load_model(args.model, precision=backend.resolve_precision("auto"))
+    precision = resolve("auto", args.model)
+    print(f"cpu: {cpu_summary()}; backend {backend.name()}; precision {precision} (auto)")
+    model = load_model(args.model, precision=precision)
     dream = Dreamer.dream
     spent = []
 

@@ -1,7 +1,9 @@
 """One shared model for the whole suite: EfficientNet-Lite0 with its real ImageNet weights, loaded once."""
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="zoomdream-test-cache-")  # --precision auto times afresh
 
 import numpy as np
 import pytest

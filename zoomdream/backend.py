@@ -21,6 +21,7 @@ by the tile, one copy of the model in the compiled program however many tiles th
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
 from typing import Callable
 
@@ -104,6 +105,17 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def has_accelerator() -> bool:
     if name() == "jax":
         import jax
@@ -114,13 +126,6 @@ def has_accelerator() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def resolve_precision(requested: str = "auto") -> str:
-    """``auto``: bfloat16 on GPUs and on CPUs with native bfloat16 (AVX-512 BF16 or AMX), else float32.
-
-    Where the CPU lacks those instructions TensorFlow emulates bfloat16 convolutions, about 9x slower.
-    """
-    if requested != "auto":
-        return requested
-    if has_accelerator() or cpu_flags() & {"avx512_bf16", "amx_bf16"}:
-        return "bfloat16"
-    return "float32"
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 itself (AVX-512 BF16 or AMX); elsewhere TensorFlow emulates it."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})

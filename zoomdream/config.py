@@ -50,7 +50,8 @@ class Job:
     model: str = opt("efficientnet-lite0", "backbone (see `zoomdream models`)", group="model")
     weights: str | None = opt(None, "weights file for keras.applications backbones (default: the Keras cache; "
                                     "'random' for untrained weights)", group="model", metavar="PATH")
-    precision: str = opt("auto", "compute precision: auto picks bfloat16 only on CPUs with native bfloat16",
+    precision: str = opt("auto", "compute precision: auto times float32 against bfloat16 for this model "
+                         "on this machine once (where the CPU has bfloat16) and keeps the faster",
                          choices=("auto", "float32", "bfloat16"), group="model")
     # objective
     layers: str | None = opt(None, "layers to excite, e.g. 'block10:1,block12:0.5' or 'mixed4[37]' "

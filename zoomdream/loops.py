@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from zoomdream import backend, io
+from zoomdream import io, precision
 from zoomdream.ascent import Dreamer, DreamSettings, to_uint8, to_unit
 from zoomdream.config import COMMAND_DEFAULTS, Job, save_job
 from zoomdream.errors import ZoomdreamError
@@ -55,7 +55,7 @@ def dream_settings(job: Job, steps: float | None = None, step_size: float | None
 
 def build_dreamer(job: Job, model: LoadedModel | None = None) -> Dreamer:
     """Load the backbone and compile the engine for the job's objective (and guide image, if any)."""
-    model = model or load_model(job.model, job.weights, backend.resolve_precision(job.precision))
+    model = model or load_model(job.model, job.weights, precision.resolve(job.precision, job.model, job.weights))
     objective = make_objective(job.layers or model.backbone.default_layers, job.loss, job.tv)
     if job.guide:
         guide = to_unit(fit_max_size(io.read_image(job.guide), 512))
@@ -290,7 +290,7 @@ def start_image(job: Job, rng: np.random.Generator) -> np.ndarray:
 
 def resolve_machine_settings(job: Job) -> Job:
     """Pin ``precision=auto`` to what this machine picks, so the saved job reproduces the same frames."""
-    return replace(job, precision=backend.resolve_precision(job.precision))
+    return replace(job, precision=precision.resolve(job.precision, job.model, job.weights))
 
 
 def render_zoom(job: Job, progress: bool = True, model: LoadedModel | None = None) -> None:

@@ -11,7 +11,6 @@ import collections
 import pickle
 import struct
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
