@@ -64,6 +64,26 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, monkeypatch, case, 
     assert not (tmp_path / "out.png").exists()
 
 
+def test_frames_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "frames").write_text("x")
+    code, err = run(capsys, "zoom", "--noise", "--size", "32x32", "--frames", "2", "--tile", "64",
+                    "--frames-dir", tmp_path / "frames", "-o", tmp_path / "z.mp4")
+    assert code == 2 and len(err.splitlines()) == 1 and "is a file" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["frames"]
+
+
+def test_os_error_mid_render_is_one_line(tmp_path, capsys, monkeypatch):
+    from zoomdream import loops
+
+    def disk_full(job, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "out.png"))
+
+    monkeypatch.setattr(loops, "render_image", disk_full)
+    code, err = run(capsys, "image", os.path.join(SAMPLES, "chelsea.png"), "-o", tmp_path / "out.png")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "No space left on device" in err and "out.png" in err
+
+
 def test_render_job_file_with_override(tmp_path, capsys):
     job = tmp_path / "job.toml"
     out = tmp_path / "out.png"

@@ -402,12 +402,6 @@ def test_unsupported_video_extension(tmp_path):
     assert_one_line_naming(err, tmp_path / "a.avi")
 
 
-def test_open_writer_dispatches(tmp_path):
-    assert isinstance(zio.open_writer(tmp_path / "v.mp4", 24), zio.VideoWriter)
-    frames = zio.open_writer(tmp_path / "frames", 24, start_index=3)
-    assert isinstance(frames, zio.FrameDirWriter) and frames.index == 3
-
-
 # ---------------------------------------------------------------------------------------------- probe_video
 
 
@@ -531,12 +525,11 @@ def test_frame_names_sort_by_index(tmp_path):
     assert sorted(reversed(names)) == names
 
 
-def test_frame_dir_writer_and_list_frames(tmp_path):
-    d = tmp_path / "frames"
+def test_numbered_frames_and_list_frames(tmp_path):
+    d = zio.make_folder(tmp_path / "frames" / "nested")
     frames = gradient_frames(3, 8, 6)
-    with zio.FrameDirWriter(d, start_index=9999) as w:
-        for f in frames:
-            w.write(f)
+    for i, f in enumerate(frames, start=9999):
+        zio.write_image(zio.frame_path(d, i), f)
     # leftovers of an interrupted write and unrelated files are not frames
     (d / ".frame_00010002.part.png").write_bytes(b"half")
     (d / "frame_00010003.png.tmp").write_bytes(b"half")
@@ -555,11 +548,11 @@ def test_list_frames_sorts_numerically_past_eight_digits(tmp_path):
     assert zio.list_frames(tmp_path / "missing") == []
 
 
-def test_frame_dir_writer_rejects_a_file(tmp_path):
+def test_frames_folder_that_is_a_file_is_refused(tmp_path):
     f = tmp_path / "frames"
     f.write_text("x")
     with pytest.raises(ZoomdreamError, match="is a file") as err:
-        zio.FrameDirWriter(f)
+        zio.make_folder(f)
     assert_one_line_naming(err, f)
 
 

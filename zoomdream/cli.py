@@ -180,8 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     except ZoomdreamError as e:
         print(f"zoomdream: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a disk that fills up or a path that vanishes mid-render: frames already kept stay
+        where = f" ('{e.filename}')" if e.filename else ""
+        print(f"zoomdream: error: {e.strerror or e}{where} (check the path, permissions and free disk space; "
+              f"zoom and video renders continue with --resume)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("zoomdream: interrupted (add --resume to the same command to continue)", file=sys.stderr)
+        hint = " (add --resume to the same command to continue)" if args.command in ("zoom", "video", "render") else ""
+        print(f"zoomdream: interrupted{hint}", file=sys.stderr)
         return 130
 
 

@@ -816,55 +816,15 @@ def list_frames(directory: PathArg) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-class FrameDirWriter:
-    """Write numbered PNG frames into a folder, each atomically, so an interrupted run can resume.
-
-    Frames already written are complete files and are kept by abort() (they are the resume point).
-    """
-
-    def __init__(self, directory: PathArg, *, start_index: int = 0):
-        self.directory = Path(directory)
-        if self.directory.exists() and not self.directory.is_dir():
-            raise ZoomdreamError(f"cannot write frames to '{_show(self.directory)}': it is a file (give a folder)")
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ZoomdreamError(
-                f"cannot create folder '{_show(self.directory)}': {e.strerror or e} "
-                "(check the path and permissions)"
-            ) from None
-        if start_index < 0:
-            raise ValueError(f"start_index must be >= 0, got {start_index}")
-        self.index = start_index  # index the next frame gets
-        self._closed = False
-
-    def __enter__(self) -> "FrameDirWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    def write(self, frame: np.ndarray) -> None:
-        """Write the next numbered frame."""
-        if self._closed:
-            raise ValueError("write() on a closed FrameDirWriter")
-        write_image(frame_path(self.directory, self.index), frame)
-        self.index += 1
-
-    def close(self) -> None:
-        self._closed = True
-
-    def abort(self) -> None:
-        self._closed = True
-
-
-def open_writer(path: PathArg, fps: float, **options) -> VideoWriter | FrameDirWriter:
-    """Pick the writer from the path: a video extension gives VideoWriter, an extensionless path or an
-    existing folder gives FrameDirWriter (fps unused; ``start_index`` may be passed)."""
-    p = Path(path)
-    if p.is_dir() or p.suffix == "":
-        return FrameDirWriter(p, **options)
-    return VideoWriter(p, fps, **options)
+def make_folder(directory: PathArg) -> Path:
+    """Create a folder (and its parents) for frames or render state; a one-line error names the fix."""
+    p = Path(directory)
+    if p.exists() and not p.is_dir():
+        raise ZoomdreamError(f"cannot keep frames in '{_show(p)}': it is a file (give a folder)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ZoomdreamError(
+            f"cannot create folder '{_show(p)}': {e.strerror or e} (check the path and permissions)"
+        ) from None
+    return p

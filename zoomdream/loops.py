@@ -121,8 +121,8 @@ class FrameRender:
                 raise ZoomdreamError(f"cannot resume {self.work}: its settings differ from these (use the "
                                      f"settings in {self.work / 'job.toml'}, or delete the folder to start over)")
             self.done, self.rng_state = state["done"], state["rng"]
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.frames_dir.mkdir(parents=True, exist_ok=True)
+        io.make_folder(self.frames_dir)
+        io.make_folder(self.work)
         save_job(self.job, self.work / "job.toml")
         self.writer = io.VideoWriter(self.output, self.fps, crf=self.job.crf, gif_fps=self.job.gif_fps,
                                      gif_width=self.job.gif_width, **self.audio)
