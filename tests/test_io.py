@@ -273,11 +273,14 @@ def test_audio_from_webm_is_reencoded_to_aac_in_mp4(tmp_path):
     assert info.duration == pytest.approx(0.5, abs=0.06)  # audio cut to the video's length
 
 
-def test_audio_is_copied_into_mkv(tmp_path):
-    out = tmp_path / "a.mkv"
-    write_video(out, gradient_frames(6, 64, 48), fps=24, audio_from=WEBM, audio_start=0.25, audio_duration=0.2)
-    assert zio.probe_video(out).audio_codec == "vorbis"
-    assert count_frames(out) == 6
+def test_audio_is_copied_into_mkv_unless_cut_later(tmp_path):
+    """A copy is exact only from the source's start; a later start is re-encoded so the video stays at 0 s."""
+    for start, codec in [(0.0, "vorbis"), (0.5, "aac")]:
+        out = tmp_path / f"a{start}.mkv"
+        write_video(out, gradient_frames(6, 64, 48), fps=24, audio_from=WEBM, audio_start=start)
+        info = zio.probe_video(out)
+        assert info.audio_codec == codec
+        assert count_frames(out) == 6 and info.duration == pytest.approx(0.25, abs=0.06)
 
 
 def test_audio_from_audio_only_file(tmp_path):

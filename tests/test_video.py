@@ -31,8 +31,9 @@ def test_mp4_without_audio_keeps_rate_and_count(tmp_path, lite0):
     assert sum(1 for _ in io.read_video(job.output)) == 10
 
 
-def test_webm_audio_is_kept_and_cut(tmp_path, lite0):
-    job = video_job(tmp_path, WEBM, start=0.25, duration=0.5)
+@pytest.mark.parametrize("name", ["out.mp4", "out.mkv"])  # Vorbis re-encoded to AAC; Matroska could copy it
+def test_webm_audio_is_kept_and_cut(tmp_path, lite0, name):
+    job = video_job(tmp_path, WEBM, name, start=0.25, duration=0.5)
     loops.render_video(job, progress=False, model=lite0)
     info = io.probe_video(job.output)
     assert info.has_audio and info.fps == pytest.approx(24, abs=0.01)

@@ -769,7 +769,11 @@ class VideoWriter:
         video_len = float(self.frames_written / self.rate)
         audio_len = min(video_len, self.audio_duration) if self.audio_duration is not None else video_len
         copyable = _COPYABLE_AUDIO[self.ext]
-        attempts = [["-c:a", "copy"]] if copyable is None or codec in copyable else []
+        # A copy cannot start mid-stream: from a later start ffmpeg copies from an earlier packet and delays
+        # the video to match (seen: a 0.25 s cut from 0.5 s into a WebM became 0.75 s, the video starting at
+        # 0.5 s). So a cut that starts later is re-encoded.
+        can_copy = (copyable is None or codec in copyable) and self.audio_start == 0
+        attempts = [["-c:a", "copy"]] if can_copy else []
         attempts.append(["-c:a", "aac", "-b:a", "192k"])
         for i, audio_args in enumerate(attempts):
             args = ["-y", "-nostdin", "-i", _ff(self._video_temp)]
