@@ -3,9 +3,10 @@
 Workload (the seed's): a 512x512 input, InceptionV3 with random weights, layers mixed3 + mixed5 with the
 tutorial's mean loss, 3 octaves of scale 1.3 from the smallest up, 10 steps each, step 0.01, 512-px tiles.
 Both run alternately in one process after a warm-up; the medians are compared. zoomdream runs at
-``--precision`` (default ``auto``, as the command line does); the baseline runs in float32, as written. Also prints the CPU's
-features, float32 and bfloat16 matmul rates, the engine's achieved FLOP/s, zoomdream's pixel-steps per
-second at 512x512 and 1920x1080 (every pixel covered every step) and peak memory.
+``--precision`` (default ``auto``, as the command line does); the baseline runs in float32, as written.
+Also prints the CPU's features, float32 and bfloat16 matmul rates, the engine's achieved FLOP/s,
+zoomdream's pixel-steps per second at 512x512 and 1920x1080 (every pixel covered every step) and peak
+memory.
 
     python scripts/bench_engine.py [--repeats 3] [--baseline ../shared/baselines/seed_tutorial.py] [--uhd]
 
@@ -106,7 +107,7 @@ def main() -> None:
     from zoomdream.objective import make_objective
     from zoomdream.precision import resolve
 
-    precision = resolve(args.precision, "inception_v3")
+    precision = resolve(args.precision, "inception_v3", "random")
     print(f"cpu: {cpu_summary()}")
     print(f"keras {keras.__version__} on {backend.name()}; precision {precision}; "
           f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(default)')}")
@@ -127,7 +128,7 @@ def main() -> None:
     if Path(args.baseline).is_file():
         features = dreamer.feature_model
         if precision != "float32":  # the seed's code as written runs float32; same weights
-            features = Dreamer(load_model("inception_v3", weights="random"), dreamer.objective).feature_model
+            features = load_model("inception_v3", weights="random").feature_model(dreamer.objective.layers)
             features.set_weights(dreamer.feature_model.get_weights())
         baseline = load_baseline(Path(args.baseline))(features)
         sides["baseline"] = lambda: np.asarray(baseline.frame(image, steps_per_octave=10, step_size=0.01,

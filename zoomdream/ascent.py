@@ -3,8 +3,9 @@
 Images here are float32 RGB in [-1, 1], shape (H, W, 3). One compiled step does, without leaving the
 graph: roll the image by a random shift, cut it into equal tiles that cover every pixel, take each tile's
 input gradient of the objective (a loop in the graph over one copy of the model, so a 4K frame compiles in
-seconds), stitch the gradients back, un-roll, normalise by the standard deviation, step and clip. Tile positions are fixed by the image size, so the step compiles once per size and is reused
-for every later step, octave and frame of that size.
+seconds), stitch the gradients back, un-roll, normalise by the standard deviation, step and clip. Tile
+positions are fixed by the image size, so the step compiles once per size and is reused for every later
+step, octave and frame of that size.
 
 Tiles: for a side of ``n`` pixels and a tile of ``t``, use ``k = ceil(n / t)`` tiles of ``ceil(n / k)``
 pixels, the last one flush with the far edge. Every pixel gets its gradient from exactly one tile (the few

@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
               f"zoom and video renders continue with --resume)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = " (add --resume to the same command to continue)" if args.command in ("zoom", "video", "render") else ""
+        loop = args.command in ("zoom", "video", "render")
+        hint = " (add --resume to the same command to continue)" if loop else ""
         print(f"zoomdream: interrupted{hint}", file=sys.stderr)
         return 130
 
