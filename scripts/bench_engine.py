@@ -125,7 +125,9 @@ def main() -> None:
         return to_uint8(dreamer.dream(unit, settings, seed=0))
 
     sides = {"zoomdream": ours}
-    if Path(args.baseline).is_file():
+    if backend.name() != "tensorflow":
+        print(f"the baseline is TensorFlow code: timing zoomdream alone on {backend.name()}")
+    elif Path(args.baseline).is_file():
         features = dreamer.feature_model
         if precision != "float32":  # the seed's code as written runs float32; same weights
             features = load_model("inception_v3", weights="random").feature_model(dreamer.objective.layers)
