@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import fields
 
-from zoomdream.config import FIELDS, Job, load_toml, make_job
+from zoomdream.config import FIELDS, LOOPS, Job, load_toml, make_job
 from zoomdream.errors import ZoomdreamError
 
 EXAMPLES = {
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
               f"zoom and video renders continue with --resume)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        loop = args.command in ("zoom", "video", "render")
+        loop = args.command in (*LOOPS, "render")
         hint = " (add --resume to the same command to continue)" if loop else ""
         print(f"zoomdream: interrupted{hint}", file=sys.stderr)
         return 130
