@@ -1,10 +1,9 @@
-"""Tests for zoomdream.io: real files written and read back through OpenCV, imageio and the bundled ffmpeg."""
+"""Tests for zoomdream.media: real files written and read back through OpenCV, imageio and the bundled ffmpeg."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-from contextlib import closing
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,7 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoomdream import io as zio
+from zoomdream import media as zio
+from zoomdream.media import ffmpeg as zffmpeg
+from zoomdream.media import files, images, writer
 from zoomdream.errors import ZoomdreamError
 
 DATA = Path(__file__).parent / "data"
@@ -186,7 +187,7 @@ def test_write_image_failure_keeps_old_file_and_no_temp(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(zio.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     with pytest.raises(ZoomdreamError, match="No space left") as err:
         zio.write_image(target, np.zeros((2, 2, 3), np.uint8))
     assert_one_line_naming(err, target)
@@ -399,6 +400,21 @@ def test_bad_encoder_option_reports_ffmpeg_error(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("ext, cls", [(".mp4", writer.H264Writer), (".MOV", writer.H264Writer),
+                                      (".mkv", writer.H264Writer), (".gif", writer.GifWriter)])
+def test_writer_table_picks_the_class_per_extension(tmp_path, ext, cls):
+    w = zio.VideoWriter(tmp_path / f"a{ext}", 24)
+    assert type(w) is cls
+    w.abort()
+    assert zio.VIDEO_EXTENSIONS == (".mp4", ".mov", ".mkv", ".gif")
+
+
+def test_gif_ignores_audio_and_crf(tmp_path):
+    out = tmp_path / "a.gif"
+    write_video(out, gradient_frames(3, 16, 16), fps=10, audio_from=tmp_path / "gone.webm", crf=30)
+    assert os.listdir(tmp_path) == ["a.gif"]
+
+
 def test_unsupported_video_extension(tmp_path):
     with pytest.raises(ZoomdreamError, match=r"\.mp4 \.mov \.mkv \.gif") as err:
         zio.VideoWriter(tmp_path / "a.avi", 24)
@@ -432,7 +448,7 @@ def test_probe_and_read_rotated_video(tmp_path):
     ffmpeg("-display_rotation", "90", "-i", str(MP4), "-c", "copy", str(rotated))
     info = zio.probe_video(rotated)
     assert (info.width, info.height) == (480, 640)
-    with closing(zio.read_video(rotated, duration=0.2)) as frames:
+    with zio.read_video(rotated, duration=0.2) as frames:
         assert [f.shape for f in frames] == [(640, 480, 3)] * 5
 
 
@@ -500,12 +516,35 @@ def test_read_video_max_size():
 
 
 def test_read_video_closing_early_stops_ffmpeg():
-    gen = zio.read_video(WEBM)
-    next(gen)
-    proc = gen.gi_frame.f_locals["ff"].proc
+    reader = zio.read_video(WEBM)
+    next(reader)
+    proc = reader._ff.proc
     assert proc.poll() is None
-    gen.close()
+    reader.close()
     assert proc.poll() is not None
+    assert next(reader, None) is None
+
+
+def test_read_video_with_block_stops_ffmpeg():
+    with zio.read_video(WEBM) as frames:
+        assert next(frames).shape == (720, 1280, 3)
+        proc = frames._ff.proc
+        assert proc.poll() is None
+    assert proc.poll() is not None
+
+
+def test_read_video_starts_ffmpeg_only_when_asked_for_frames():
+    reader = zio.read_video(MP4)
+    assert reader._ff is None
+    reader.close()
+    assert list(reader) == []
+
+
+def test_read_video_ends_quietly_after_the_last_frame():
+    reader = zio.read_video(MP4, duration=0.2)
+    assert len(list(reader)) == 5
+    assert reader._ff.proc.poll() == 0
+    assert next(reader, None) is None
 
 
 def test_read_video_bad_arguments(tmp_path):
@@ -560,17 +599,17 @@ def test_frames_folder_that_is_a_file_is_refused(tmp_path):
 
 
 def test_ntsc_rate_helper():
-    assert zio._fps_fraction(29.97) == Fraction(30000, 1001)
-    assert zio._fps_fraction(23.976) == Fraction(24000, 1001)
-    assert zio._fps_fraction(30) == 30
-    assert zio._fps_fraction(12.5) == Fraction(25, 2)
+    assert zffmpeg.fps_fraction(29.97) == Fraction(30000, 1001)
+    assert zffmpeg.fps_fraction(23.976) == Fraction(24000, 1001)
+    assert zffmpeg.fps_fraction(30) == 30
+    assert zffmpeg.fps_fraction(12.5) == Fraction(25, 2)
 
 
 def test_read_image_falls_back_to_pillow_when_opencv_cannot_decode(tmp_path, monkeypatch):
     """Older OpenCV builds cannot decode GIF; Pillow then reads it, alpha still over white."""
     iio.imwrite(tmp_path / "a.gif", np.stack(gradient_frames(2, 8, 6)), duration=100, loop=0)
     Image.fromarray(np.array([[[1, 2, 3, 0], [4, 5, 6, 255]]], np.uint8), "RGBA").save(tmp_path / "a.png")
-    monkeypatch.setattr(zio.cv2, "imdecode", lambda *a: None)
+    monkeypatch.setattr(images.cv2, "imdecode", lambda *a: None)
     assert zio.read_image(tmp_path / "a.gif").shape == (6, 8, 3)
     assert zio.read_image(tmp_path / "a.png").tolist() == [[[255, 255, 255], [4, 5, 6]]]
 

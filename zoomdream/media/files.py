@@ -1,0 +1,123 @@
+"""Paths: one-line errors for bad inputs and outputs, writes that appear only when complete, and the
+numbered frame folders renders keep (the frame naming lives here and nowhere else)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Union
+
+from zoomdream.errors import ZoomdreamError
+
+PathArg = Union[str, "os.PathLike[str]"]  # what every path argument accepts
+FRAME_PATTERN = re.compile(r"^frame_(\d{8,})\.png$")
+
+
+def show(path) -> str:
+    """A path as it goes inside a one-line message."""
+    return str(path).replace("\n", "\\n").replace("\r", "\\r")
+
+
+def temp_sibling(path: Path, tag: str = "part") -> Path:
+    """Hidden temporary name next to `path`, real extension last: out.mp4 -> .out.part.mp4."""
+    return path.with_name(f".{path.stem}.{tag}{path.suffix}")
+
+
+def remove_quietly(path: Path | None) -> None:
+    if path is not None:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def existing_file(path, what: str = "read") -> Path:
+    """Turn the usual ways a user-given input path can be wrong into one-line errors."""
+    p = Path(path)
+    if not p.exists():
+        raise ZoomdreamError(f"cannot {what} '{show(p)}': file not found (check the path)")
+    if p.is_dir():
+        raise ZoomdreamError(f"cannot {what} '{show(p)}': it is a folder, not a file (give a file path)")
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise ZoomdreamError(f"cannot {what} '{show(p)}': {e.strerror} (check file permissions)") from None
+    if size == 0:
+        raise ZoomdreamError(f"cannot {what} '{show(p)}': the file is empty (re-export or re-download it)")
+    return p
+
+
+def output_extension(p: Path, supported: tuple[str, ...], kind: str) -> str:
+    """p's lower-case extension, or a one-line error listing the supported ones."""
+    ext = p.suffix.lower()
+    if ext not in supported:
+        raise ZoomdreamError(
+            f"cannot write '{show(p)}': unsupported {kind} type '{ext or '(none)'}' "
+            f"(use one of {' '.join(supported)})"
+        )
+    return ext
+
+
+def check_output_target(p: Path) -> None:
+    """Fail before any work when the output can obviously not be written."""
+    if p.is_dir():
+        raise ZoomdreamError(f"cannot write '{show(p)}': it is a folder (give a file name)")
+    parent = p.parent
+    if not parent.is_dir():
+        raise ZoomdreamError(
+            f"cannot write '{show(p)}': folder '{show(parent)}' does not exist (create it first)"
+        )
+
+
+def atomic_write_bytes(p: Path, data) -> None:
+    """Write to a temp sibling then rename, so a kill never leaves a truncated file under the real name."""
+    tmp = temp_sibling(p)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    except OSError as e:
+        remove_quietly(tmp)
+        raise ZoomdreamError(
+            f"cannot write '{show(p)}': {e.strerror or e} (check free disk space and folder permissions)"
+        ) from None
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+def frame_path(directory: PathArg, index: int) -> Path:
+    """The one place the frame naming lives: frame_00000000.png, 8 digits so names sort far past 9,999."""
+    if index < 0:
+        raise ValueError(f"frame index must be >= 0, got {index}")
+    return Path(directory) / f"frame_{index:08d}.png"
+
+
+def list_frames(directory: PathArg) -> list[Path]:
+    """Complete frames in index order (temporary files are skipped); [] when the folder does not exist."""
+    d = Path(directory)
+    if not d.exists():
+        return []
+    if not d.is_dir():
+        raise ZoomdreamError(f"cannot list frames in '{show(d)}': it is a file, not a folder (give a folder)")
+    found = []
+    for entry in os.scandir(d):
+        m = FRAME_PATTERN.match(entry.name)
+        if m and entry.is_file():
+            found.append((int(m.group(1)), Path(entry.path)))
+    return [p for _, p in sorted(found)]
+
+
+def make_folder(directory: PathArg) -> Path:
+    """Create a folder (and its parents) for frames or render state; a one-line error names the fix."""
+    p = Path(directory)
+    if p.exists() and not p.is_dir():
+        raise ZoomdreamError(f"cannot keep frames in '{show(p)}': it is a file (give a folder)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ZoomdreamError(
+            f"cannot create folder '{show(p)}': {e.strerror or e} (check the path and permissions)"
+        ) from None
+    return p
