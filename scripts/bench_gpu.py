@@ -8,7 +8,7 @@ backend and device. It needs no video I/O, so only keras, numpy and the backend 
 - Live preview: the default EfficientNet-Lite0 dreaming 1 octave x 3 steps per 512x512 frame, each frame
   fed back as the next input (the zoom loop without its file output), in frames per second.
 
-    KERAS_BACKEND=jax python scripts/bench_gpu.py [--repeats 3] [--preview-frames 48]
+    KERAS_BACKEND=jax python scripts/bench_gpu.py [--repeats 3] [--preview-frames 48] [--tile 512]
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--preview-frames", type=int, default=48)
     parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--tile", type=int, default=512, help="tile edge in pixels (the CLI's default is 512)")
     args = parser.parse_args()
 
     import keras
@@ -48,18 +49,18 @@ def main() -> None:
     from zoomdream.objective import make_objective
 
     device = "accelerator" if backend.has_accelerator() else f"CPU ({backend.cpu_name()})"
-    print(f"keras {keras.__version__} on {backend.name()}, {device}")
+    print(f"keras {keras.__version__} on {backend.name()}, {device}, tile {args.tile}")
     seed = DreamSettings(octaves=3, octave_scale=1.3, steps=10, step_size=0.01)
     preview = DreamSettings(octaves=1, steps=3)
     for precision in args.precisions.split(","):
         model = load_model("inception_v3", weights="random", precision=precision)
-        dreamer = Dreamer(model, make_objective("mixed3:1,mixed5:1", loss="mean"), tile=512)
+        dreamer = Dreamer(model, make_objective("mixed3:1,mixed5:1", loss="mean"), tile=args.tile)
         for height, width in [(512, 512), (1080, 1920)]:
             seconds = seconds_per_frame(dreamer, seed, height, width, args.repeats)
             print(f"{precision} seed frame {width}x{height}: {seconds:.3f} s/frame")
 
         lite0 = load_model("efficientnet-lite0", precision=precision)
-        lite = Dreamer(lite0, make_objective(lite0.backbone.default_layers), tile=512)
+        lite = Dreamer(lite0, make_objective(lite0.backbone.default_layers), tile=args.tile)
         rng = np.random.default_rng(0)
         frame = rng.uniform(-0.25, 0.25, (512, 512, 3)).astype(np.float32)
         frame = lite.dream(frame, preview, rng=rng)  # compile

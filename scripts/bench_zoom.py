@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite0")
     args = parser.parse_args()
 
-    from zoomdream import backend, loops
+    from zoomdream import backend, runner
+    from zoomdream.sinks import MemorySink
     from zoomdream.ascent import Dreamer
     from zoomdream.config import make_job
     from zoomdream.models import load_model
@@ -51,16 +52,9 @@ def main() -> None:
                                 output=os.path.join(work, "zoom.mp4")))
             spent.clear()
             marks = []
-            emit = loops.FrameRender.emit
-
-            def marking_emit(self, frame, rng):
-                emit(self, frame, rng)
-                marks.append(time.perf_counter())
-
-            loops.FrameRender.emit = marking_emit
-            loops.render_zoom(job, progress=False, model=model)
+            marker = MemorySink(on_frame=lambda index, frame: marks.append(time.perf_counter()))
+            runner.render(job, progress=False, model=model, sinks=(marker,))
             end = time.perf_counter()
-            loops.FrameRender.emit = emit
             total = end - marks[0]  # frames 1..N, their checkpoints, and closing the MP4
             dreaming = sum(spent[1:])
             print(f"{size}: {total / args.frames:.2f} s/frame end to end, {dreaming / args.frames:.2f} s/frame "

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--keep", help="keep the outputs in this folder")
     args = parser.parse_args()
 
-    from zoomdream import io, loops
+    from zoomdream import media, runner
     from zoomdream.config import make_job
     from zoomdream.flow import warping_error
     from zoomdream.models import load_model
@@ -40,7 +40,7 @@ def main() -> None:
     runs = {"naive": dict(common, flow="none", blend=0.0), "zoomdream": ours}
 
     def sources():
-        return io.read_video(args.clip, duration=args.duration, max_size=args.max_size)
+        return media.read_video(args.clip, duration=args.duration, max_size=args.max_size)
 
     print(f"clip {args.clip}, {args.duration} s at max side {args.max_size}")
     print(f"input     warping error {warping_error(sources(), sources()):.4f}")
@@ -49,10 +49,10 @@ def main() -> None:
         frames = os.path.join(work, name)
         job = make_job(dict(values, output=os.path.join(work, f"{name}.mp4"), frames_dir=frames))
         start = time.perf_counter()
-        loops.render_video(job, progress=False, model=model)
+        runner.render(job, progress=False, model=model)
         seconds = time.perf_counter() - start
-        outputs = (io.read_image(p) for p in io.list_frames(frames))
-        count = len(io.list_frames(frames))
+        outputs = (media.read_image(p) for p in media.list_frames(frames))
+        count = len(media.list_frames(frames))
         print(f"{name:9s} warping error {warping_error(outputs, sources()):.4f} "
               f"({count} frames, {seconds / count:.2f} s/frame; steps {job.steps}, octaves {job.octaves}, "
               f"flow {job.flow}, blend {job.blend})")

@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--keep", help="keep the frames in this folder")
     args = parser.parse_args()
 
-    from zoomdream import io, loops
+    from zoomdream import media, runner
     from zoomdream.config import make_job
 
     work = args.keep or tempfile.mkdtemp(prefix="zoom_health_")
@@ -58,11 +58,11 @@ def main() -> None:
         values["color_match"] = args.color_match
     job = make_job(values)
     start = time.perf_counter()
-    loops.render_zoom(job)
+    runner.render(job)
     seconds = time.perf_counter() - start
     print(f"{args.frames} frames in {seconds:.0f} s ({seconds / args.frames:.2f} s/frame); "
           f"color_match={job.color_match}")
-    rows = [health(io.read_image(p)) for p in io.list_frames(work)]
+    rows = [health(media.read_image(p)) for p in media.list_frames(work)]
     print(f"{'frame':>6} {'clipped':>8} {'colourful':>10} {'hf':>6}")
     for t, (clipped, colourful, hf) in enumerate(rows):
         if t % args.every == 0 or t == len(rows) - 1:

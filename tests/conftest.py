@@ -35,24 +35,24 @@ def photo():
     return cv2.resize(img, (96, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 127.5 - 1.0
 
 
+class Interrupt:
+    """A sink that raises KeyboardInterrupt (like Ctrl-C) once ``frames`` frames are kept."""
+
+    def __init__(self, frames: int):
+        self.frames = frames
+
+    def write(self, index, frame):
+        if index + 1 == self.frames:
+            raise KeyboardInterrupt
+
+    def close(self):
+        pass
+
+    def abort(self):
+        pass
+
+
 @pytest.fixture
-def interrupt_after(monkeypatch):
-    """``interrupt_after(n)``: the next render raises KeyboardInterrupt (like Ctrl-C) once n frames are kept;
-    ``interrupt_after(None)`` lets renders run through again."""
-    from zoomdream import loops
-
-    emit = loops.FrameRender.emit
-
-    def arm(frames):
-        if frames is None:
-            monkeypatch.setattr(loops.FrameRender, "emit", emit)
-            return
-
-        def interrupting_emit(self, frame, rng):
-            if self.done == frames:
-                raise KeyboardInterrupt
-            emit(self, frame, rng)
-
-        monkeypatch.setattr(loops.FrameRender, "emit", interrupting_emit)
-
-    return arm
+def interrupt_after():
+    """``interrupt_after(n)``: a sink to pass to a render that stops it like Ctrl-C once n frames are kept."""
+    return Interrupt

@@ -73,12 +73,12 @@ def test_frames_dir_that_is_a_file_is_one_line(tmp_path, capsys):
 
 
 def test_os_error_mid_render_is_one_line(tmp_path, capsys, monkeypatch):
-    from zoomdream import loops
+    from zoomdream import runner
 
     def disk_full(job, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "out.png"))
 
-    monkeypatch.setattr(loops, "render_image", disk_full)
+    monkeypatch.setattr(runner, "render", disk_full)
     code, err = run(capsys, "image", os.path.join(SAMPLES, "chelsea.png"), "-o", tmp_path / "out.png")
     assert code == 2 and len(err.splitlines()) == 1
     assert "No space left on device" in err and "out.png" in err

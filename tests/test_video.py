@@ -6,7 +6,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from zoomdream import io, loops
+from zoomdream import media, runner
 from zoomdream.config import make_job
 from zoomdream.flow import warping_error
 
@@ -24,20 +24,20 @@ def video_job(tmp_path, source, name="out.mp4", **overrides):
 
 def test_mp4_without_audio_keeps_rate_and_count(tmp_path, lite0):
     job = video_job(tmp_path, MP4)
-    loops.render_video(job, progress=False, model=lite0)
-    info = io.probe_video(job.output)
+    runner.render(job, progress=False, model=lite0)
+    info = media.probe_video(job.output)
     assert info.fps == pytest.approx(25, abs=0.01)
     assert not info.has_audio
-    assert sum(1 for _ in io.read_video(job.output)) == 10
+    assert sum(1 for _ in media.read_video(job.output)) == 10
 
 
 @pytest.mark.parametrize("name", ["out.mp4", "out.mkv"])  # Vorbis re-encoded to AAC; Matroska could copy it
 def test_webm_audio_is_kept_and_cut(tmp_path, lite0, name):
     job = video_job(tmp_path, WEBM, name, start=0.25, duration=0.5)
-    loops.render_video(job, progress=False, model=lite0)
-    info = io.probe_video(job.output)
+    runner.render(job, progress=False, model=lite0)
+    info = media.probe_video(job.output)
     assert info.has_audio and info.fps == pytest.approx(24, abs=0.01)
-    assert sum(1 for _ in io.read_video(job.output)) == 12
+    assert sum(1 for _ in media.read_video(job.output)) == 12
     assert info.duration == pytest.approx(0.5, abs=0.1)
 
 
@@ -47,11 +47,11 @@ def test_flow_coherence_flickers_less_than_naive(tmp_path, lite0):
     naive = video_job(tmp_path, MP4, "naive.mp4", frames_dir=str(tmp_path / "naive"), flow="none", blend=0.0,
                       **settings)
     for job in (coherent, naive):
-        loops.render_video(job, progress=False, model=lite0)
+        runner.render(job, progress=False, model=lite0)
 
     def error(directory):
-        outputs = (iio.imread(p) for p in io.list_frames(directory))
-        return warping_error(outputs, io.read_video(MP4, duration=0.6, max_size=160))
+        outputs = (iio.imread(p) for p in media.list_frames(directory))
+        return warping_error(outputs, media.read_video(MP4, duration=0.6, max_size=160))
 
     coherent_error, naive_error = error(tmp_path / "coherent"), error(tmp_path / "naive")
     print(f"warping error: coherent {coherent_error:.4f}, naive {naive_error:.4f}")
@@ -60,14 +60,12 @@ def test_flow_coherence_flickers_less_than_naive(tmp_path, lite0):
 
 def test_video_resume_equals_uninterrupted(tmp_path, lite0, interrupt_after):
     whole = video_job(tmp_path, MP4, "whole.mp4", frames_dir=str(tmp_path / "whole"), duration=0.2)
-    loops.render_video(whole, progress=False, model=lite0)
+    runner.render(whole, progress=False, model=lite0)
     job = video_job(tmp_path, MP4, "cut.mp4", frames_dir=str(tmp_path / "cut"), duration=0.2)
-    interrupt_after(3)
     with pytest.raises(KeyboardInterrupt):
-        loops.render_video(job, progress=False, model=lite0)
-    interrupt_after(None)
-    loops.render_video(replace(job, resume=True), progress=False, model=lite0)
-    cut, ref = io.list_frames(tmp_path / "cut"), io.list_frames(tmp_path / "whole")
+        runner.render(job, progress=False, model=lite0, sinks=(interrupt_after(3),))
+    runner.render(replace(job, resume=True), progress=False, model=lite0)
+    cut, ref = media.list_frames(tmp_path / "cut"), media.list_frames(tmp_path / "whole")
     assert len(cut) == len(ref) == 5
     for a, b in zip(cut, ref):
         np.testing.assert_array_equal(iio.imread(a), iio.imread(b))

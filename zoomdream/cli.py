@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from dataclasses import fields
 
-from zoomdream.config import FIELDS, LOOPS, Job, load_toml, make_job
+from zoomdream.config import COMMANDS, FIELDS, LOOPS, RENAMED, Job, load_toml, make_job
 from zoomdream.errors import ZoomdreamError
 
-EXAMPLES = {
-    "image": """examples:
-  zoomdream image samples/chelsea.png -o dream.png
-  zoomdream image photo.jpg -o out.jpg --layers block8:1,block12:0.5 --octaves 5 --steps 30
-  zoomdream image photo.jpg -o out.png --layers 'block10[17]'          # one channel of block10
-  zoomdream image photo.jpg -o out.png --model inception_v3 --layers mixed3:1,mixed5:1
-  zoomdream image photo.jpg -o out.png --guide flowers.jpg             # dream toward another image""",
-    "zoom": """examples:
-  zoomdream zoom samples/chelsea.png -o zoom.mp4 --frames 240
-  zoomdream zoom --noise --size 640x360 -o noise.mp4 --frames 480 --zoom '0:(1.02), 240:(1.05)'
-  zoomdream zoom in.jpg -o spin.gif --angle '0.5*sin(t/30)' --gif-width 320
-  zoomdream zoom in.jpg -o long.mp4 --frames 2000 --resume            # continue after Ctrl-C""",
-    "video": """examples:
-  zoomdream video clip.mp4 -o dreamy.mp4
-  zoomdream video clip.webm -o out.mp4 --start 2 --duration 5 --max-size 640 --blend 0.6""",
-    "render": """examples:
+RENDER_EXAMPLES = """examples:
   zoomdream render job.toml                    # every option from the file
-  zoomdream render job.toml --frames 60        # flags override the file""",
-}
+  zoomdream render job.toml --frames 60        # flags override the file"""
 
 GROUP_TITLES = {"job": "input and output", "model": "model", "dream": "dream (objective and ascent)",
                 "loop": "frames", "motion": "motion (keyframed: '0:(1.02), 120:(1.05)' or expressions of t)",
@@ -47,12 +33,13 @@ def _add_job_flags(parser: argparse.ArgumentParser, command: str | None) -> None
         flag = "--" + f.name.replace("_", "-")
         names = [flag, "-o"] if f.name == "output" else [flag]
         default_text = "" if f.default is None else f" (default: {f.default})"
-        if "bool" in str(f.type):
+        if f.name in RENAMED.values():  # the old flag still works
+            names += ["--" + old.replace("_", "-") for old, new in RENAMED.items() if new == f.name]
+        if meta["kind"] == "bool":
             group.add_argument(*names, dest=f.name, action="store_true", default=argparse.SUPPRESS,
                                help=meta["help"])
             continue
-        kind = str(f.type)
-        conv = str if "str" in kind else float if "float" in kind else int
+        conv = {"int": int, "float": float}.get(meta["kind"], str)
         group.add_argument(*names, dest=f.name, type=conv, default=argparse.SUPPRESS, choices=meta["choices"],
                            metavar=meta["metavar"] or (None if meta["choices"] else f.name.upper()),
                            help=meta["help"] + default_text)
@@ -66,18 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    helps = {
-        "image": "dream one still image",
-        "zoom": "infinite zoom: dream each frame, zoom into it, repeat (from an image or noise)",
-        "video": "dream an existing clip frame by frame with optical-flow coherence, keeping its audio",
-    }
-    for command, text in helps.items():
-        p = sub.add_parser(command, help=text, description=text.capitalize() + ".", epilog=EXAMPLES[command],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("input", nargs="?" if command == "zoom" else None, default=argparse.SUPPRESS,
-                       help="input " + ("video" if command == "video" else "image"))
-        _add_job_flags(p, command)
-    p = sub.add_parser("render", help="run a TOML job file (flags override it)", epilog=EXAMPLES["render"],
+    for command in COMMANDS.values():
+        p = sub.add_parser(command.name, help=command.help, description=command.help.capitalize() + ".",
+                           epilog=command.examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("input", nargs=None if command.input_required else "?", default=argparse.SUPPRESS,
+                       help=command.input_help)
+        _add_job_flags(p, command.name)
+    p = sub.add_parser("render", help="run a TOML job file (flags override it)", epilog=RENDER_EXAMPLES,
                        description="Run a job whose TOML file holds any option (`command = \"zoom\"`, ...).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job_file", help="TOML job file")
@@ -160,21 +142,27 @@ def _quiet_tensorflow_start() -> None:
         os.close(devnull)
 
 
+def _terminate(signum, frame):
+    """SIGTERM stops a render the way Ctrl-C does: kept frames stay and the resume hint is printed."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_tensorflow_start()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
+        _quiet_tensorflow_start()
         if args.command == "models":
             list_models(args.name, not args.brief)
             return 0
         job = job_from_args(args)
-        from zoomdream import loops
-
-        run = {"image": loops.render_image, "zoom": loops.render_zoom, "video": loops.render_video}[job.command]
         if not job.output:
             raise ZoomdreamError("no output file given (add -o OUT)")
-        run(job)
+        from zoomdream import runner
+
+        runner.render(job, protected=(args.job_file,) if args.command == "render" else ())
         print(f"wrote {job.output}", file=sys.stderr)
         return 0
     except ZoomdreamError as e:

@@ -1,128 +1,182 @@
-"""Every setting of a render in one schema: defaults, help text, TOML job files and the saved record.
+"""Every setting of a render in one schema, and the table of commands.
 
-``Job`` is the single source of defaults. The CLI builds its flags from these fields, a TOML job file sets
-the same names (``step_size`` or ``step-size``), and the resolved job is written beside each output so a
-render can be reproduced with ``zoomdream render OUT.job.toml``.
+``Job`` is the flat, user-facing schema: the CLI builds its flags from these fields, a TOML job file sets the
+same names (``step_size`` or ``step-size``), and the resolved job is written beside each output so a render can
+be reproduced with ``zoomdream render OUT.job.toml``. Its defaults come from the typed settings in
+``zoomdream.settings`` (or a command's entry in ``COMMANDS``); each loop resolves a Job into its own typed
+settings once, before any work.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from zoomdream.errors import ZoomdreamError
+from zoomdream.settings import DreamSettings, EngineSettings, OutputSettings
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-COMMANDS = ("image", "zoom", "video")
-ALL = COMMANDS
-LOOPS = ("zoom", "video")
+SCHEMA_VERSION = 2
+RENAMED = {"interpolation": "easing"}  # old key -> new key: old job files load with a one-line warning
+
+# The kinds of value a setting holds. "schedule" is a number or keyframe/expression text: "5" from the command
+# line and 5 from TOML are the same setting.
+KINDS = ("str", "int", "float", "bool", "schedule", "path")
 
 
-def opt(default: Any, help: str, *, commands: tuple[str, ...] = ALL, group: str = "dream", metavar: str | None = None,
-        choices: tuple | None = None, affects_frames: bool = True):
-    """A job field with the metadata the CLI and the TOML reader need."""
-    return field(default=default, metadata=dict(help=help, commands=commands, group=group, metavar=metavar,
-                                                 choices=choices, affects_frames=affects_frames))
+@dataclass(frozen=True)
+class Command:
+    """One command: its help, examples, the defaults that differ from the still image's, and the module that
+    holds its frame source (imported only when it runs, so --help never starts TensorFlow)."""
+
+    name: str
+    help: str
+    examples: str
+    module: str
+    input_help: str
+    input_required: bool = True
+    defaults: dict = field(default_factory=dict)
 
 
-# Per-command defaults for the settings whose best value depends on the command. A zoom or video frame starts
-# from a picture that already carries the dream, so it needs far fewer steps than a fresh still.
-COMMAND_DEFAULTS = {
-    "image": dict(octaves=4, steps=20),
-    "zoom": dict(octaves=2, steps=5),
-    "video": dict(octaves=2, steps=8),
+# A zoom or video frame starts from a picture that already carries the dream, so it needs far fewer steps than
+# a fresh still. A new loop kind is one module under zoomdream/loops/ and one entry here.
+COMMANDS = {
+    "image": Command("image", "dream one still image", """examples:
+  zoomdream image samples/chelsea.png -o dream.png
+  zoomdream image photo.jpg -o out.jpg --layers block8:1,block12:0.5 --octaves 5 --steps 30
+  zoomdream image photo.jpg -o out.png --layers 'block10[17]'          # one channel of block10
+  zoomdream image photo.jpg -o out.png --model inception_v3 --layers mixed3:1,mixed5:1
+  zoomdream image photo.jpg -o out.png --guide flowers.jpg             # dream toward another image""",
+                     "zoomdream.loops.still", "input image"),
+    "zoom": Command("zoom", "infinite zoom: dream each frame, zoom into it, repeat (from an image or noise)",
+                    """examples:
+  zoomdream zoom samples/chelsea.png -o zoom.mp4 --frames 240
+  zoomdream zoom --noise --size 640x360 -o noise.mp4 --frames 480 --zoom '0:(1.02), 240:(1.05)'
+  zoomdream zoom in.jpg -o spin.gif --angle '0.5*sin(t/30)' --gif-width 320
+  zoomdream zoom in.jpg -o long.mp4 --frames 2000 --resume            # continue after Ctrl-C""",
+                    "zoomdream.loops.zoom", "input image", input_required=False,
+                    defaults=dict(octaves=2, steps=5)),
+    "video": Command("video", "dream an existing clip frame by frame with optical-flow coherence, keeping its audio",
+                     """examples:
+  zoomdream video clip.mp4 -o dreamy.mp4
+  zoomdream video clip.webm -o out.mp4 --start 2 --duration 5 --max-size 640 --blend 0.6""",
+                     "zoomdream.loops.video", "input video", defaults=dict(octaves=2, steps=8)),
 }
+ALL = tuple(COMMANDS)
+LOOPS = tuple(name for name in COMMANDS if name != "image")
+
+
+def opt(default: Any, help: str, kind: str, *, commands: tuple[str, ...] = ALL, group: str = "dream",
+        metavar: str | None = None, choices: tuple | None = None, affects_frames: bool = True):
+    """A job field with the metadata the CLI and the TOML reader need; ``kind`` is one of KINDS."""
+    assert kind in KINDS, kind
+    return field(default=default, metadata=dict(help=help, kind=kind, commands=commands, group=group,
+                                                 metavar=metavar, choices=choices, affects_frames=affects_frames))
+
+
+_DREAM, _ENGINE = DreamSettings(), EngineSettings()
+_OUT = OutputSettings(Path("."))
 
 
 @dataclass(frozen=True)
 class Job:
-    command: str = opt("image", "what to render", choices=COMMANDS, group="job")
-    input: str | None = opt(None, "input image or video", group="job", affects_frames=False)
+    command: str = opt("image", "what to render", "str", choices=ALL, group="job")
+    input: str | None = opt(None, "input image or video", "path", group="job", affects_frames=False)
     output: str | None = opt(None, "output file: .png/.jpg for image; .mp4/.mov/.mkv/.gif for zoom and video",
-                             group="job", affects_frames=False)
+                             "path", group="job", affects_frames=False)
     # model
-    model: str = opt("efficientnet-lite0", "backbone (see `zoomdream models`)", group="model")
-    weights: str | None = opt(None, "weights file for keras.applications backbones (default: the Keras cache; "
-                                    "'random' for untrained weights)", group="model", metavar="PATH")
-    precision: str = opt("auto", "compute precision: auto times float32 against bfloat16 for this model "
-                         "on this machine once (where the CPU has bfloat16) and keeps the faster",
+    model: str = opt(_ENGINE.model, "backbone (see `zoomdream models`)", "str", group="model")
+    weights: str | None = opt(_ENGINE.weights, "weights file for keras.applications backbones (default: the Keras "
+                                               "cache; 'random' for untrained weights)", "path", group="model",
+                              metavar="PATH")
+    precision: str = opt(_ENGINE.precision, "compute precision: auto times float32 against bfloat16 for this model "
+                         "on this machine once (where the CPU has bfloat16) and keeps the faster", "str",
                          choices=("auto", "float32", "bfloat16"), group="model")
     # objective
-    layers: str | None = opt(None, "layers to excite, e.g. 'block10:1,block12:0.5' or 'mixed4[37]' "
-                                   "(zoom: keyframes like '0:(block8), 200:(block12)'; default: the model's)",
-                             metavar="SPEC")
-    loss: str = opt("square", "per-layer statistic: square (mean of squared activations) or mean",
+    layers: str | None = opt(_ENGINE.layers, "layers to excite, e.g. 'block10:1,block12:0.5' or 'mixed4[37]' "
+                                             "(zoom: keyframes like '0:(block8), 200:(block12)'; default: the "
+                                             "model's)", "str", metavar="SPEC")
+    loss: str = opt(_ENGINE.loss, "per-layer statistic: square (mean of squared activations) or mean", "str",
                     choices=("square", "mean"))
-    guide: str | None = opt(None, "guide image: dream toward its features instead of amplifying", metavar="IMG")
-    tv: float = opt(0.0, "total-variation penalty weight; 0.5-2 smooths pixel noise")
+    guide: str | None = opt(_ENGINE.guide, "guide image: dream toward its features instead of amplifying", "path",
+                            metavar="IMG")
+    tv: float = opt(_ENGINE.tv, "total-variation penalty weight; 0.5-2 smooths pixel noise", "float")
     # ascent
-    octaves: int | None = opt(None, "number of scales, smallest first (default: image 4; zoom and video 2 per "
-                                    "frame, the first zoom frame gets the still-image dream)")
-    octave_scale: float = opt(1.4, "size ratio between octaves")
-    steps: int | str | None = opt(None, "ascent steps per octave (default: image 20, zoom 5, video 8; "
-                                        "zoom: may be keyframed)")
-    step_size: float | str = opt(0.02, "ascent step on the [-1, 1] image (zoom: may be keyframed)")
-    tile: int = opt(512, "tile size in pixels: memory is bounded by it, not by the frame")
-    max_loss: float | None = opt(None, "stop an octave's ascent once the loss passes this")
-    seed: int = opt(0, "random seed: same inputs and seed give the same output")
-    max_size: int | None = opt(None, "downscale the input so its longest side is at most this", group="job")
+    octaves: int | None = opt(None, f"number of scales, smallest first (default: image {_DREAM.octaves}; zoom "
+                                    f"and video 2 per frame, the first zoom frame gets the still-image dream)",
+                              "int")
+    octave_scale: float = opt(_DREAM.octave_scale, "size ratio between octaves (above 1)", "float")
+    steps: int | str | None = opt(None, f"ascent steps per octave (default: image {_DREAM.steps}, zoom 5, video "
+                                        f"8; zoom: may be keyframed)", "schedule")
+    step_size: float | str = opt(_DREAM.step_size, "ascent step on the [-1, 1] image (zoom: may be keyframed)",
+                                 "schedule")
+    tile: int = opt(_ENGINE.tile, "tile size in pixels: memory is bounded by it, not by the frame", "int")
+    max_loss: float | None = opt(_DREAM.max_loss, "stop an octave's ascent once the loss passes this", "float")
+    seed: int = opt(0, "random seed: same inputs and seed give the same output", "int")
+    max_size: int | None = opt(None, "downscale the input so its longest side is at most this", "int",
+                               group="job")
     # loops: frames, motion, output
-    frames: int = opt(120, "number of frames", commands=("zoom",), group="loop")
-    fps: float = opt(24.0, "frames per second of the video", commands=("zoom",), group="loop")
-    noise: bool = opt(False, "start from seeded random noise instead of an image", commands=("zoom",), group="loop")
-    size: str = opt("640x360", "frame size WxH for --noise starts", commands=("zoom",), group="loop")
-    noise_scale: float = opt(0.25, "amplitude of the starting noise (0-1)", commands=("zoom",), group="loop")
+    frames: int = opt(120, "number of frames", "int", commands=("zoom",), group="loop")
+    fps: float = opt(24.0, "frames per second of the video", "float", commands=("zoom",), group="loop")
+    noise: bool = opt(False, "start from seeded random noise instead of an image", "bool", commands=("zoom",),
+                      group="loop")
+    size: str = opt("640x360", "frame size WxH for --noise starts", "str", commands=("zoom",), group="loop")
+    noise_scale: float = opt(0.25, "amplitude of the starting noise (0-1)", "float", commands=("zoom",),
+                             group="loop")
     zoom: str = opt("1.02", "zoom per frame, keyframed: '0:(1.02), 120:(1.05)' or '1.02+0.01*sin(t/20)'",
-                    commands=("zoom",), group="motion")
-    angle: str = opt("0", "rotation per frame in degrees (counter-clockwise), keyframed",
+                    "schedule", commands=("zoom",), group="motion")
+    angle: str = opt("0", "rotation per frame in degrees (counter-clockwise), keyframed", "schedule",
                      commands=("zoom",), group="motion")
-    tx: str = opt("0", "x shift per frame in pixels, keyframed", commands=("zoom",), group="motion")
-    ty: str = opt("0", "y shift per frame in pixels, keyframed", commands=("zoom",), group="motion")
-    center: str | None = opt(None, "zoom centre 'X,Y' in pixels (default: the frame centre)",
+    tx: str = opt("0", "x shift per frame in pixels, keyframed", "schedule", commands=("zoom",), group="motion")
+    ty: str = opt("0", "y shift per frame in pixels, keyframed", "schedule", commands=("zoom",), group="motion")
+    center: str | None = opt(None, "zoom centre 'X,Y' in pixels (default: the frame centre)", "str",
                              commands=("zoom",), group="motion")
-    interpolation: str = opt("linear", "between keyframes", choices=("linear", "cubic"),
-                             commands=("zoom",), group="motion")
+    easing: str = opt("linear", "curve between keyframes", "str", choices=("linear", "cubic"),
+                      commands=("zoom",), group="motion")
     color_match: float = opt(1.0, "pull each frame's colour statistics toward the first frame's (0 = off); "
-                                  "keeps long zooms from drifting to grey or flat colour",
+                                  "keeps long zooms from drifting to grey or flat colour", "float",
                              commands=("zoom",), group="loop")
-    start: float = opt(0.0, "start time in the source clip (seconds)", commands=("video",), group="loop")
-    duration: float | None = opt(None, "seconds of the clip to render (default: to the end)",
+    start: float = opt(0.0, "start time in the source clip (seconds)", "float", commands=("video",), group="loop")
+    duration: float | None = opt(None, "seconds of the clip to render (default: to the end)", "float",
                                  commands=("video",), group="loop")
-    every: int = opt(1, "keep every Nth source frame", commands=("video",), group="loop")
-    blend: float = opt(0.5, "weight of the warped previous dream in each new frame's start (0-1)",
+    every: int = opt(1, "keep every Nth source frame", "int", commands=("video",), group="loop")
+    blend: float = opt(0.5, "weight of the warped previous dream in each new frame's start (0-1)", "float",
                        commands=("video",), group="loop")
     smooth: float = opt(0.5, "after dreaming, pull each frame toward the previous output carried along the flow "
-                             "(0 = off; higher is steadier, lower more alive)", commands=("video",), group="loop")
-    flow: str = opt("dis", "optical flow for coherence: dis, farneback, or none (plain blending)",
+                             "(0 = off; higher is steadier, lower more alive)", "float", commands=("video",),
+                        group="loop")
+    flow: str = opt("dis", "optical flow for coherence: dis, farneback, or none (plain blending)", "str",
                     choices=("dis", "farneback", "none"), commands=("video",), group="loop")
-    crf: int = opt(18, "H.264 quality (lower is better, 18 is visually lossless)", commands=LOOPS, group="output",
-                   affects_frames=False)
-    gif_fps: float | None = opt(None, "GIF frame rate (default: the video's; 12 halves the file)", commands=LOOPS,
-                                group="output", affects_frames=False)
-    gif_width: int | None = opt(None, "GIF width in pixels (default: the frame's)", commands=LOOPS,
-                                group="output", affects_frames=False)
-    frames_dir: str | None = opt(None, "also keep numbered PNG frames here", commands=LOOPS, group="output",
-                                 metavar="DIR", affects_frames=False)
-    preview: int = opt(0, "every N frames, rewrite OUT.preview.png with the latest frame (0 = off)",
+    crf: int = opt(_OUT.crf, "H.264 quality (lower is better, 18 is visually lossless)", "int", commands=LOOPS,
+                   group="output", affects_frames=False)
+    gif_fps: float | None = opt(_OUT.gif_fps, "GIF frame rate (default: the video's; 12 halves the file)", "float",
+                                commands=LOOPS, group="output", affects_frames=False)
+    gif_width: int | None = opt(_OUT.gif_width, "GIF width in pixels (default: the frame's)", "int",
+                                commands=LOOPS, group="output", affects_frames=False)
+    frames_dir: str | None = opt(None, "also keep numbered PNG frames here", "path", commands=LOOPS,
+                                 group="output", metavar="DIR", affects_frames=False)
+    preview: int = opt(_OUT.preview, "every N frames, rewrite OUT.preview.png with the latest frame (0 = off)",
+                       "int", commands=LOOPS, group="output", affects_frames=False)
+    resume: bool = opt(_OUT.resume, "continue an interrupted render from its last completed frame", "bool",
                        commands=LOOPS, group="output", affects_frames=False)
-    resume: bool = opt(False, "continue an interrupted render from its last completed frame", commands=LOOPS,
-                       group="output", affects_frames=False)
 
     def __post_init__(self):
         if self.command not in COMMANDS:
             raise ZoomdreamError(f"unknown command '{self.command}' (choose one of: {', '.join(COMMANDS)})")
-        for name, value in COMMAND_DEFAULTS[self.command].items():
+        for name, value in {"octaves": _DREAM.octaves, "steps": _DREAM.steps,
+                            **COMMANDS[self.command].defaults}.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         for f in fields(self):  # "5" from the command line and 5 from TOML are the same setting
             value = getattr(self, f.name)
-            if isinstance(value, str) and "str" in str(f.type) and ("int" in str(f.type) or "float" in str(f.type)):
+            if f.metadata["kind"] == "schedule" and isinstance(value, str):
                 object.__setattr__(self, f.name, _number_or_text(value))
 
     def settings_hash(self) -> str:
@@ -142,29 +196,36 @@ def _number_or_text(value: str) -> int | float | str:
     return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
 
 
+_ACCEPTS = {"str": (str,), "path": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+            "schedule": (str, int, float)}
+
+
 def _check_type(name: str, value: Any) -> Any:
-    """TOML values arrive typed; accept ints for floats and numbers for keyframable strings."""
+    """TOML values arrive typed; accept ints for floats, and numbers or text for schedules."""
     f = FIELDS[name]
-    default = f.default
-    kinds = str(f.type)
-    if value is None or (isinstance(value, bool) and "bool" in kinds):
+    kind = f.metadata["kind"]
+    if value is None:
         return value
-    if "str" in kinds and isinstance(value, str):
-        return value
-    if "int" in kinds and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if "float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value) if "int" not in kinds else value
-    if "str" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ZoomdreamError(f"setting '{name}' = {value!r} has the wrong type (expected {kinds}, default {default!r})")
+    if isinstance(value, _ACCEPTS[kind]) and (kind == "bool" or not isinstance(value, bool)):
+        return float(value) if kind == "float" else value
+    raise ZoomdreamError(f"setting '{name}' = {value!r} has the wrong type (expected {kind}, default {f.default!r})")
 
 
 def make_job(values: dict[str, Any]) -> Job:
-    """A Job from a mapping of settings; unknown names get an error listing the valid ones."""
+    """A Job from a mapping of settings; unknown names get an error listing the valid ones, renamed ones a
+    warning, and a job file from a newer zoomdream an error."""
     clean = {}
     for key, value in values.items():
-        name = key.replace("-", "_")
+        name = str(key).replace("-", "_")
+        if name == "schema":
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= SCHEMA_VERSION:
+                raise ZoomdreamError(f"job schema {value!r} is not one this zoomdream reads (1 to {SCHEMA_VERSION}; "
+                                     f"upgrade zoomdream for newer job files)")
+            continue
+        if name in RENAMED:
+            print(f"zoomdream: warning: setting '{key}' is now '{RENAMED[name]}' (rename it in the job file)",
+                  file=sys.stderr)
+            name = RENAMED[name]
         if name not in FIELDS:
             raise ZoomdreamError(f"unknown setting '{key}' (valid: {', '.join(FIELDS)})")
         clean[name] = _check_type(name, value)
@@ -182,8 +243,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ZoomdreamError(f"job file '{path}' not found (check the path)") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ZoomdreamError(f"job file '{path}' is not valid TOML: {e}") from None
+    except IsADirectoryError:
+        raise ZoomdreamError(f"job file '{path}' is a folder (give a .toml file)") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ZoomdreamError(f"job file '{path}' is not valid TOML: {first} (check its syntax)") from None
+    except OSError as e:
+        raise ZoomdreamError(f"cannot read job file '{path}': {e.strerror or e} (check permissions)") from None
     return data
 
 
@@ -197,7 +263,7 @@ def _toml_value(value: Any) -> str:
 
 def job_to_toml(job: Job) -> str:
     """The resolved job as TOML (unset options are left out: TOML has no null)."""
-    lines = ["# zoomdream job: re-run with `zoomdream render THIS_FILE`"]
+    lines = ["# zoomdream job: re-run with `zoomdream render THIS_FILE`", f"schema = {SCHEMA_VERSION}"]
     for f in fields(job):
         value = getattr(job, f.name)
         if value is not None and f.name != "resume":

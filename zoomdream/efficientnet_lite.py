@@ -19,6 +19,14 @@ BN_EPSILON = 1e-3
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
 
 
+class _State(dict):
+    """A checkpoint's tensors by name: a missing one says which, as a ValueError, for a checkpoint of some
+    other network."""
+
+    def __missing__(self, key):
+        raise ValueError(f"not an EfficientNet-Lite checkpoint: it has no {key!r}")
+
+
 def _fold_bn(state: dict, conv: str, bn: str, depthwise: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Return a Keras kernel and bias equal to torch conv ``conv`` followed by batch norm ``bn``."""
     w = state[f"{conv}.weight"]
@@ -52,8 +60,8 @@ def build_efficientnet_lite(pth_path: str | Path, inputs, scaled=None, include_t
     Layers a user may dream: ``stem``, ``block0`` .. ``blockN`` (each MBConv block's output), ``head``;
     with ``include_top`` the model ends in ``predictions`` (1000 ImageNet logits).
     """
-    state = load_legacy_pth(pth_path)
-    n_blocks = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"_blocks\.(\d+)\.", k)))
+    state = _State(load_legacy_pth(pth_path))
+    n_blocks = 1 + max((int(m.group(1)) for k in state if (m := re.match(r"_blocks\.(\d+)\.", k))), default=-1)
     x = _conv(inputs if scaled is None else scaled, _fold_bn(state, "_conv_stem", "_bn0"), stride=2, name="stem")
     stage = -1
     for b in range(n_blocks):

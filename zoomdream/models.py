@@ -240,6 +240,22 @@ def _folded_conv(conv, bn) -> list:
     return [kernel, (bias - mean) * scale + beta]
 
 
+def _build(backbone: Backbone, path: str | None) -> keras.Model:
+    """``backbone.build(path)``, where a weights file it cannot read is one ZoomdreamError line. The one
+    broad catch: keras, h5py, zipfile and pth.py each fail on a wrong file in their own way."""
+    try:
+        return backbone.build(path)
+    except ZoomdreamError:
+        raise
+    except Exception as e:
+        if path is None:
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ZoomdreamError(
+            f"cannot load {backbone.name} weights from '{path}': {reason} (is it the right file?)"
+        ) from e
+
+
 def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, precision: str = "float32") -> "LoadedModel":
     """Build a backbone with its weights under a precision policy (``float32`` or ``bfloat16``)."""
     backbone = get_backbone(name)
@@ -248,14 +264,9 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, precision:
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
-        model = backbone.build(path)
+        model = _build(backbone, path)
         if not backbone.package:  # the Lite ports fold their own
             model = fold_batch_norm(model)
-    except (OSError, ValueError) as e:
-        if path is None:
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ZoomdreamError(f"cannot load {name} weights from '{path}': {first} (is it the right file?)") from e
     finally:
         keras.config.set_dtype_policy(previous)
     return LoadedModel(backbone, model, precision, path or "random")

@@ -3,18 +3,24 @@
 The legacy format (before PyTorch 1.6) is a stream of pickles: a magic number, the protocol version, system
 info, the object itself (whose tensors point at storages through ``persistent_load``), the list of storage
 keys, then each storage's raw bytes prefixed by its element count. A restricted unpickler only admits the few
-globals such a file needs, so a checkpoint cannot run code on load.
+globals such a file needs, so a checkpoint cannot run code on load; and every number the file declares is
+checked against what the file holds before it is used, so a damaged or crafted file is a ValueError, never
+a crash or a huge allocation.
 """
 from __future__ import annotations
 
 import collections
+import math
+import os
 import pickle
 import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+PROTOCOL_VERSION = 1001
 
 STORAGE_DTYPES = {
     "FloatStorage": np.float32,
@@ -28,33 +34,44 @@ STORAGE_DTYPES = {
     "BoolStorage": np.bool_,
 }
 
-class _StorageType:
-    def __init__(self, name: str):
-        self.dtype = np.dtype(STORAGE_DTYPES[name])
+# What unpickling arbitrary bytes raises (the pickle docs: "not necessarily limited to" the first few);
+# MemoryError comes from an opcode that declares a huge length.
+_PICKLE_ERRORS = (pickle.UnpicklingError, EOFError, AttributeError, IndexError, KeyError, TypeError, ValueError,
+                  OverflowError, MemoryError)
 
-class _TensorRef:
-    """A tensor's view of a storage, resolved once the storages are read."""
 
-    def __init__(self, storage, offset, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+class _StorageType(str):
+    """A storage type's name. A str without ``__dict__``, so a pickle's BUILD opcode cannot change it."""
 
-    def resolve(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        key, dtype = self.storage
-        flat = arrays[key]
-        item = dtype.itemsize
-        return np.lib.stride_tricks.as_strided(
-            flat[self.offset:], shape=self.size, strides=[s * item for s in self.stride]
-        ).copy()
+    __slots__ = ()
+
+
+class _TensorRef(NamedTuple):
+    """A tensor's view of a storage, as the file declares it: checked only once the storages are read.
+    A tuple, so a pickle's BUILD opcode cannot change it after it is made."""
+
+    storage: object
+    offset: object
+    size: object
+    stride: object
+
 
 def _rebuild_tensor_v2(storage, offset, size, stride, *_unused):
     return _TensorRef(storage, offset, size, stride)
 
+
 class _Unpickler(pickle.Unpickler):
+    """Admits the globals a state dict needs; records each storage key's dtype in ``dtypes``."""
+
     ALLOWED = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
         ("torch._utils", "_rebuild_tensor"): _rebuild_tensor_v2,
     }
+
+    def __init__(self, f):
+        super().__init__(f)
+        self.dtypes: dict[str, np.dtype] = {}
 
     def find_class(self, module: str, name: str):
         if module == "torch" and name in STORAGE_DTYPES:
@@ -65,32 +82,102 @@ class _Unpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"checkpoint refers to {module}.{name}, which is not allowed") from None
 
     def persistent_load(self, pid):
-        # ('storage', storage_type, key, location, numel[, view_metadata])
-        _, storage_type, key, _location, _numel = pid[:5]
-        return (str(key), storage_type.dtype)
+        # ('storage', storage_type, key, location, numel[, view_metadata]) -> key
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
+                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)):
+            raise pickle.UnpicklingError("malformed storage reference")
+        if len(pid) == 6 and pid[5] is not None:
+            raise pickle.UnpicklingError("storage views are not supported")
+        key, dtype = pid[2], np.dtype(STORAGE_DTYPES[pid[1]])
+        if self.dtypes.setdefault(key, dtype) != dtype:
+            raise pickle.UnpicklingError(f"storage {key} is declared with two types")
+        return key
+
 
 class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         raise pickle.UnpicklingError(f"unexpected global {module}.{name} in checkpoint header")
 
+
+def _unpickle(unpickler: pickle.Unpickler, what: str):
+    try:
+        return unpickler.load()
+    except _PICKLE_ERRORS as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"not a legacy PyTorch checkpoint: unreadable {what} ({reason})") from None
+
+
+def _read_storages(f, keys, dtypes: dict[str, np.dtype]) -> dict[str, np.ndarray]:
+    """Each storage is an 8-byte element count, then its bytes: a count is checked against the bytes the
+    file has left before anything is allocated for it."""
+    if not (isinstance(keys, list) and all(isinstance(key, str) and key in dtypes for key in keys)):
+        raise ValueError("corrupt checkpoint: the storage list does not match the tensors")
+    file_size = os.fstat(f.fileno()).st_size
+    arrays = {}
+    for key in keys:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"truncated checkpoint: storage {key} is missing")
+        (count,) = struct.unpack("<q", head)
+        nbytes = count * dtypes[key].itemsize
+        if count < 0 or nbytes > file_size - f.tell():
+            raise ValueError(f"truncated checkpoint: storage {key} declares {count} elements, "
+                             f"more than the file holds")
+        arrays[key] = np.frombuffer(f.read(nbytes), dtypes[key])
+    return arrays
+
+
+def _is_ints(value) -> bool:
+    return isinstance(value, tuple) and all(type(v) is int for v in value)
+
+
+def _view(name: str, ref: _TensorRef, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The tensor as an array, once its view is checked to lie inside its storage: ``as_strided`` reads
+    whatever memory the numbers point at."""
+    if not (type(ref.offset) is int and _is_ints(ref.size) and _is_ints(ref.stride)
+            and len(ref.size) == len(ref.stride)):
+        raise ValueError(f"corrupt checkpoint: tensor {name!r} has a malformed offset, size or stride")
+    flat = arrays.get(ref.storage) if isinstance(ref.storage, str) else None
+    if flat is None:
+        raise ValueError(f"corrupt checkpoint: tensor {name!r} refers to a storage the file does not hold")
+    if ref.offset < 0 or min(ref.size + ref.stride, default=0) < 0:
+        raise ValueError(f"corrupt checkpoint: tensor {name!r} has a negative offset, size or stride")
+    if 0 in ref.size:
+        return np.zeros(ref.size, flat.dtype)
+    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
+    if last >= flat.size or math.prod(ref.size) > flat.size:  # the second: no huge broadcast views either
+        raise ValueError(f"corrupt checkpoint: tensor {name!r} (offset {ref.offset}, size {ref.size}, "
+                         f"stride {ref.stride}) does not fit its storage of {flat.size} elements")
+    strides = [s * flat.itemsize if n > 1 else 0 for n, s in zip(ref.size, ref.stride)]
+    return np.lib.stride_tricks.as_strided(flat[ref.offset:], ref.size, strides).copy()
+
+
 def load_legacy_pth(path: str | Path) -> dict[str, np.ndarray]:
-    """Return the state dict of a legacy PyTorch checkpoint as ``{name: ndarray}``."""
+    """Return the state dict of a legacy PyTorch checkpoint as ``{name: ndarray}``.
+
+    Anything else, damaged or crafted, raises ValueError with a one-line reason: the file comes from the
+    user, so a bad one must be an error they can read, not a crash.
+    """
     with open(path, "rb") as f:
-        if _PlainUnpickler(f).load() != MAGIC_NUMBER:
-            raise ValueError(f"{path} is not a legacy PyTorch checkpoint (bad magic number)")
-        _PlainUnpickler(f).load()  # protocol version
-        sys_info = _PlainUnpickler(f).load()
+        head = f.read(4)
+        f.seek(0)
+        if not head:
+            raise ValueError("not a legacy PyTorch checkpoint: the file is empty")
+        if head == b"PK\x03\x04":
+            raise ValueError("a zip-format PyTorch checkpoint (torch >= 1.6), which is not supported: re-save "
+                             "it with torch.save(..., _use_new_zipfile_serialization=False)")
+        if _unpickle(_PlainUnpickler(f), "header") != MAGIC_NUMBER:
+            raise ValueError("not a legacy PyTorch checkpoint: bad magic number")
+        if _unpickle(_PlainUnpickler(f), "header") != PROTOCOL_VERSION:
+            raise ValueError("not a legacy PyTorch checkpoint: unsupported protocol version")
+        sys_info = _unpickle(_PlainUnpickler(f), "header")
+        if not isinstance(sys_info, dict):
+            raise ValueError("not a legacy PyTorch checkpoint: malformed system info")
         if not sys_info.get("little_endian", True):
-            raise ValueError(f"{path} was saved big-endian, which is not supported")
-        refs = _Unpickler(f).load()
-        keys = _PlainUnpickler(f).load()
-        dtypes = {}
-        for ref in refs.values():
-            if isinstance(ref, _TensorRef):
-                dtypes[ref.storage[0]] = ref.storage[1]
-        arrays = {}
-        for key in keys:
-            (numel,) = struct.unpack("<q", f.read(8))
-            dtype = dtypes[key]
-            arrays[key] = np.frombuffer(f.read(numel * dtype.itemsize), dtype=dtype)
-    return {name: ref.resolve(arrays) for name, ref in refs.items() if isinstance(ref, _TensorRef)}
+            raise ValueError("the checkpoint was saved big-endian, which is not supported")
+        unpickler = _Unpickler(f)
+        state = _unpickle(unpickler, "state dict")
+        if not (isinstance(state, dict) and all(isinstance(name, str) for name in state)):
+            raise ValueError(f"not a state dict: the checkpoint holds a {type(state).__name__}")
+        arrays = _read_storages(f, _unpickle(_PlainUnpickler(f), "storage list"), unpickler.dtypes)
+    return {name: _view(name, ref, arrays) for name, ref in state.items() if isinstance(ref, _TensorRef)}

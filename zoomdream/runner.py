@@ -1,0 +1,293 @@
+"""The runner: drives a frame source into sinks, and owns progress, interruption, resume and frame ranges.
+
+``render(job)`` resolves a Job through its command's loop module (``config.COMMANDS``), loads the model once,
+and runs the source's frames into the sinks the output settings ask for. ``render_piece`` renders frames
+``[a, b)`` into a work folder of their own, started from the piece before it (or, for video, from warm-up
+frames dreamed and discarded), and ``join_pieces`` encodes such pieces into one output, audio added once.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from importlib import import_module
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from zoomdream import media, precision
+from zoomdream.config import COMMANDS, Job, save_job
+from zoomdream.errors import ZoomdreamError
+from zoomdream.media.files import FRAME_PATTERN
+from zoomdream.models import LoadedModel, load_model
+from zoomdream.settings import OutputSettings
+from zoomdream.sinks import EncoderSink, FrameStore, ImageSink, MemorySink, PreviewSink, Resume, Sink
+
+
+class FrameSource(Protocol):
+    """A loop kind: makes frame ``t`` from typed settings and what the frames before it left.
+
+    ``previous`` is frame ``t - 1`` (uint8), or None where the source starts afresh (frame 0, or the first
+    warm-up frame of a video piece). ``carry()`` / ``restore()`` are the JSON-able state frame ``t + 1`` needs
+    besides the previous frame (the zoom's colour reference), kept with each frame for resume and pieces.
+    """
+
+    fps: float
+    total: int | None  # frames in all (None: until the source runs out)
+    needs_previous: bool  # True: frame t > 0 cannot start afresh (a feedback chain)
+    audio: dict  # the audio the output should carry: VideoWriter's audio_from, audio_start, audio_duration
+
+    def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None: ...
+    def carry(self) -> dict: ...
+    def restore(self, carry: dict) -> None: ...
+    def close(self) -> None: ...
+
+
+def loop_module(command: str):
+    return import_module(COMMANDS[command].module)
+
+
+def pin_precision(job: Job) -> Job:
+    """Pin ``precision=auto`` to what this machine picks, so the saved job reproduces the same frames."""
+    return replace(job, precision=precision.resolve(job.precision, job.model, job.weights))
+
+
+def work_folder(output: Path) -> Path:
+    return output.with_name(output.name + ".zoomdream")
+
+
+def _restore_rng(seed: int, state: dict | None) -> np.random.Generator:
+    rng = np.random.default_rng(seed)
+    if state is not None:
+        rng.bit_generator.state = state
+    return rng
+
+
+def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None = None,
+        store: FrameStore | None = None, resume: bool = False, start: Resume | None = None, warmup: int = 0,
+        progress: bool = True) -> int:
+    """Make the frames of ``span`` (all of the source's by default) and hand each to the store and the sinks.
+
+    The store, when given, is the resume point: frames it already holds are replayed into the sinks and the
+    source continues after them. Otherwise ``start`` (from an earlier piece) or ``warmup`` frames before the
+    span (dreamed and discarded) give the first frame what it needs. Keeping a frame runs on a worker thread
+    while the next one is dreamed. On any exception every kept frame stays and the sinks are aborted.
+    Returns the number of frames made.
+    """
+    span = span or range(0, source.total if source.total is not None else 2 ** 62)
+    worker = ThreadPoolExecutor(max_workers=1)
+    pending = None
+    try:
+        resumed = store.open(resume) if store else None
+        point = resumed or start
+        if point is None and span.start > 0:
+            point = _warm_up(source, span.start, warmup, seed)
+        t, previous = (point.next, point.previous) if point else (span.start, None)
+        if point is not None and point.carry:
+            source.restore(point.carry["source"])
+        rng = _restore_rng(seed, point.carry["rng"] if point and point.carry else None)
+        for index in range(span.start, t):  # frames an interrupted render already kept
+            frame = store.load(index)
+            for sink in sinks:
+                sink.write(index, frame)
+        total = len(span) if source.total is not None or span.stop < 2 ** 62 else None
+        with tqdm(total=total, initial=t - span.start, desc="frames", unit="frame", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            while t < span.stop:
+                frame = source.frame(t, previous, rng)
+                if frame is None:
+                    break
+                carry = {"rng": rng.bit_generator.state, "source": source.carry()}
+                if pending is not None:
+                    pending.result()
+                pending = worker.submit(_keep, store, sinks, t, frame, carry)
+                previous, t = frame, t + 1
+                bar.update()
+        if pending is not None:
+            pending.result()
+        for sink in sinks:
+            sink.close()
+        return t - span.start
+    except BaseException:
+        try:
+            if pending is not None:
+                pending.result()
+        finally:
+            for sink in sinks:
+                sink.abort()
+        raise
+    finally:
+        worker.shutdown()
+        source.close()
+        if store is not None:
+            store.release()
+
+
+def _keep(store: FrameStore | None, sinks: list[Sink], index: int, frame: np.ndarray, carry: dict) -> None:
+    if store is not None:
+        store.keep(index, frame, carry)
+    for sink in sinks:
+        sink.write(index, frame)
+
+
+def _warm_up(source: FrameSource, first: int, warmup: int, seed: int) -> Resume:
+    """Dream ``warmup`` frames before ``first`` and discard them, so frame ``first`` starts from a coherent
+    previous frame without the pieces before it."""
+    if source.needs_previous:
+        raise ZoomdreamError(f"frame {first} of this loop needs frame {first - 1}: render the piece before it "
+                             f"first and start from it")
+    previous, rng = None, np.random.default_rng(seed)
+    for t in range(max(0, first - warmup), first):
+        previous = source.frame(t, previous, rng)
+    return Resume(first, previous, {"rng": rng.bit_generator.state, "source": source.carry()})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Jobs: resolve, build, render
+
+
+def _checked_output(job: Job, protected: tuple[str, ...]) -> OutputSettings:
+    """The output settings, refused where writing would destroy an input (compared by resolved path and by
+    inode, so links and ./ spellings are caught)."""
+    if not job.output:
+        raise ZoomdreamError("no output file given (add -o OUT)")
+    out = Path(job.output)
+    written = [out, out.with_name(out.stem + ".job.toml"), out.with_name(out.stem + ".preview.png")]
+    inputs = [Path(p) for p in (job.input, job.guide, job.weights, *protected) if p and p != "random"]
+    for source in inputs:
+        for target in written:
+            if _same_file(source, target):
+                raise ZoomdreamError(f"output '{target}' would overwrite the input '{source}' (choose another "
+                                     f"output name)")
+        frames_dir = Path(job.frames_dir) if job.frames_dir else work_folder(out) / "frames"
+        if _same_file(source.parent, frames_dir) and FRAME_PATTERN.match(source.name):
+            raise ZoomdreamError(f"input '{source}' lies in the frames folder '{frames_dir}' that this render "
+                                 f"writes (move it, or give another --frames-dir)")
+    return OutputSettings(out, crf=job.crf, gif_fps=job.gif_fps, gif_width=job.gif_width,
+                          frames_dir=Path(job.frames_dir) if job.frames_dir else None, preview=job.preview,
+                          resume=job.resume)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+        return os.path.realpath(a) == os.path.realpath(b)
+    except (OSError, ValueError):
+        return False
+
+
+def prepare(job: Job, model: LoadedModel | None = None, protected: tuple[str, ...] = ()):
+    """Resolve and check everything before any work: the loop's typed settings, the output, then the model
+    and the source. Returns (job with precision pinned, source, output settings)."""
+    module = loop_module(job.command)
+    settings = module.resolve(job)  # every user value checked here, before the model loads
+    output = _checked_output(job, protected) if job.output else None
+    if output and output.path.suffix.lower() not in module.OUTPUTS:
+        raise ZoomdreamError(f"cannot write '{output.path}': use one of {', '.join(module.OUTPUTS)}")
+    job = pin_precision(job)
+    engine = settings.engine
+    model = model or load_model(engine.model, engine.weights, job.precision)
+    return job, module.Source(settings, model), output
+
+
+def render(job: Job, progress: bool = True, model: LoadedModel | None = None, sinks: tuple[Sink, ...] = (),
+           protected: tuple[str, ...] = ()) -> None:
+    """Render a job to its output (and to any extra ``sinks``). ``protected``: more files the output must not
+    overwrite (the job file it came from)."""
+    job, source, output = prepare(job, model, protected)
+    if source.total == 1:  # a still: no frames folder, no resume; progress in ascent steps
+        outs = [ImageSink(output.path)] if output else []
+        with tqdm(total=source.steps, desc="dreaming", unit="step", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            source.on_step = bar.update
+            run(source, [*outs, *sinks], seed=job.seed, progress=False)
+        return
+    work = work_folder(output.path)
+    store = FrameStore(work, job.settings_hash(), range(0, source.total or 2 ** 62), output.frames_dir)
+    outs = [EncoderSink(output.path, source.fps, crf=output.crf, gif_fps=output.gif_fps,
+                        gif_width=output.gif_width, **source.audio)]
+    if output.preview:
+        outs.append(PreviewSink(output.path.with_name(output.path.stem + ".preview.png"), output.preview))
+    _save_job_after_lock = _JobRecord(job, work)
+    run(source, [*outs, *sinks, _save_job_after_lock], seed=job.seed, store=store, resume=output.resume,
+        progress=progress)
+    save_job(job, output.path.with_name(output.path.stem + ".job.toml"))
+    store.remove()
+
+
+class _JobRecord:
+    """Writes ``job.toml`` into the work folder with the first frame, so an interrupted render says how to
+    resume it."""
+
+    def __init__(self, job: Job, work: Path):
+        self.job, self.work, self.saved = job, work, False
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        if not self.saved:
+            save_job(self.job, self.work / "job.toml")
+            self.saved = True
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None = None, warmup: int = 8,
+                 progress: bool = True, model: LoadedModel | None = None) -> Path:
+    """Render frames ``[span.start, span.stop)`` into ``work`` (PNG frames and resume state), resumable on its
+    own. Frame ``span.start`` starts from the last frame and carried state of the piece in ``start_from``,
+    or, for video, from ``warmup`` frames dreamed and discarded. Returns ``work``."""
+    job, source, _ = prepare(replace(job, output=None), model)
+    if source.total is not None and span.stop > source.total:
+        raise ZoomdreamError(f"frames {span.start}-{span.stop - 1} go past the render's {source.total} frames")
+    start = None
+    if start_from is not None and span.start > 0:
+        before = FrameStore(Path(start_from), job.settings_hash(), range(0, span.start))
+        start = before.open(resume=True) if before.state_path.exists() else None
+        before.release()
+        if start is None or start.next != span.start:
+            raise ZoomdreamError(f"piece '{start_from}' does not end at frame {span.start} (render it first)")
+    store = FrameStore(Path(work), job.settings_hash(), span)
+    run(source, [], seed=job.seed, span=span, store=store, resume=True, start=start, warmup=warmup,
+        progress=progress)
+    return Path(work)
+
+
+def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None) -> None:
+    """Encode the frames of consecutive pieces into ``job.output``, with the source's audio added once."""
+    job, source, output = prepare(job, model)
+    sink = EncoderSink(output.path, source.fps, crf=output.crf, gif_fps=output.gif_fps,
+                       gif_width=output.gif_width, **source.audio)
+    try:
+        t = 0
+        for work in pieces:
+            state = FrameStore(Path(work), job.settings_hash(), range(0, 0))._read_state()
+            first, end = state["span"]
+            if first != t or state["done"] != end - first:
+                raise ZoomdreamError(f"piece '{work}' holds frames {first}-{first + state['done'] - 1}, "
+                                     f"expected {t}-{end - 1} complete (render it first)")
+            for index in range(first, end):
+                sink.write(index, media.read_image(media.frame_path(Path(work) / "frames", index)))
+            t = end
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        source.close()
+    save_job(job, output.path.with_name(output.path.stem + ".job.toml"))
+
+
+def render_image(job: Job, progress: bool = True, model: LoadedModel | None = None) -> np.ndarray:
+    """Dream one still; writes ``job.output`` when set and returns the uint8 result."""
+    memory = MemorySink()
+    render(job, progress, model, (memory,))
+    return memory.frames[0]
+
+
+render_zoom = render_video = render  # the loops need no more than render()

@@ -1,0 +1,217 @@
+"""Where frames go. The runner hands every finished frame to each sink in turn; no loop knows about files.
+
+- ``FrameStore``: numbered PNG frames plus the resume state (what frame t + 1 needs), under an OS lock, so an
+  interrupted render continues exactly and two renders never share a folder.
+- ``EncoderSink``: the streaming MP4/GIF encoder; the output file appears only when every frame is in.
+- ``PreviewSink``: rewrites a preview PNG every N frames.
+- ``MemorySink``: keeps frames in a list or hands them to a callback (tests, benchmarks, a UI).
+- ``ImageSink``: the still image's output file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from zoomdream import media
+from zoomdream.errors import ZoomdreamError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; renders there are not guarded against each other
+    fcntl = None
+
+STATE_VERSION = 2
+
+
+class Sink(Protocol):
+    def write(self, index: int, frame: np.ndarray) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+@dataclass
+class MemorySink:
+    """Frames in memory, by index; or, with ``on_frame``, handed over as they come and not kept."""
+
+    on_frame: Callable[[int, np.ndarray], None] | None = None
+    frames: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        if self.on_frame is None:
+            self.frames[index] = frame
+        else:
+            self.on_frame(index, frame)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class ImageSink:
+    """One still image, written atomically when the frame arrives."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        media.write_image(self.path, frame)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class PreviewSink:
+    """``OUT.preview.png`` rewritten with the latest frame every ``every`` frames."""
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = path, every
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        if (index + 1) % self.every == 0:
+            media.write_image(self.path, frame)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class EncoderSink:
+    """The final video file, streamed through ffmpeg; opened lazily so a bad setting fails before work."""
+
+    def __init__(self, path: Path, fps: float, **options):
+        self.writer = media.VideoWriter(path, fps, **options)
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        self.writer.write(frame)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+def _lock(folder: Path):
+    """An exclusive OS lock on ``folder``, released by the OS on any exit, so a crash leaves no stale lock."""
+    if fcntl is None:
+        return None
+    handle = open(folder / ".zoomdream.lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ZoomdreamError(f"another render is using '{folder}' (wait for it to finish, or give this one "
+                             f"another output or --frames-dir)") from None
+    return handle
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What frame ``next`` needs from the frames before it: the last frame and the state carried after it."""
+
+    next: int
+    previous: np.ndarray | None
+    carry: dict | None
+
+
+class FrameStore:
+    """Numbered PNG frames of the span ``[first, end)`` and ``state.json`` in a work folder.
+
+    The state holds the settings hash, the span, how many frames are done and the carry after the last one (the
+    RNG state and whatever the frame source needs, such as the zoom's colour reference). A frame's PNG is written
+    (atomically) before the state that counts it, so a kill at any moment leaves a consistent folder.
+    """
+
+    def __init__(self, work: Path, settings: str, span: range, frames_dir: Path | None = None):
+        self.work, self.settings, self.span = work, settings, span
+        self.frames_dir = frames_dir or work / "frames"
+        self.state_path = work / "state.json"
+        self.done = 0
+        self._locks = []
+
+    def open(self, resume: bool) -> Resume | None:
+        """Lock the folders; returns where an interrupted render left off (None: start afresh)."""
+        for folder in dict.fromkeys((self.frames_dir, self.work)):
+            media.make_folder(folder)
+            self._locks.append(_lock(folder))
+        if not self.state_path.exists():
+            return None
+        if not resume:
+            raise ZoomdreamError(f"an interrupted render exists in {self.work} (add --resume to continue it, "
+                                 f"or delete that folder to start over)")
+        state = self._read_state()
+        if state["settings"] != self.settings or state["span"] != [self.span.start, self.span.stop]:
+            raise ZoomdreamError(f"cannot resume {self.work}: its settings differ from these (use the settings in "
+                                 f"{self.work / 'job.toml'}, or delete the folder to start over)")
+        self.done = state["done"]
+        if self.done == 0:
+            return None
+        last = self.span.start + self.done - 1
+        for t in (self.span.start, last):
+            if not media.frame_path(self.frames_dir, t).is_file():
+                raise ZoomdreamError(f"cannot resume {self.work}: frame {t} is missing from {self.frames_dir} "
+                                     f"(delete {self.work} to start over)")
+        return Resume(last + 1, self.load(last), state["carry"])
+
+    def _read_state(self) -> dict:
+        damaged = f"cannot resume {self.work}: its state.json is damaged (delete the folder to start over)"
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            raise ZoomdreamError(damaged) from None
+        span = self.span
+        ok = (isinstance(state, dict) and isinstance(state.get("settings"), str)
+              and isinstance(state.get("span"), list) and isinstance(state.get("done"), int)
+              and not isinstance(state.get("done"), bool) and 0 <= state["done"] <= len(span)
+              and isinstance(state.get("carry"), dict))
+        if not ok:
+            raise ZoomdreamError(damaged)
+        return state
+
+    def load(self, index: int) -> np.ndarray:
+        return media.read_image(media.frame_path(self.frames_dir, index))
+
+    def keep(self, index: int, frame: np.ndarray, carry: dict) -> None:
+        """PNG first (atomic), then the state that says it exists."""
+        media.write_image(media.frame_path(self.frames_dir, index), frame)
+        self.done = index - self.span.start + 1
+        state = {"version": STATE_VERSION, "settings": self.settings, "span": [self.span.start, self.span.stop],
+                 "done": self.done, "carry": carry}
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.state_path)
+
+    def release(self) -> None:
+        for handle in self._locks:
+            if handle is not None:
+                handle.close()
+        self._locks = []
+
+    def remove(self) -> None:
+        """The render is complete: drop the work folder (frames in a user's --frames-dir stay)."""
+        if self.frames_dir.parent == self.work or self.frames_dir == self.work:
+            shutil.rmtree(self.work)
+        else:
+            _remove(self.frames_dir / ".zoomdream.lock")
+            shutil.rmtree(self.work)
+        self.release()
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
