@@ -23,7 +23,7 @@ from zoomdream.errors import ZoomdreamError
 from zoomdream.media.files import FRAME_PATTERN
 from zoomdream.models import LoadedModel, load_model
 from zoomdream.settings import OutputSettings
-from zoomdream.sinks import EncoderSink, FrameStore, ImageSink, MemorySink, PreviewSink, Resume, Sink
+from zoomdream.sinks import EncoderSink, FrameStore, ImageSink, MemorySink, PreviewSink, Resume, Sink, read_state
 
 
 class FrameSource(Protocol):
@@ -238,7 +238,7 @@ class _JobRecord:
 
 
 def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None = None, warmup: int = 8,
-                 progress: bool = True, model: LoadedModel | None = None) -> Path:
+                 progress: bool = True, model: LoadedModel | None = None, sinks: tuple[Sink, ...] = ()) -> Path:
     """Render frames ``[span.start, span.stop)`` into ``work`` (PNG frames and resume state), resumable on its
     own. Frame ``span.start`` starts from the last frame and carried state of the piece in ``start_from``,
     or, for video, from ``warmup`` frames dreamed and discarded. Returns ``work``."""
@@ -253,7 +253,7 @@ def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None =
         if start is None or start.next != span.start:
             raise ZoomdreamError(f"piece '{start_from}' does not end at frame {span.start} (render it first)")
     store = FrameStore(Path(work), job.settings_hash(), span)
-    run(source, [], seed=job.seed, span=span, store=store, resume=True, start=start, warmup=warmup,
+    run(source, list(sinks), seed=job.seed, span=span, store=store, resume=True, start=start, warmup=warmup,
         progress=progress)
     return Path(work)
 
@@ -266,11 +266,13 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None) 
     try:
         t = 0
         for work in pieces:
-            state = FrameStore(Path(work), job.settings_hash(), range(0, 0))._read_state()
+            state = read_state(Path(work))
             first, end = state["span"]
+            if state["settings"] != job.settings_hash():
+                raise ZoomdreamError(f"piece '{work}' was rendered with other settings than this job's")
             if first != t or state["done"] != end - first:
-                raise ZoomdreamError(f"piece '{work}' holds frames {first}-{first + state['done'] - 1}, "
-                                     f"expected {t}-{end - 1} complete (render it first)")
+                raise ZoomdreamError(f"piece '{work}' holds {state['done']} of frames {first}-{end - 1}, but the "
+                                     f"join needs frame {t} next (give the pieces in order, each complete)")
             for index in range(first, end):
                 sink.write(index, media.read_image(media.frame_path(Path(work) / "frames", index)))
             t = end

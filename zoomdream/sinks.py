@@ -167,19 +167,7 @@ class FrameStore:
         return Resume(last + 1, self.load(last), state["carry"])
 
     def _read_state(self) -> dict:
-        damaged = f"cannot resume {self.work}: its state.json is damaged (delete the folder to start over)"
-        try:
-            state = json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            raise ZoomdreamError(damaged) from None
-        span = self.span
-        ok = (isinstance(state, dict) and isinstance(state.get("settings"), str)
-              and isinstance(state.get("span"), list) and isinstance(state.get("done"), int)
-              and not isinstance(state.get("done"), bool) and 0 <= state["done"] <= len(span)
-              and isinstance(state.get("carry"), dict))
-        if not ok:
-            raise ZoomdreamError(damaged)
-        return state
+        return read_state(self.work)
 
     def load(self, index: int) -> np.ndarray:
         return media.read_image(media.frame_path(self.frames_dir, index))
@@ -208,6 +196,25 @@ class FrameStore:
             _remove(self.frames_dir / ".zoomdream.lock")
             shutil.rmtree(self.work)
         self.release()
+
+
+def read_state(work: Path) -> dict:
+    """A work folder's state.json, checked: any damage is one line, never a traceback or a wrong resume."""
+    damaged = f"cannot resume {work}: its state.json is damaged (delete the folder to start over)"
+    try:
+        state = json.loads((work / "state.json").read_text())
+    except FileNotFoundError:
+        raise ZoomdreamError(f"'{work}' holds no render (check the path)") from None
+    except (OSError, ValueError):
+        raise ZoomdreamError(damaged) from None
+    span = state.get("span") if isinstance(state, dict) else None
+    ok = (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)
+          and 0 <= span[0] <= span[1] and isinstance(state.get("settings"), str)
+          and type(state.get("done")) is int and 0 <= state["done"] <= span[1] - span[0]
+          and isinstance(state.get("carry"), dict))
+    if not ok:
+        raise ZoomdreamError(damaged)
+    return state
 
 
 def _remove(path: Path) -> None:

@@ -1,0 +1,149 @@
+"""The runner and its sinks: frames seen in memory, locks, damaged resume state, frame ranges joined into one
+render, and the guide in every loop."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from zoomdream import media, runner
+from zoomdream.config import make_job
+from zoomdream.errors import ZoomdreamError
+from zoomdream.sinks import FrameStore, MemorySink
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
+WEBM = os.path.join(DATA, "big_buck_bunny_432_433.webm")  # 24 fps, Vorbis audio
+
+
+def zoom_job(tmp_path, name="zoom.mp4", **overrides):
+    values = dict(command="zoom", noise=True, size="48x32", frames=4, octaves=1, steps=2, tile=64,
+                  layers="block5", output=str(tmp_path / name), seed=5, zoom="1.1", angle="3*sin(t)")
+    values.update(overrides)
+    return make_job(values)
+
+
+def video_job(tmp_path, name="video.mp4", **overrides):
+    values = dict(command="video", input=WEBM, output=str(tmp_path / name), max_size=64, octaves=1, steps=2,
+                  tile=64, layers="block5", duration=0.25)
+    values.update(overrides)
+    return make_job(values)
+
+
+def stored(directory):
+    return [media.read_image(p) for p in media.list_frames(directory)]
+
+
+def test_memory_sink_sees_every_frame_in_order(tmp_path, lite0):
+    memory = MemorySink()
+    job = zoom_job(tmp_path, frames_dir=str(tmp_path / "f"))
+    runner.render(job, progress=False, model=lite0, sinks=(memory,))
+    assert list(memory.frames) == [0, 1, 2, 3]
+    for kept, seen in zip(stored(tmp_path / "f"), memory.frames.values()):
+        np.testing.assert_array_equal(kept, seen)
+
+
+def test_second_render_into_the_same_folder_is_refused(tmp_path):
+    first = FrameStore(tmp_path / "work", "abc", range(0, 3))
+    first.open(resume=False)
+    second = FrameStore(tmp_path / "other", "abc", range(0, 3), frames_dir=tmp_path / "work" / "frames")
+    with pytest.raises(ZoomdreamError, match="another render is using"):
+        second.open(resume=False)
+    first.release()
+    second.open(resume=False)  # the lock goes with its holder
+    second.release()
+
+
+@pytest.mark.parametrize("state", ["{}", "not json", '{"settings": "x", "span": [0, 4], "done": -1, "carry": {}}',
+                                   '{"settings": "x", "span": [0, 4], "done": 9, "carry": {}}'])
+def test_damaged_resume_state_is_one_line(tmp_path, state):
+    store = FrameStore(tmp_path / "work", "x", range(0, 4))
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "state.json").write_text(state)
+    with pytest.raises(ZoomdreamError, match="state.json is damaged"):
+        store.open(resume=True)
+
+
+def test_missing_resume_frame_names_it(tmp_path):
+    store = FrameStore(tmp_path / "work", "x", range(0, 4))
+    store.open(resume=False)
+    store.keep(0, np.zeros((8, 8, 3), np.uint8), {"rng": None, "source": {}})
+    store.keep(1, np.zeros((8, 8, 3), np.uint8), {"rng": None, "source": {}})
+    store.release()
+    os.remove(media.frame_path(tmp_path / "work" / "frames", 1))
+    with pytest.raises(ZoomdreamError, match="frame 1 is missing"):
+        FrameStore(tmp_path / "work", "x", range(0, 4)).open(resume=True)
+
+
+def test_zoom_pieces_join_to_the_whole_render(tmp_path, lite0):
+    whole = zoom_job(tmp_path, "whole.mp4", frames_dir=str(tmp_path / "whole"))
+    runner.render(whole, progress=False, model=lite0)
+    job = zoom_job(tmp_path, "joined.mp4")
+    a = runner.render_piece(job, range(0, 2), tmp_path / "a", progress=False, model=lite0)
+    with pytest.raises(ZoomdreamError, match="needs frame 1"):
+        runner.render_piece(job, range(2, 4), tmp_path / "x", progress=False, model=lite0)
+    b = runner.render_piece(job, range(2, 4), tmp_path / "b", start_from=a, progress=False, model=lite0)
+    np.testing.assert_array_equal(np.stack(stored(a / "frames") + stored(b / "frames")),
+                                  np.stack(stored(tmp_path / "whole")))
+    with pytest.raises(ZoomdreamError, match="needs frame 0 next"):
+        runner.join_pieces(job, [b, a], model=lite0)
+    runner.join_pieces(job, [a, b], model=lite0)
+    joined = np.stack(list(media.read_video(job.output)))
+    reference = np.stack(list(media.read_video(whole.output)))
+    np.testing.assert_array_equal(joined, reference)
+
+
+def test_video_pieces_join_with_audio_and_warm_up(tmp_path, lite0):
+    whole = video_job(tmp_path, "whole.mp4", frames_dir=str(tmp_path / "whole"))
+    runner.render(whole, progress=False, model=lite0)
+    job = video_job(tmp_path, "joined.mp4")
+    a = runner.render_piece(job, range(0, 3), tmp_path / "a", progress=False, model=lite0)
+    b = runner.render_piece(job, range(3, 6), tmp_path / "b", start_from=a, progress=False, model=lite0)
+    np.testing.assert_array_equal(np.stack(stored(a / "frames") + stored(b / "frames")),
+                                  np.stack(stored(tmp_path / "whole")))
+    runner.join_pieces(job, [a, b], model=lite0)
+    info = media.probe_video(job.output)
+    assert info.has_audio and info.fps == pytest.approx(24, abs=0.01)
+    assert sum(1 for _ in media.read_video(job.output)) == 6
+
+    # Without the piece before it, frame 3 starts from warm-up frames: close to, not equal to, the whole render.
+    warm = runner.render_piece(job, range(3, 6), tmp_path / "warm", warmup=2, progress=False, model=lite0)
+    cold = runner.render_piece(job, range(3, 6), tmp_path / "cold", warmup=0, progress=False, model=lite0)
+    reference = np.stack(stored(tmp_path / "whole")[3:]).astype(int)
+    warm_error = np.abs(np.stack(stored(warm / "frames")) - reference).mean()
+    cold_error = np.abs(np.stack(stored(cold / "frames")) - reference).mean()
+    assert warm_error < cold_error
+
+
+def test_piece_resumes_on_its_own(tmp_path, lite0, interrupt_after):
+    job = zoom_job(tmp_path, "z.mp4")
+    reference = runner.render_piece(job, range(0, 4), tmp_path / "ref", progress=False, model=lite0)
+    with pytest.raises(KeyboardInterrupt):
+        runner.render_piece(job, range(0, 4), tmp_path / "cut", progress=False, model=lite0,
+                            sinks=(interrupt_after(2),))
+    state = json.loads((tmp_path / "cut" / "state.json").read_text())
+    assert state["done"] == 2
+    runner.render_piece(job, range(0, 4), tmp_path / "cut", progress=False, model=lite0)
+    np.testing.assert_array_equal(np.stack(stored(tmp_path / "cut" / "frames")),
+                                  np.stack(stored(reference / "frames")))
+
+
+@pytest.mark.parametrize("command", ["zoom", "video"])
+def test_guide_changes_the_frames(tmp_path, lite0, command):
+    make = zoom_job if command == "zoom" else video_job
+    plain = make(tmp_path, "plain.mp4", frames_dir=str(tmp_path / "plain"), steps=4)
+    guided = make(tmp_path, "guided.mp4", frames_dir=str(tmp_path / "guided"), steps=4,
+                  guide=os.path.join(SAMPLES, "coffee.png"))
+    for job in (plain, guided):
+        runner.render(job, progress=False, model=lite0)
+    a, b = np.stack(stored(tmp_path / "plain")), np.stack(stored(tmp_path / "guided"))
+    assert a.shape == b.shape
+    assert np.abs(a.astype(int) - b).mean() > 2
+
+
+def test_renamed_key_loads_with_a_warning(capsys):
+    job = make_job(dict(command="zoom", interpolation="cubic"))
+    assert job.easing == "cubic"
+    assert "setting 'interpolation' is now 'easing'" in capsys.readouterr().err
+    with pytest.raises(ZoomdreamError, match="job schema 99"):
+        make_job(dict(command="zoom", schema=99))
