@@ -15,7 +15,6 @@ become 3 tiles of 360, not 3 of 512). The random roll moves the seams every step
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
@@ -23,20 +22,10 @@ import numpy as np
 from keras import ops
 
 from zoomdream import backend
+from zoomdream.errors import ZoomdreamError
 from zoomdream.models import LoadedModel
 from zoomdream.objective import Objective
-
-
-@dataclass(frozen=True)
-class DreamSettings:
-    """How hard and at which scales to dream one image (the tile size belongs to the compiled ``Dreamer``).
-    Defaults are tuned on efficientnet-lite0."""
-
-    octaves: int = 4
-    octave_scale: float = 1.4
-    steps: int = 20
-    step_size: float = 0.02
-    max_loss: float | None = None
+from zoomdream.settings import DreamSettings
 
 
 def tile_grid(size: int, tile: int) -> tuple[int, list[int], list[int]]:
@@ -150,4 +139,8 @@ class Dreamer:
             current = self.ascend(current, settings.steps, settings.step_size, rng, weights,
                                   settings.max_loss, on_step)
             detail = current - base
-        return np.asarray(ops.convert_to_numpy(ops.clip(original + detail, -1.0, 1.0)))
+        result = np.asarray(ops.convert_to_numpy(ops.clip(original + detail, -1.0, 1.0)))
+        if not np.isfinite(result).all():  # a NaN step or weights: never write a broken frame
+            raise ZoomdreamError("the dream became NaN (not a number): lower --step-size, or check the model's "
+                                 "weights file")
+        return result

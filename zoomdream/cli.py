@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoomdream: error: {e.strerror or e}{where} (check the path, permissions and free disk space; "
               f"zoom and video renders continue with --resume)", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("zoomdream: error: out of memory (use a smaller --size, --max-size or --tile)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         loop = args.command in (*LOOPS, "render")
         hint = " (add --resume to the same command to continue)" if loop else ""

@@ -249,7 +249,11 @@ def _scan_keyframes(text: str, name: str, *, parens_required: bool) -> list[tupl
         while pos < len(text) and text[pos] in "0123456789":
             pos += 1
         if pos == start:
-            fail("expected a frame number", pos)
+            negative = text[pos] == "-" and pos + 1 < len(text) and text[pos + 1].isdigit()
+            fail("negative frame number" if negative else "expected a frame number", pos,
+                 "frame numbers start at 0" if negative else KEYFRAME_HINT)
+        if pos - start > 9:
+            fail(f"frame number {text[start:start + 12]}... is too large", start, "frame numbers stop at 999999999")
         frame = int(text[start:pos])
         pos = _skip_spaces(text, pos)
         if pos == len(text) or text[pos] != ":":
@@ -372,7 +376,7 @@ def parse_schedule(text: str | float | int, *, name: str = "schedule", interpola
         return Schedule(((0, repr(float(text))),), interpolation, name)
     if not text.strip():
         raise ZoomdreamError(f"{name}: the schedule is empty (give a number such as 1.0, or {KEYFRAME_HINT})")
-    if not re.match(r"\s*[0-9]+\s*:", text):
+    if not re.match(r"\s*-?[0-9]+\s*:", text):
         _compile(text, name, text, 0)
         return Schedule(((0, text.strip()),), interpolation, name)
     entries = _scan_keyframes(text, name, parens_required=False)
@@ -421,7 +425,7 @@ def parse_text_schedule(text: str, *, name: str = "layers") -> TextSchedule:
     """Read ``0:(mixed3), 200:(mixed5)`` into a TextSchedule; text not starting with ``frame:(`` is one constant."""
     if not isinstance(text, str) or not text.strip():
         raise ZoomdreamError(f"{name}: the value is empty (give one, or keyframes as 0:(mixed3), 200:(mixed5))")
-    if not re.match(r"\s*[0-9]+\s*:\s*\(", text):
+    if not re.match(r"\s*-?[0-9]+\s*:\s*\(", text):
         return TextSchedule(((0, text.strip()),))
     entries = _scan_keyframes(text, name, parens_required=True)
     for _, value, value_pos in entries:

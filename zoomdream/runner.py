@@ -22,7 +22,7 @@ from zoomdream.config import COMMANDS, Job, save_job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.files import FRAME_PATTERN
 from zoomdream.models import LoadedModel, load_model
-from zoomdream.settings import OutputSettings
+from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
 from zoomdream.sinks import EncoderSink, FrameStore, ImageSink, MemorySink, PreviewSink, Resume, Sink, read_state
 
 
@@ -149,25 +149,33 @@ def _warm_up(source: FrameSource, first: int, warmup: int, seed: int) -> Resume:
 
 
 def _checked_output(job: Job, protected: tuple[str, ...]) -> OutputSettings:
-    """The output settings, refused where writing would destroy an input (compared by resolved path and by
-    inode, so links and ./ spellings are caught)."""
-    if not job.output:
-        raise ZoomdreamError("no output file given (add -o OUT)")
+    """The output settings, checked, and refused where writing would destroy an input: compared by resolved
+    path and by inode, so links and ./ spellings are caught. ``protected``: the job file the job came from
+    (re-rendering ``OUT.job.toml`` leaves that record as it is)."""
     out = Path(job.output)
-    written = [out, out.with_name(out.stem + ".job.toml"), out.with_name(out.stem + ".preview.png")]
-    inputs = [Path(p) for p in (job.input, job.guide, job.weights, *protected) if p and p != "random"]
-    for source in inputs:
-        for target in written:
+    written = [out, out.with_name(out.stem + ".preview.png"), record_path(out)]
+    inputs = [Path(p) for p in (job.input, job.guide, job.weights) if p and p != "random"]
+    frames_dir = Path(job.frames_dir) if job.frames_dir else work_folder(out) / "frames"
+    for source in [*inputs, *map(Path, protected)]:
+        for target in written[:2] if source in map(Path, protected) else written:
             if _same_file(source, target):
                 raise ZoomdreamError(f"output '{target}' would overwrite the input '{source}' (choose another "
                                      f"output name)")
-        frames_dir = Path(job.frames_dir) if job.frames_dir else work_folder(out) / "frames"
         if _same_file(source.parent, frames_dir) and FRAME_PATTERN.match(source.name):
             raise ZoomdreamError(f"input '{source}' lies in the frames folder '{frames_dir}' that this render "
                                  f"writes (move it, or give another --frames-dir)")
-    return OutputSettings(out, crf=job.crf, gif_fps=job.gif_fps, gif_width=job.gif_width,
-                          frames_dir=Path(job.frames_dir) if job.frames_dir else None, preview=job.preview,
+    gif_fps = None if job.gif_fps is None else number(job.gif_fps, "gif_fps", above=0, high=1000)
+    gif_width = None if job.gif_width is None else number(job.gif_width, "gif_width", low=2, high=MAX_SIDE,
+                                                           integer=True)
+    return OutputSettings(out, crf=number(job.crf, "crf", low=0, high=51, integer=True), gif_fps=gif_fps,
+                          gif_width=gif_width, frames_dir=Path(job.frames_dir) if job.frames_dir else None,
+                          preview=number(job.preview, "preview", low=0, high=MAX_FRAMES, integer=True),
                           resume=job.resume)
+
+
+def record_path(output: Path) -> Path:
+    """Where a render's resolved settings are saved: ``OUT.job.toml``."""
+    return output.with_name(output.stem + ".job.toml")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -214,7 +222,8 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
     _save_job_after_lock = _JobRecord(job, work)
     run(source, [*outs, *sinks, _save_job_after_lock], seed=job.seed, store=store, resume=output.resume,
         progress=progress)
-    save_job(job, output.path.with_name(output.path.stem + ".job.toml"))
+    if not any(_same_file(Path(p), record_path(output.path)) for p in protected):
+        save_job(job, record_path(output.path))
     store.remove()
 
 
@@ -282,7 +291,7 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None) 
         raise
     finally:
         source.close()
-    save_job(job, output.path.with_name(output.path.stem + ".job.toml"))
+    save_job(job, record_path(output.path))
 
 
 def render_image(job: Job, progress: bool = True, model: LoadedModel | None = None) -> np.ndarray:

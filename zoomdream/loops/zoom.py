@@ -157,7 +157,8 @@ class Source:
         s = self.settings
         if s.start is None:
             w, h = s.size
-            return rng.uniform(-s.noise_scale, s.noise_scale, (h, w, 3)).astype(np.float32)
+            noise = rng.random((h, w, 3), dtype=np.float32)  # float32 from the start: no float64 copy
+            return (noise * np.float32(2 * s.noise_scale) - np.float32(s.noise_scale)).astype(np.float32)
         img = read_start(str(s.start), s.max_size)
         return to_unit(img[: s.size[1], : s.size[0]])
 
