@@ -44,35 +44,35 @@ def test_memory_sink_sees_every_frame_in_order(tmp_path, lite0):
 
 
 def test_second_render_into_the_same_folder_is_refused(tmp_path):
-    first = FrameStore(tmp_path / "work", "abc", range(0, 3))
-    first.open(resume=False)
-    second = FrameStore(tmp_path / "other", "abc", range(0, 3), frames_dir=tmp_path / "work" / "frames")
+    first = FrameStore(tmp_path / "work")
+    first.open("abc", range(0, 3), resume=False)
+    second = FrameStore(tmp_path / "other", frames_dir=tmp_path / "work" / "frames")
     with pytest.raises(ZoomdreamError, match="another render is using"):
-        second.open(resume=False)
+        second.open("abc", range(0, 3), resume=False)
     first.release()
-    second.open(resume=False)  # the lock goes with its holder
+    second.open("abc", range(0, 3), resume=False)  # the lock goes with its holder
     second.release()
 
 
 @pytest.mark.parametrize("state", ["{}", "not json", '{"settings": "x", "span": [0, 4], "done": -1, "carry": {}}',
                                    '{"settings": "x", "span": [0, 4], "done": 9, "carry": {}}'])
 def test_damaged_resume_state_is_one_line(tmp_path, state):
-    store = FrameStore(tmp_path / "work", "x", range(0, 4))
+    store = FrameStore(tmp_path / "work")
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "state.json").write_text(state)
     with pytest.raises(ZoomdreamError, match="state.json is damaged"):
-        store.open(resume=True)
+        store.open("x", range(0, 4), resume=True)
 
 
 def test_missing_resume_frame_names_it(tmp_path):
-    store = FrameStore(tmp_path / "work", "x", range(0, 4))
-    store.open(resume=False)
+    store = FrameStore(tmp_path / "work")
+    store.open("x", range(0, 4), resume=False)
     store.keep(0, np.zeros((8, 8, 3), np.uint8), {"rng": None, "source": {}})
     store.keep(1, np.zeros((8, 8, 3), np.uint8), {"rng": None, "source": {}})
     store.release()
     os.remove(media.frame_path(tmp_path / "work" / "frames", 1))
     with pytest.raises(ZoomdreamError, match="frame 1 is missing"):
-        FrameStore(tmp_path / "work", "x", range(0, 4)).open(resume=True)
+        FrameStore(tmp_path / "work").open("x", range(0, 4), resume=True)
 
 
 def test_zoom_pieces_join_to_the_whole_render(tmp_path, lite0):
@@ -82,12 +82,13 @@ def test_zoom_pieces_join_to_the_whole_render(tmp_path, lite0):
     a = runner.render_piece(job, range(0, 2), tmp_path / "a", progress=False, model=lite0)
     with pytest.raises(ZoomdreamError, match="needs frame 1"):
         runner.render_piece(job, range(2, 4), tmp_path / "x", progress=False, model=lite0)
-    b = runner.render_piece(job, range(2, 4), tmp_path / "b", start_from=a, progress=False, model=lite0)
-    np.testing.assert_array_equal(np.stack(stored(a / "frames") + stored(b / "frames")),
+    b = runner.render_piece(job, range(2, 3), tmp_path / "b", start_from=a, progress=False, model=lite0)
+    c = runner.render_piece(job, range(3, 4), tmp_path / "c", start_from=b, progress=False, model=lite0)
+    np.testing.assert_array_equal(np.stack(stored(a / "frames") + stored(b / "frames") + stored(c / "frames")),
                                   np.stack(stored(tmp_path / "whole")))
     with pytest.raises(ZoomdreamError, match="needs frame 0 next"):
-        runner.join_pieces(job, [b, a], model=lite0)
-    runner.join_pieces(job, [a, b], model=lite0)
+        runner.join_pieces(job, [b, a, c], model=lite0)
+    runner.join_pieces(job, [a, b, c], model=lite0)
     joined = np.stack(list(media.read_video(job.output)))
     reference = np.stack(list(media.read_video(whole.output)))
     np.testing.assert_array_equal(joined, reference)

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from zoomdream import media, precision
-from zoomdream.config import COMMANDS, Job, save_job
+from zoomdream.config import COMMANDS, LOOPS, Job, save_job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.files import FRAME_PATTERN
 from zoomdream.models import LoadedModel, load_model
@@ -66,11 +66,11 @@ def _restore_rng(seed: int, state: dict | None) -> np.random.Generator:
 
 
 def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None = None,
-        store: FrameStore | None = None, resume: bool = False, start: Resume | None = None, warmup: int = 0,
-        progress: bool = True) -> int:
+        store: FrameStore | None = None, settings: str = "", resume: bool = False, start: Resume | None = None,
+        warmup: int = 0, progress: bool = True) -> int:
     """Make the frames of ``span`` (all of the source's by default) and hand each to the store and the sinks.
 
-    The store, when given, is the resume point: frames it already holds are replayed into the sinks and the
+    The store, when given, is the resume point (for ``settings``, the job's hash): frames it already holds are replayed into the sinks and the
     source continues after them. Otherwise ``start`` (from an earlier piece) or ``warmup`` frames before the
     span (dreamed and discarded) give the first frame what it needs. Keeping a frame runs on a worker thread
     while the next one is dreamed. On any exception every kept frame stays and the sinks are aborted.
@@ -80,7 +80,7 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
     worker = ThreadPoolExecutor(max_workers=1)
     pending = None
     try:
-        resumed = store.open(resume) if store else None
+        resumed = store.open(settings, span, resume) if store else None
         point = resumed or start
         if point is None and span.start > 0:
             point = _warm_up(source, span.start, warmup, seed)
@@ -187,14 +187,18 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def prepare(job: Job, model: LoadedModel | None = None, protected: tuple[str, ...] = ()):
-    """Resolve and check everything before any work: the loop's typed settings, the output, then the model
-    and the source. Returns (job with precision pinned, source, output settings)."""
+def prepare(job: Job, model: LoadedModel | None = None, protected: tuple[str, ...] = (),
+            store: FrameStore | None = None):
+    """Resolve and check everything before any work: the loop's typed settings and the output; then lock the
+    store's folders (a busy one fails at once), load the model and build the source. Returns (job with
+    precision pinned, source, output settings)."""
     module = loop_module(job.command)
     settings = module.resolve(job)  # every user value checked here, before the model loads
     output = _checked_output(job, protected) if job.output else None
     if output and output.path.suffix.lower() not in module.OUTPUTS:
         raise ZoomdreamError(f"cannot write '{output.path}': use one of {', '.join(module.OUTPUTS)}")
+    if store is not None:
+        store.lock()
     job = pin_precision(job)
     engine = settings.engine
     model = model or load_model(engine.model, engine.weights, job.precision)
@@ -205,22 +209,29 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
            protected: tuple[str, ...] = ()) -> None:
     """Render a job to its output (and to any extra ``sinks``). ``protected``: more files the output must not
     overwrite (the job file it came from)."""
-    job, source, output = prepare(job, model, protected)
-    if source.total == 1:  # a still: no frames folder, no resume; progress in ascent steps
+    if job.command not in LOOPS:  # a still: no frames folder, no resume; progress in ascent steps
+        job, source, output = prepare(job, model, protected)
         outs = [ImageSink(output.path)] if output else []
         with tqdm(total=source.steps, desc="dreaming", unit="step", disable=not progress,
                   dynamic_ncols=True) as bar:
             source.on_step = bar.update
             run(source, [*outs, *sinks], seed=job.seed, progress=False)
         return
-    work = work_folder(output.path)
-    store = FrameStore(work, job.settings_hash(), range(0, source.total or 2 ** 62), output.frames_dir)
+    if not job.output:
+        raise ZoomdreamError("no output file given (add -o OUT)")
+    work = work_folder(Path(job.output))
+    store = FrameStore(work, Path(job.frames_dir) if job.frames_dir else None)
+    try:
+        job, source, output = prepare(job, model, protected, store)
+    except BaseException:
+        store.release()
+        raise
     outs = [EncoderSink(output.path, source.fps, crf=output.crf, gif_fps=output.gif_fps,
                         gif_width=output.gif_width, **source.audio)]
     if output.preview:
         outs.append(PreviewSink(output.path.with_name(output.path.stem + ".preview.png"), output.preview))
-    _save_job_after_lock = _JobRecord(job, work)
-    run(source, [*outs, *sinks, _save_job_after_lock], seed=job.seed, store=store, resume=output.resume,
+    run(source, [*outs, *sinks, _JobRecord(job, work)], seed=job.seed, store=store,
+        settings=job.settings_hash(), span=range(0, source.total or 2 ** 62), resume=output.resume,
         progress=progress)
     if not any(_same_file(Path(p), record_path(output.path)) for p in protected):
         save_job(job, record_path(output.path))
@@ -256,14 +267,16 @@ def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None =
         raise ZoomdreamError(f"frames {span.start}-{span.stop - 1} go past the render's {source.total} frames")
     start = None
     if start_from is not None and span.start > 0:
-        before = FrameStore(Path(start_from), job.settings_hash(), range(0, span.start))
-        start = before.open(resume=True) if before.state_path.exists() else None
+        state = read_state(Path(start_from))
+        if state["settings"] != job.settings_hash():
+            raise ZoomdreamError(f"piece '{start_from}' was rendered with other settings than this job's")
+        before = FrameStore(Path(start_from))
+        start = before.open(state["settings"], range(*state["span"]), resume=True)
         before.release()
         if start is None or start.next != span.start:
             raise ZoomdreamError(f"piece '{start_from}' does not end at frame {span.start} (render it first)")
-    store = FrameStore(Path(work), job.settings_hash(), span)
-    run(source, list(sinks), seed=job.seed, span=span, store=store, resume=True, start=start, warmup=warmup,
-        progress=progress)
+    run(source, list(sinks), seed=job.seed, span=span, store=FrameStore(Path(work)), settings=job.settings_hash(),
+        resume=True, start=start, warmup=warmup, progress=progress)
     return Path(work)
 
 

@@ -61,9 +61,10 @@ class OutputSettings:
 
 
 def number(value, flag: str, *, low: float | None = None, high: float | None = None, integer: bool = False,
-           above: float | None = None) -> float:
-    """A finite number inside its range, or a one-line error that names the flag and the range."""
-    name = "--" + flag.replace("_", "-")
+           above: float | None = None, frame: int | None = None) -> float:
+    """A finite number inside its range, or a one-line error that names the flag (and the frame, for a
+    schedule's value) and the range."""
+    name = "--" + flag.replace("_", "-") + ("" if frame is None else f" at frame {frame}:")
     try:
         x = float(value)
     except (TypeError, ValueError, OverflowError):

@@ -135,18 +135,25 @@ class FrameStore:
     (atomically) before the state that counts it, so a kill at any moment leaves a consistent folder.
     """
 
-    def __init__(self, work: Path, settings: str, span: range, frames_dir: Path | None = None):
-        self.work, self.settings, self.span = work, settings, span
+    def __init__(self, work: Path, frames_dir: Path | None = None):
+        self.work = work
         self.frames_dir = frames_dir or work / "frames"
         self.state_path = work / "state.json"
-        self.done = 0
+        self.settings, self.span, self.done = "", range(0), 0
         self._locks = []
 
-    def open(self, resume: bool) -> Resume | None:
-        """Lock the folders; returns where an interrupted render left off (None: start afresh)."""
-        for folder in dict.fromkeys((self.frames_dir, self.work)):
-            media.make_folder(folder)
-            self._locks.append(_lock(folder))
+    def lock(self) -> None:
+        """Create and lock the folders (taken before the model loads, so a second render fails at once)."""
+        if not self._locks:
+            for folder in dict.fromkeys((self.frames_dir, self.work)):
+                media.make_folder(folder)
+                self._locks.append(_lock(folder))
+
+    def open(self, settings: str, span: range, resume: bool) -> Resume | None:
+        """Lock the folders; returns where an interrupted render of ``span`` under ``settings`` (a hash) left
+        off (None: start afresh)."""
+        self.settings, self.span = settings, span
+        self.lock()
         if not self.state_path.exists():
             return None
         if not resume:

@@ -136,8 +136,8 @@ def resolve(job: Job) -> ZoomSettings:
 
 def check_frame(motion, steps, step_size, t: int, size) -> None:
     check_motion({name: s.at(t) for name, s in motion.items()}, t, size)
-    number(steps.at(t), f"steps' at frame {t} '", low=0, high=MAX_STEPS)
-    number(step_size.at(t), f"step-size' at frame {t} '", low=0, high=10)
+    number(steps.at(t), "steps", low=0, high=MAX_STEPS, frame=t)
+    number(step_size.at(t), "step_size", low=0, high=10, frame=t)
 
 
 class Source:
