@@ -117,3 +117,20 @@ def test_sigterm_stops_like_ctrl_c_and_resumes(tmp_path):
     assert not out.exists()
     kept = len(media.list_frames(frames))
     assert 2 <= kept < 400
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path, capsys, monkeypatch):
+    from zoomdream import cli
+
+    def interrupted_import():
+        raise KeyboardInterrupt  # as if Ctrl-C arrived inside TensorFlow's import
+
+    monkeypatch.setattr(cli, "_quiet_tensorflow_start", interrupted_import)
+    code, err, _ = run(capsys, *NOISE, "-o", tmp_path / "x.mp4")
+    assert code == 130 and err == "zoomdream: interrupted (add --resume to the same command to continue)"
+
+
+def test_control_characters_stay_on_one_line(tmp_path, capsys):
+    job = tmp_path / "job.toml"
+    job.write_text('command = "image"\n"bad\\nkey\\u001e" = 1\n')
+    one_line_error(capsys, "render", job, pattern="unknown setting 'bad\\nkey\\x1e'")

@@ -142,6 +142,11 @@ def _quiet_tensorflow_start() -> None:
         os.close(devnull)
 
 
+def one_line(text: str) -> str:
+    """A message stays one line whatever a user's file or setting held (newlines, control characters)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _terminate(signum, frame):
     """SIGTERM stops a render the way Ctrl-C does: kept frames stay and the resume hint is printed."""
     raise KeyboardInterrupt
@@ -166,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {job.output}", file=sys.stderr)
         return 0
     except ZoomdreamError as e:
-        print(f"zoomdream: error: {e}", file=sys.stderr)
+        print(f"zoomdream: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a disk that fills up or a path that vanishes mid-render: frames already kept stay
         where = f" ('{e.filename}')" if e.filename else ""
-        print(f"zoomdream: error: {e.strerror or e}{where} (check the path, permissions and free disk space; "
+        print(f"zoomdream: error: {one_line(str(e.strerror or e))}{one_line(where)} (check the path, permissions and free disk space; "
               f"zoom and video renders continue with --resume)", file=sys.stderr)
         return 2
     except MemoryError:

@@ -224,7 +224,7 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
     try:
         job, source, output = prepare(job, model, protected, store)
     except BaseException:
-        store.release()
+        store.release_unused()
         raise
     outs = [EncoderSink(output.path, source.fps, crf=output.crf, gif_fps=output.gif_fps,
                         gif_width=output.gif_width, **source.audio)]

@@ -197,11 +197,20 @@ class FrameStore:
 
     def remove(self) -> None:
         """The render is complete: drop the work folder (frames in a user's --frames-dir stay)."""
-        if self.frames_dir.parent == self.work or self.frames_dir == self.work:
-            shutil.rmtree(self.work)
-        else:
-            _remove(self.frames_dir / ".zoomdream.lock")
-            shutil.rmtree(self.work)
+        _remove(self.frames_dir / ".zoomdream.lock")
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.release()
+
+    def release_unused(self) -> None:
+        """Unlock, and take away the folders made for a render that failed before its first frame."""
+        if not self.state_path.exists():
+            for folder in dict.fromkeys((self.work, self.frames_dir)):
+                _remove(folder / ".zoomdream.lock")
+            for folder in dict.fromkeys((self.frames_dir, self.work)):
+                try:
+                    folder.rmdir()  # only if empty: a user's frames stay
+                except OSError:
+                    pass
         self.release()
 
 
