@@ -38,7 +38,7 @@ def validate_only(monkeypatch):
     def stop(*args, **kwargs):
         raise Validated
 
-    monkeypatch.setattr(runner, "pin_precision", lambda job: job)
+    monkeypatch.setattr(runner, "pin_machine", lambda job: job)
     monkeypatch.setattr(runner, "load_model", stop)
 
 

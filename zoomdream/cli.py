@@ -174,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoomdream: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a disk that fills up or a path that vanishes mid-render: frames already kept stay
-        where = f" ('{e.filename}')" if e.filename else ""
-        print(f"zoomdream: error: {one_line(str(e.strerror or e))}{one_line(where)} (check the path, permissions and free disk space; "
-              f"zoom and video renders continue with --resume)", file=sys.stderr)
+        where = one_line(f" ('{e.filename}')" if e.filename else "")
+        print(f"zoomdream: error: {one_line(str(e.strerror or e))}{where} (check the path, permissions and free "
+              f"disk space; zoom and video renders continue with --resume)", file=sys.stderr)
         return 2
     except MemoryError:
         print("zoomdream: error: out of memory (use a smaller --size, --max-size or --tile)", file=sys.stderr)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zoomdream.errors import ZoomdreamError
-from zoomdream.settings import DreamSettings, EngineSettings, OutputSettings
+from zoomdream.settings import GPU_TILE, DreamSettings, EngineSettings, OutputSettings
 
 try:
     import tomllib
@@ -117,7 +117,8 @@ class Job:
                                         f"8; zoom: may be keyframed)", "schedule")
     step_size: float | str = opt(_DREAM.step_size, "ascent step on the [-1, 1] image (zoom: may be keyframed)",
                                  "schedule")
-    tile: int = opt(_ENGINE.tile, "tile size in pixels: memory is bounded by it, not by the frame", "int")
+    tile: int | None = opt(None, f"tile size in pixels: memory is bounded by it, not by the frame (default: "
+                                 f"{_ENGINE.tile} on a CPU, {GPU_TILE} on a GPU)", "int")
     max_loss: float | None = opt(_DREAM.max_loss, "stop an octave's ascent once the loss passes this", "float")
     seed: int = opt(0, "random seed: same inputs and seed give the same output", "int")
     max_size: int | None = opt(None, "downscale the input so its longest side is at most this", "int",

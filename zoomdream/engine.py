@@ -5,13 +5,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from zoomdream import media
+from zoomdream import backend, media
 from zoomdream.ascent import Dreamer, to_unit
 from zoomdream.config import Job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.models import LoadedModel
 from zoomdream.objective import LayerTerm, guide_features, make_objective, parse_layers
-from zoomdream.settings import MAX_TILE, EngineSettings, number
+from zoomdream.settings import GPU_TILE, MAX_TILE, EngineSettings, number
 
 
 def fit_max_size(img: np.ndarray, max_size: int | None) -> np.ndarray:
@@ -29,10 +29,15 @@ def resolve_engine(job: Job, keyframed: bool = False) -> EngineSettings:
         check_terms(parse_layers(job.layers), job.layers)
     if job.guide:
         media.read_image(job.guide)  # a missing or broken guide fails now, not after the model loads
-    return EngineSettings(model=job.model, weights=job.weights, precision=job.precision,
-                          layers=job.layers, loss=job.loss,
-                          tv=number(job.tv, "tv", low=0, high=1000),
-                          guide=job.guide, tile=number(job.tile, "tile", low=32, high=MAX_TILE, integer=True))
+    tile = machine_tile() if job.tile is None else job.tile
+    return EngineSettings(model=job.model, weights=job.weights, precision=job.precision, layers=job.layers,
+                          loss=job.loss, tv=number(job.tv, "tv", low=0, high=1000), guide=job.guide,
+                          tile=number(tile, "tile", low=32, high=MAX_TILE, integer=True))
+
+
+def machine_tile() -> int:
+    """The default tile: bounded memory on a CPU, a card kept busy on a GPU."""
+    return GPU_TILE if backend.has_accelerator() else EngineSettings.tile
 
 
 def check_terms(terms: tuple[LayerTerm, ...], spec: str) -> None:

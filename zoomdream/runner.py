@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from zoomdream import media, precision
 from zoomdream.config import COMMANDS, LOOPS, Job, save_job
+from zoomdream.engine import machine_tile
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.files import FRAME_PATTERN
 from zoomdream.models import LoadedModel, load_model
@@ -49,9 +50,11 @@ def loop_module(command: str):
     return import_module(COMMANDS[command].module)
 
 
-def pin_precision(job: Job) -> Job:
-    """Pin ``precision=auto`` to what this machine picks, so the saved job reproduces the same frames."""
-    return replace(job, precision=precision.resolve(job.precision, job.model, job.weights))
+def pin_machine(job: Job) -> Job:
+    """Pin ``precision=auto`` and the default tile to what this machine picks, so the saved job reproduces the
+    same frames elsewhere."""
+    return replace(job, precision=precision.resolve(job.precision, job.model, job.weights),
+                   tile=machine_tile() if job.tile is None else job.tile)
 
 
 def work_folder(output: Path) -> Path:
@@ -70,8 +73,8 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
         warmup: int = 0, progress: bool = True) -> int:
     """Make the frames of ``span`` (all of the source's by default) and hand each to the store and the sinks.
 
-    The store, when given, is the resume point (for ``settings``, the job's hash): frames it already holds are replayed into the sinks and the
-    source continues after them. Otherwise ``start`` (from an earlier piece) or ``warmup`` frames before the
+    The store, when given, is the resume point (for ``settings``, the job's hash): frames it already holds are
+    replayed into the sinks and the source continues after them. Otherwise ``start`` (from an earlier piece) or ``warmup`` frames before the
     span (dreamed and discarded) give the first frame what it needs. Keeping a frame runs on a worker thread
     while the next one is dreamed. On any exception every kept frame stays and the sinks are aborted.
     Returns the number of frames made.
@@ -199,7 +202,7 @@ def prepare(job: Job, model: LoadedModel | None = None, protected: tuple[str, ..
         raise ZoomdreamError(f"cannot write '{output.path}': use one of {', '.join(module.OUTPUTS)}")
     if store is not None:
         store.lock()
-    job = pin_precision(job)
+    job = pin_machine(job)
     engine = settings.engine
     model = model or load_model(engine.model, engine.weights, job.precision)
     return job, module.Source(settings, model), output
