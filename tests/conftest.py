@@ -35,7 +35,10 @@ def photo():
     return cv2.resize(img, (96, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 127.5 - 1.0
 
 
-class Interrupt:
+from zoomdream.sinks import Sink
+
+
+class Interrupt(Sink):
     """A sink that raises KeyboardInterrupt (like Ctrl-C) once ``frames`` frames are kept."""
 
     def __init__(self, frames: int):
@@ -44,12 +47,6 @@ class Interrupt:
     def write(self, index, frame):
         if index + 1 == self.frames:
             raise KeyboardInterrupt
-
-    def close(self):
-        pass
-
-    def abort(self):
-        pass
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import collections
 import math
-import os
+import mmap
 import pickle
+import pickletools
 import struct
 from pathlib import Path
 from typing import NamedTuple
@@ -33,6 +34,8 @@ STORAGE_DTYPES = {
     "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
+
+MAX_DEPTH = 64  # how deeply a pickle's objects may nest; a state dict nests about 5 deep
 
 # What unpickling arbitrary bytes raises (the pickle docs: "not necessarily limited to" the first few);
 # MemoryError comes from an opcode that declares a huge length.
@@ -99,8 +102,47 @@ class _PlainUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"unexpected global {module}.{name} in checkpoint header")
 
 
-def _unpickle(unpickler: pickle.Unpickler, what: str):
+def _scan(f) -> None:
+    """Walk one pickle's opcodes, building nothing, to refuse what makes CPython's unpickler crash instead of
+    raise: a memo index far past the pickle's size (the C memo is an array: the index alone allocates
+    gigabytes) and objects nested deeper than MAX_DEPTH (hashing a deeply nested tuple overflows the C
+    stack). Tracks each stack item's nesting depth by pickletools' stack effect of each opcode."""
+    stack, memo = [], {}  # nesting depth of each stack item; None stands for a MARK
+    for op, arg, pos in pickletools.genops(f):
+        before, after = op.stack_before, op.stack_after
+        if pickletools.markobject in before:  # the items above the last MARK, and those listed below it
+            if None not in stack:
+                raise ValueError(f"{op.name} without a MARK")
+            mark = len(stack) - 1 - stack[::-1].index(None)
+            start = mark - before.index(pickletools.markobject)
+            popped = stack[start:mark] + stack[mark + 1:]
+        else:
+            start = len(stack) - len(before)
+            popped = stack[start:]
+        if start < 0 or None in popped:
+            raise ValueError(f"{op.name} on too short a stack")
+        del stack[start:]
+        if before and after and after[0] is before[0]:  # changed in place: APPEND, SETITEMS, BUILD, REDUCE...
+            depth = max([popped[0]] + [1 + d for d in popped[1:]])
+        else:  # a new object holding what it consumed
+            depth = max((1 + d for d in popped), default=0)
+        if "GET" in op.name:
+            depth = memo.get(arg, 0)
+        if depth > MAX_DEPTH:
+            raise ValueError(f"objects nested more than {MAX_DEPTH} deep")
+        stack.extend(None if item is pickletools.markobject else depth for item in after)
+        if "PUT" in op.name or op.name == "MEMOIZE":
+            if not stack or stack[-1] is None or (arg or 0) > pos:  # each memoized object took a byte or more
+                raise ValueError(f"{op.name} {arg} at byte {pos}")
+            memo[len(memo) if arg is None else arg] = stack[-1]
+
+
+def _unpickle(f, unpickler: pickle.Unpickler, what: str):
+    """The next pickle in ``f``, scanned first; anything wrong with it is a one-line ValueError."""
+    start = f.tell()
     try:
+        _scan(f)
+        f.seek(start)
         return unpickler.load()
     except _PICKLE_ERRORS as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -112,7 +154,6 @@ def _read_storages(f, keys, dtypes: dict[str, np.dtype]) -> dict[str, np.ndarray
     file has left before anything is allocated for it."""
     if not (isinstance(keys, list) and all(isinstance(key, str) and key in dtypes for key in keys)):
         raise ValueError("corrupt checkpoint: the storage list does not match the tensors")
-    file_size = os.fstat(f.fileno()).st_size
     arrays = {}
     for key in keys:
         head = f.read(8)
@@ -120,7 +161,7 @@ def _read_storages(f, keys, dtypes: dict[str, np.dtype]) -> dict[str, np.ndarray
             raise ValueError(f"truncated checkpoint: storage {key} is missing")
         (count,) = struct.unpack("<q", head)
         nbytes = count * dtypes[key].itemsize
-        if count < 0 or nbytes > file_size - f.tell():
+        if count < 0 or nbytes > f.size() - f.tell():
             raise ValueError(f"truncated checkpoint: storage {key} declares {count} elements, "
                              f"more than the file holds")
         arrays[key] = np.frombuffer(f.read(nbytes), dtypes[key])
@@ -158,26 +199,27 @@ def load_legacy_pth(path: str | Path) -> dict[str, np.ndarray]:
     Anything else, damaged or crafted, raises ValueError with a one-line reason: the file comes from the
     user, so a bad one must be an error they can read, not a crash.
     """
-    with open(path, "rb") as f:
-        head = f.read(4)
-        f.seek(0)
-        if not head:
+    # Read through an mmap: a length the file declares past its end is then a short read, not an allocation.
+    with open(path, "rb") as file:
+        if not file.read(4):
             raise ValueError("not a legacy PyTorch checkpoint: the file is empty")
-        if head == b"PK\x03\x04":
+        f = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    with f:
+        if f[:4] == b"PK\x03\x04":
             raise ValueError("a zip-format PyTorch checkpoint (torch >= 1.6), which is not supported: re-save "
                              "it with torch.save(..., _use_new_zipfile_serialization=False)")
-        if _unpickle(_PlainUnpickler(f), "header") != MAGIC_NUMBER:
+        if _unpickle(f, _PlainUnpickler(f), "header") != MAGIC_NUMBER:
             raise ValueError("not a legacy PyTorch checkpoint: bad magic number")
-        if _unpickle(_PlainUnpickler(f), "header") != PROTOCOL_VERSION:
+        if _unpickle(f, _PlainUnpickler(f), "header") != PROTOCOL_VERSION:
             raise ValueError("not a legacy PyTorch checkpoint: unsupported protocol version")
-        sys_info = _unpickle(_PlainUnpickler(f), "header")
+        sys_info = _unpickle(f, _PlainUnpickler(f), "header")
         if not isinstance(sys_info, dict):
             raise ValueError("not a legacy PyTorch checkpoint: malformed system info")
         if not sys_info.get("little_endian", True):
             raise ValueError("the checkpoint was saved big-endian, which is not supported")
         unpickler = _Unpickler(f)
-        state = _unpickle(unpickler, "state dict")
+        state = _unpickle(f, unpickler, "state dict")
         if not (isinstance(state, dict) and all(isinstance(name, str) for name in state)):
             raise ValueError(f"not a state dict: the checkpoint holds a {type(state).__name__}")
-        arrays = _read_storages(f, _unpickle(_PlainUnpickler(f), "storage list"), unpickler.dtypes)
+        arrays = _read_storages(f, _unpickle(f, _PlainUnpickler(f), "storage list"), unpickler.dtypes)
     return {name: _view(name, ref, arrays) for name, ref in state.items() if isinstance(ref, _TensorRef)}

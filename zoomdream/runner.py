@@ -74,10 +74,10 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
     """Make the frames of ``span`` (all of the source's by default) and hand each to the store and the sinks.
 
     The store, when given, is the resume point (for ``settings``, the job's hash): frames it already holds are
-    replayed into the sinks and the source continues after them. Otherwise ``start`` (from an earlier piece) or ``warmup`` frames before the
-    span (dreamed and discarded) give the first frame what it needs. Keeping a frame runs on a worker thread
-    while the next one is dreamed. On any exception every kept frame stays and the sinks are aborted.
-    Returns the number of frames made.
+    replayed into the sinks and the source continues after them. Otherwise ``start`` (from an earlier piece)
+    or ``warmup`` frames before the span (dreamed and discarded) give the first frame what it needs. Keeping
+    a frame runs on a worker thread while the next one is dreamed. On any exception every kept frame stays and
+    the sinks are aborted. Returns the number of frames made.
     """
     span = span or range(0, source.total if source.total is not None else 2 ** 62)
     worker = ThreadPoolExecutor(max_workers=1)
@@ -241,7 +241,7 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
     store.remove()
 
 
-class _JobRecord:
+class _JobRecord(Sink):
     """Writes ``job.toml`` into the work folder with the first frame, so an interrupted render says how to
     resume it."""
 
@@ -252,12 +252,6 @@ class _JobRecord:
         if not self.saved:
             save_job(self.job, self.work / "job.toml")
             self.saved = True
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
 
 
 def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None = None, warmup: int = 8,

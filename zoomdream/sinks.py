@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
@@ -29,14 +29,22 @@ except ImportError:  # Windows: no advisory locks; renders there are not guarded
 STATE_VERSION = 2
 
 
-class Sink(Protocol):
-    def write(self, index: int, frame: np.ndarray) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
+class Sink:
+    """Gets each finished frame in order; ``close()`` once all are in, ``abort()`` when the render fails (both
+    do nothing unless a sink has something to finish or undo)."""
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
 
 
 @dataclass
-class MemorySink:
+class MemorySink(Sink):
     """Frames in memory, by index; or, with ``on_frame``, handed over as they come and not kept."""
 
     on_frame: Callable[[int, np.ndarray], None] | None = None
@@ -48,14 +56,8 @@ class MemorySink:
         else:
             self.on_frame(index, frame)
 
-    def close(self) -> None:
-        pass
 
-    def abort(self) -> None:
-        pass
-
-
-class ImageSink:
+class ImageSink(Sink):
     """One still image, written atomically when the frame arrives."""
 
     def __init__(self, path: Path):
@@ -64,14 +66,8 @@ class ImageSink:
     def write(self, index: int, frame: np.ndarray) -> None:
         media.write_image(self.path, frame)
 
-    def close(self) -> None:
-        pass
 
-    def abort(self) -> None:
-        pass
-
-
-class PreviewSink:
+class PreviewSink(Sink):
     """``OUT.preview.png`` rewritten with the latest frame every ``every`` frames."""
 
     def __init__(self, path: Path, every: int):
@@ -81,14 +77,8 @@ class PreviewSink:
         if (index + 1) % self.every == 0:
             media.write_image(self.path, frame)
 
-    def close(self) -> None:
-        pass
 
-    def abort(self) -> None:
-        pass
-
-
-class EncoderSink:
+class EncoderSink(Sink):
     """The final video file, streamed through ffmpeg; opened lazily so a bad setting fails before work."""
 
     def __init__(self, path: Path, fps: float, **options):
