@@ -5,6 +5,7 @@ torch's globals are pickled and then renamed to them, so no torch is needed.
 """
 import collections
 import io
+import os
 import pickle
 import random
 import struct
@@ -49,6 +50,9 @@ class Tensor:
         return _rebuild_tensor_v2, self.args
 
 
+TORCH_GLOBALS = {FloatStorage: b"torch\nFloatStorage", _rebuild_tensor_v2: b"torch._utils\n_rebuild_tensor_v2"}
+
+
 class _Pickler(pickle.Pickler):
     def persistent_id(self, obj):
         return obj.pid if isinstance(obj, Storage) else None
@@ -62,19 +66,22 @@ def tensor(key, size, stride=None, offset=0, numel=1):
 
 
 def legacy_pth(state, storages, *, magic=MAGIC_NUMBER, protocol=1001, sys_info=SYS_INFO, keys=None, counts=None):
-    """The bytes of a legacy checkpoint of ``state`` ({name: tensor(...)}) over ``storages`` ({key: float32
-    array}); each keyword replaces one field of a valid file."""
+    """The bytes of a legacy checkpoint of ``state`` ({name: tensor(...)}, or a pickle's bytes) over
+    ``storages`` ({key: float32 array}); each keyword replaces one field of a valid file."""
     out = io.BytesIO()
     for header in (magic, protocol, sys_info):
         pickle.dump(header, out, protocol=2)
-    _Pickler(out, protocol=2).dump(collections.OrderedDict(state) if isinstance(state, dict) else state)
+    if isinstance(state, bytes):  # a hand-written pickle
+        out.write(state)
+    else:
+        _Pickler(out, protocol=2).dump(collections.OrderedDict(state) if isinstance(state, dict) else state)
     pickle.dump(list(storages) if keys is None else keys, out, protocol=2)
     for key, array in storages.items():
         count = array.size if counts is None else counts[key]
         out.write(struct.pack("<q", count) + np.asarray(array, np.float32).tobytes())
     data = out.getvalue()
-    for stand_in, real in ((FloatStorage, "torch\nFloatStorage"), (_rebuild_tensor_v2, "torch._utils\n_rebuild_tensor_v2")):
-        data = data.replace(f"c{__name__}\n{stand_in.__qualname__}\n".encode(), f"c{real}\n".encode())
+    for stand_in, real in TORCH_GLOBALS.items():  # GLOBAL opcodes: b"c" module "\n" name "\n"
+        data = data.replace(f"c{__name__}\n{stand_in.__name__}\n".encode(), b"c" + real + b"\n")
     assert __name__.encode() not in data
     return data
 
@@ -113,8 +120,9 @@ def test_valid_checkpoint_loads_back(tmp_path):
 
 
 CHILD = """
-import sys
+import resource, sys
 from zoomdream.pth import load_legacy_pth
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # nor may a crafted file take the machine's memory
 try:
     load_legacy_pth(sys.argv[1])
 except ValueError as e:
@@ -124,7 +132,8 @@ except ValueError as e:
 
 
 def load_in_subprocess(path):
-    """Load ``path`` in a child process, so that a crash fails this test instead of killing pytest."""
+    """Load ``path`` in a child process, so that a crash fails this test instead of killing pytest; returns
+    the ValueError's message."""
     child = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, timeout=60)
     assert child.returncode >= 0, f"the loader was killed by signal {-child.returncode}"
     assert child.returncode == 3, f"expected ValueError, got:\n{child.stderr}"
@@ -155,6 +164,10 @@ CRAFTED = {  # name: (state, storages, other fields, message)
     "storage view": ({"w": Tensor(Storage(("storage", FloatStorage, "0", "cpu", 1, ("0", 0, 1))), 0, (1,), (1,))},
                      ONE, {}, "storage views are not supported"),
     "storage not a reference": ({"w": Tensor(("0", 1), 0, (1,), (1,))}, ONE, {"keys": []}, "refers to a storage"),
+    # Pickles that crash CPython's own unpickler: hashing a key nested a million deep overflows the C stack;
+    # a memo index of 4 billion makes the C memo array that long.
+    "deeply nested key": (b"\x80\x02})" + b"\x85" * 10**6 + b"K\x01s.", ONE, {"keys": []}, "nested more than"),
+    "huge memo index": (b"\x80\x02}r\xf0\xff\xff\xff.", ONE, {"keys": []}, "LONG_BINPUT 4294967280"),
 }
 
 
@@ -175,7 +188,7 @@ NOT_A_CHECKPOINT = {  # name: (bytes, message)
     "empty file": (b"", "empty"),
     "random bytes": (random.Random(0).randbytes(4096), "not a legacy PyTorch checkpoint"),
     "text": (b"version https://git-lfs.github.com/spec/v1\n", "not a legacy PyTorch checkpoint"),
-    "zip format": (_zip_checkpoint(), "zip-format"),
+    "zip format": (_zip_checkpoint(), "a zip-format"),
     "pickle of something else": (pickle.dumps([1, 2, 3], protocol=2), "bad magic number"),
     "truncated header": (valid_pth()[:30], "not a legacy PyTorch checkpoint"),
     "truncated state dict": (valid_pth()[:200], "unreadable state dict"),
@@ -198,7 +211,10 @@ def test_not_a_checkpoint_is_a_one_line_value_error(tmp_path, case):
     assert "\n" not in str(e.value)
 
 
-FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized like tests/test_fuzz.py, so CI runs the same cases; ZOOMDREAM_FUZZ_EXAMPLES=20000 hunts afresh.
+EXAMPLES = int(os.environ.get("ZOOMDREAM_FUZZ_EXAMPLES", "200"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="ZOOMDREAM_FUZZ_EXAMPLES" not in os.environ,
+                database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _load_or_value_error(path, data):
@@ -238,25 +254,24 @@ def test_fuzz_mutated_checkpoints(tmp_path):
     check()
 
 
-WRONG_WEIGHTS = {  # name: (model, file name, bytes)
-    "lite garbage": ("efficientnet-lite0", "lite0.pth", random.Random(1).randbytes(3000)),
-    "lite zip format": ("efficientnet-lite0", "lite0.pth", _zip_checkpoint()),
-    "lite other network": ("efficientnet-lite0", "lite0.pth", valid_pth()),
-    "lite crafted stride": ("efficientnet-lite0", "lite0.pth",
-                            legacy_pth(*CRAFTED["stride past storage"][:2])),
-    "keras garbage h5": ("vgg16", "vgg16.h5", random.Random(2).randbytes(3000)),
-    "keras garbage .keras": ("vgg16", "vgg16.keras", random.Random(3).randbytes(3000)),
-    "keras zip not keras": ("vgg16", "vgg16.keras", _zip_checkpoint()),
-    "keras .pth": ("vgg16", "vgg16.pth", valid_pth()),
+WRONG_WEIGHTS = {  # name: (model, file name, bytes, the reason given)
+    "lite garbage": ("efficientnet-lite0", "lite0.pth", random.Random(1).randbytes(3000), "not a legacy PyTorch"),
+    "lite zip format": ("efficientnet-lite0", "lite0.pth", _zip_checkpoint(), "a zip-format"),
+    "lite other network": ("efficientnet-lite0", "lite0.pth", valid_pth(), "not an EfficientNet-Lite checkpoint"),
+    "lite truncated": ("efficientnet-lite0", "lite0.pth", valid_pth()[:300], "not a legacy PyTorch checkpoint"),
+    "keras garbage h5": ("vgg16", "vgg16.h5", random.Random(2).randbytes(3000), ""),
+    "keras garbage .keras": ("vgg16", "vgg16.keras", random.Random(3).randbytes(3000), ""),
+    "keras zip not keras": ("vgg16", "vgg16.keras", _zip_checkpoint(), ""),
+    "keras .pth": ("vgg16", "vgg16.pth", valid_pth(), ""),
 }
 
 
 @pytest.mark.parametrize("case", WRONG_WEIGHTS)
 def test_wrong_weights_file_is_one_zoomdream_error(tmp_path, case):
-    model, name, data = WRONG_WEIGHTS[case]
+    model, name, data, reason = WRONG_WEIGHTS[case]
     path = write(tmp_path, data, name)
     with pytest.raises(ZoomdreamError) as e:
         load_model(model, weights=str(path))
     message = str(e.value)
-    assert message.startswith(f"cannot load {model} weights from '{path}': ")
+    assert message.startswith(f"cannot load {model} weights from '{path}': {reason}")
     assert message.endswith(" (is it the right file?)") and "\n" not in message
