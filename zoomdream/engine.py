@@ -2,7 +2,6 @@
 where one is given), ``Dreamer`` compiled once per render."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from zoomdream import backend, media
@@ -12,15 +11,6 @@ from zoomdream.errors import ZoomdreamError
 from zoomdream.models import LoadedModel
 from zoomdream.objective import LayerTerm, guide_features, make_objective, parse_layers
 from zoomdream.settings import GPU_TILE, MAX_TILE, EngineSettings, number
-
-
-def fit_max_size(img: np.ndarray, max_size: int | None) -> np.ndarray:
-    """Downscale so the longest side is at most ``max_size`` (never upscale)."""
-    if not max_size or max(img.shape[:2]) <= max_size:
-        return img
-    scale = max_size / max(img.shape[:2])
-    size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
 def resolve_engine(job: Job, keyframed: bool = False) -> EngineSettings:
@@ -59,7 +49,7 @@ def build_dreamer(settings: EngineSettings, model: LoadedModel,
             raise ZoomdreamError(f"channel {max(term.channels)} of layer '{term.layer}' does not exist (it has "
                                  f"channels 0-{channels - 1})")
     if settings.guide:
-        guide = to_unit(fit_max_size(media.read_image(settings.guide), 512))
+        guide = to_unit(media.fit_max_size(media.read_image(settings.guide), 512))
         objective = objective.with_guide(guide_features(model.feature_model(objective.layers), objective.layers,
                                                         guide))
     return Dreamer(model, objective, tile=settings.tile)

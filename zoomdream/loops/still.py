@@ -9,10 +9,11 @@ import numpy as np
 from zoomdream import media
 from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
-from zoomdream.engine import build_dreamer, fit_max_size, resolve_engine
+from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
+from zoomdream.loops.common import constant_dream, read_start, seed_and_max_size
 from zoomdream.models import LoadedModel
-from zoomdream.settings import MAX_SIDE, DreamSettings, EngineSettings, check_frame_size, dream_settings, number
+from zoomdream.settings import DreamSettings, EngineSettings
 
 OUTPUTS = media.IMAGE_EXTENSIONS
 
@@ -24,33 +25,6 @@ class StillSettings:
     dream: DreamSettings
     engine: EngineSettings
     seed: int
-
-
-def constant(value, name: str) -> float:
-    """A setting that only zoom may keyframe, read as one number for stills and video."""
-    if isinstance(value, str):
-        raise ZoomdreamError(f"--{name.replace('_', '-')} '{value}' must be a number here (keyframes are for zoom)")
-    return value
-
-
-def constant_dream(job: Job) -> DreamSettings:
-    """The dream settings of a loop that does not keyframe them (still and video)."""
-    return dream_settings(job.octaves, job.octave_scale, constant(job.steps, "steps"),
-                          constant(job.step_size, "step_size"), job.max_loss)
-
-
-def seed_and_max_size(job: Job) -> tuple[int, int | None]:
-    seed = number(job.seed, "seed", low=0, high=2 ** 63 - 1, integer=True)
-    max_size = None if job.max_size is None else number(job.max_size, "max_size", low=8, high=MAX_SIDE,
-                                                         integer=True)
-    return seed, max_size
-
-
-def read_start(path: str, max_size: int | None) -> np.ndarray:
-    """An input image, shrunk to ``max_size`` and checked against the frame-size limits."""
-    img = fit_max_size(media.read_image(path), max_size)
-    check_frame_size(img.shape[1], img.shape[0], f"input '{path}' is")
-    return img
 
 
 def resolve(job: Job) -> StillSettings:

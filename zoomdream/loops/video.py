@@ -14,7 +14,7 @@ from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import coherent_init, motion_between, temporal_blend
-from zoomdream.loops.still import constant_dream, seed_and_max_size
+from zoomdream.loops.common import constant_dream, seed_and_max_size
 from zoomdream.models import LoadedModel
 from zoomdream.settings import DreamSettings, EngineSettings, check_frame_size, number
 

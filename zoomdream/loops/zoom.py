@@ -16,7 +16,7 @@ from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, check_terms, resolve_engine
 from zoomdream.errors import ZoomdreamError
-from zoomdream.loops.still import read_start, seed_and_max_size
+from zoomdream.loops.common import read_start, seed_and_max_size
 from zoomdream.models import LoadedModel
 from zoomdream.motion import Schedule, TextSchedule, parse_schedule, parse_text_schedule, transform_frame
 from zoomdream.objective import LayerTerm, parse_layers

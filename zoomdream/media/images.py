@@ -109,3 +109,12 @@ def write_image(path: PathArg, img: np.ndarray) -> None:
     if not ok:
         raise ZoomdreamError(f"cannot write '{show(p)}': OpenCV could not encode {ext} (try .png)")
     atomic_write_bytes(p, buf.tobytes())
+
+
+def fit_max_size(img: np.ndarray, max_size: int | None) -> np.ndarray:
+    """Downscale so the longest side is at most ``max_size`` (never upscale)."""
+    if not max_size or max(img.shape[:2]) <= max_size:
+        return img
+    scale = max_size / max(img.shape[:2])
+    size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
