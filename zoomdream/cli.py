@@ -9,12 +9,14 @@ import sys
 import threading
 from dataclasses import fields
 
+from zoomdream import cluster
 from zoomdream.config import COMMANDS, FIELDS, LOOPS, RENAMED, Job, load_toml, make_job
 from zoomdream.errors import ZoomdreamError
 
 RENDER_EXAMPLES = """examples:
   zoomdream render job.toml                    # every option from the file
-  zoomdream render job.toml --frames 60        # flags override the file"""
+  zoomdream render job.toml --frames 60        # flags override the file
+  zoomdream render jobs/*.toml --cluster       # many jobs at once on a local Ray cluster"""
 
 GROUP_TITLES = {"job": "input and output", "model": "model", "dream": "dream (objective and ascent)",
                 "loop": "frames", "motion": "motion (keyframed: '0:(1.02), 120:(1.05)' or expressions of t)",
@@ -59,12 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("input", nargs=None if command.input_required else "?", default=argparse.SUPPRESS,
                        help=command.input_help)
         _add_job_flags(p, command.name)
+        if command.name == "video":
+            cluster.add_flags(p, chunks=True)
     p = sub.add_parser("render", help="run a TOML job file (flags override it)", epilog=RENDER_EXAMPLES,
                        description="Run a job whose TOML file holds any option (`command = \"zoom\"`, ...).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("job_file", help="TOML job file")
+    p.add_argument("job_file", nargs="+", help="TOML job file(s), rendered in turn (or at once with --cluster)")
     p.add_argument("--input", dest="input", default=argparse.SUPPRESS, help="input image or video")
     _add_job_flags(p, None)
+    cluster.add_flags(p, chunks=False)
     p = sub.add_parser("models", help="list backbones, their layers and whether their weights are here",
                        description="List backbones, their dreamable layers (with output shapes for a 512-px "
                                    "input) and whether their weights are available offline.")
@@ -73,10 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def job_from_args(args: argparse.Namespace) -> Job:
+def job_from_args(args: argparse.Namespace, job_file: str | None = None) -> Job:
     values = {k: v for k, v in vars(args).items() if k in FIELDS and k != "command"}
     if args.command == "render":
-        data = load_toml(args.job_file)
+        data = load_toml(job_file or args.job_file[0])
         data.update(values)
         return make_job(data)
     return make_job({**values, "command": args.command})
@@ -162,13 +167,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "models":
             list_models(args.name, not args.brief)
             return 0
-        job = job_from_args(args)
-        if not job.output:
-            raise ZoomdreamError("no output file given (add -o OUT)")
+        files = args.job_file if args.command == "render" else [None]
+        jobs = [job_from_args(args, f) for f in files]
+        protected = tuple(files) if args.command == "render" else ()
+        if cluster.requested(args):  # every job at once on Ray workers
+            cluster.main(args, jobs, [f or args.command for f in files], protected)
+            print("\n".join(f"wrote {job.output}" for job in jobs), file=sys.stderr)
+            return 0
         from zoomdream import runner
 
-        runner.render(job, protected=(args.job_file,) if args.command == "render" else ())
-        print(f"wrote {job.output}", file=sys.stderr)
+        for job in jobs:
+            if not job.output:
+                raise ZoomdreamError("no output file given (add -o OUT)")
+            runner.render(job, protected=protected)
+            print(f"wrote {job.output}", file=sys.stderr)
         return 0
     except ZoomdreamError as e:
         print(f"zoomdream: error: {one_line(str(e))}", file=sys.stderr)

@@ -1,0 +1,209 @@
+"""Rendering on a local Ray cluster of 2 worker processes: a batch of jobs, a clip in chunks, a worker killed
+mid-render, Ctrl-C and --resume, and the one-line errors (no Ray installed, bad cluster flags)."""
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoomdream import cluster, media, runner
+from zoomdream.cli import main
+from zoomdream.config import make_job, save_job
+from zoomdream.errors import ZoomdreamError
+from zoomdream.media.ffmpeg import ffmpeg_exe
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
+WEBM = os.path.join(DATA, "big_buck_bunny_432_433.webm")  # 1 s, 24 fps, Vorbis audio
+TINY = dict(octaves=1, steps=1, tile=64, layers="block5", precision="float32")  # precision pinned: same everywhere
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install '.[cluster]'")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=cluster.LOCAL_OBJECT_STORE,
+             logging_level=logging.ERROR, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+_POOL = []
+
+
+@pytest.fixture
+def pool(local_ray):
+    """Two workers, each with its model loaded, shared by the tests (a test that stops them gets new ones)."""
+    if not _POOL or not _POOL[0].actors:
+        _POOL[:] = [cluster.Pool(workers=2)]
+    return _POOL[0]
+
+
+def video_job(tmp_path, name, **overrides):
+    values = dict(command="video", input=WEBM, output=str(tmp_path / name), max_size=64, duration=0.5, **TINY)
+    values.update(overrides)
+    return make_job(values)
+
+
+def pngs(directory):
+    return np.stack([media.read_image(p) for p in media.list_frames(directory)])
+
+
+def decoded(video):
+    return np.stack(list(media.read_video(video)))
+
+
+def audio(video):
+    return subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), "-map", "0:a", "-f", "s16le", "-"],
+                          capture_output=True, check=True).stdout
+
+
+def pieces(job, spans, warmup, folder, lite0):
+    """The chunks rendered one by one here, each from the same warm-up: the frames a cluster must match."""
+    return np.concatenate([pngs(runner.render_piece(job, span, folder / f"{span.start}", warmup=warmup,
+                                                    progress=False, model=lite0) / "frames") for span in spans])
+
+
+def test_chunk_spans_cover_the_clip_evenly():
+    assert cluster.chunk_spans(10, 3) == [range(0, 3), range(3, 7), range(7, 10)]
+    assert cluster.chunk_spans(2, 5) == [range(0, 1), range(1, 2)]
+    assert cluster.chunk_spans(10, 3, step=4) == [range(0, 4), range(4, 8), range(8, 10)]
+
+
+def test_batch_equals_the_jobs_rendered_one_by_one(tmp_path, pool, lite0, monkeypatch):
+    files, jobs = [], []
+    for name, values in {
+        "still": dict(command="image", input=os.path.join(SAMPLES, "chelsea.png"), max_size=64),
+        "zoom": dict(command="zoom", noise=True, size="48x32", frames=4, zoom="1.1", seed=3),
+        "video": dict(command="video", input=WEBM, max_size=64, duration=0.25),
+    }.items():
+        out = tmp_path / "cluster" / (name + (".png" if name == "still" else ".mp4"))
+        values = {**values, **TINY, "output": str(out)}
+        if name != "still":
+            values["frames_dir"] = str(tmp_path / "cluster" / f"{name}-frames")
+        jobs.append(make_job(values))
+        files.append(tmp_path / f"{name}.toml")
+        save_job(jobs[-1], files[-1])
+    monkeypatch.setattr(cluster, "_pool", lambda *args: cluster._Borrowed(pool))  # the module's 2 workers
+    os.makedirs(tmp_path / "cluster")
+    assert main(["render", *map(str, files), "--cluster"]) == 0
+
+    for job in jobs:  # the same jobs, one by one on this process
+        alone = replace(job, output=job.output.replace("cluster", "alone"),
+                        frames_dir=job.frames_dir and job.frames_dir.replace("cluster", "alone"))
+        os.makedirs(os.path.dirname(alone.output), exist_ok=True)
+        runner.render(alone, progress=False, model=lite0)
+        if job.command == "image":
+            np.testing.assert_array_equal(media.read_image(job.output), media.read_image(alone.output))
+            continue
+        np.testing.assert_array_equal(pngs(job.frames_dir), pngs(alone.frames_dir))
+        np.testing.assert_array_equal(decoded(job.output), decoded(alone.output))
+        assert runner.record_path(Path(job.output)).is_file()
+    assert len(pngs(jobs[1].frames_dir)) == 4 and len(pngs(jobs[2].frames_dir)) == 6
+
+
+def test_chunked_video_equals_its_chunks_and_keeps_count_fps_and_audio(tmp_path, pool, lite0):
+    whole = video_job(tmp_path, "whole.mp4", frames_dir=str(tmp_path / "whole"))
+    runner.render(whole, progress=False, model=lite0)
+    job = video_job(tmp_path, "chunked.mp4", frames_dir=str(tmp_path / "chunked"), preview=4)
+    seen = []
+    spans = cluster.render_chunks(job, 3, warmup=2, pool=pool, progress=False,
+                                  on_progress=lambda done, total: seen.append((done, total)))
+    assert spans == [range(0, 4), range(4, 8), range(8, 12)]
+    assert seen[-1] == (12, 12) and all(done <= 12 for done, _ in seen)  # one count over every worker
+
+    a, b = media.probe_video(whole.output), media.probe_video(job.output)
+    assert (b.n_frames, b.fps, b.has_audio, b.width, b.height) == (a.n_frames, a.fps, a.has_audio, a.width, a.height)
+    assert len(decoded(job.output)) == len(decoded(whole.output)) == 12
+    assert audio(job.output) == audio(whole.output) != b""
+    frames = pngs(tmp_path / "chunked")
+    np.testing.assert_array_equal(frames, pieces(job, spans, 2, tmp_path / "pieces", lite0))
+    np.testing.assert_array_equal(frames[:4], pngs(tmp_path / "whole")[:4])  # the first chunk has no seam
+    assert (tmp_path / "chunked.preview.png").is_file() and (tmp_path / "chunked.job.toml").is_file()
+    assert not (tmp_path / "chunked.mp4.zoomdream").exists()  # the chunks' work folders go once joined
+
+
+def test_killed_worker_is_restarted_and_its_chunk_retried(tmp_path, pool, lite0):
+    job = video_job(tmp_path, "killed.mp4", duration=1.0, frames_dir=str(tmp_path / "killed"))
+    victim = pool.pids[0]
+
+    def kill_once(done, total):
+        if done >= 1 and pool.pids[0] == victim:
+            os.kill(victim, signal.SIGKILL)  # a worker process dies mid-chunk
+            pool.pids[0] = None
+
+    spans = cluster.render_chunks(job, 2, warmup=2, pool=pool, progress=False, on_progress=kill_once)
+    assert pool.pids[0] is None, "the worker was not killed mid-render"
+    pool.pids = pool.ray.get([a.pid.remote() for a in pool.actors])
+    assert victim not in pool.pids  # Ray restarted it
+    np.testing.assert_array_equal(pngs(tmp_path / "killed"), pieces(job, spans, 2, tmp_path / "pieces", lite0))
+    assert len(decoded(job.output)) == 24
+
+
+def test_ctrl_c_stops_the_workers_keeps_their_frames_and_resumes(tmp_path, pool, lite0):
+    job = video_job(tmp_path, "cut.mp4", frames_dir=str(tmp_path / "cut"))
+    pids = list(pool.pids)
+
+    def interrupt(done, total):
+        if done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cluster.render_chunks(job, 2, warmup=2, pool=pool, progress=False, on_progress=interrupt)
+    assert pool.actors == []
+    for pid in pids:  # the workers are gone
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"worker {pid} still runs")
+    kept = sorted((tmp_path / "cut.mp4.zoomdream").glob("chunk-*/frames/*.png"))
+    assert kept and not (tmp_path / "cut.mp4").exists()
+
+    with pytest.raises(ZoomdreamError, match="add --resume"):
+        cluster.render_chunks(job, 2, warmup=2, progress=False)
+    spans = cluster.render_chunks(replace(job, resume=True), 2, warmup=2, workers=2, progress=False)
+    np.testing.assert_array_equal(pngs(tmp_path / "cut"), pieces(job, spans, 2, tmp_path / "pieces", lite0))
+
+
+def test_without_ray_any_cluster_flag_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as where it is not installed
+    job = tmp_path / "job.toml"
+    job.write_text(f'command = "zoom"\nnoise = true\noutput = "{tmp_path / "z.mp4"}"\n')
+    for argv in (["video", WEBM, "-o", tmp_path / "v.mp4", "--chunks", "2"],
+                 ["video", WEBM, "-o", tmp_path / "v.mp4", "--cluster"],
+                 ["render", job, "--cluster", "10.0.0.1:6379"], ["render", job, "--workers", "2"]):
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "pip install 'zoomdream[cluster]'" in err, err
+    assert os.listdir(tmp_path) == ["job.toml"]
+
+
+def test_bad_cluster_input_is_one_line_before_any_work(tmp_path, capsys):
+    pytest.importorskip("ray")
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    for f in (a, b):
+        f.write_text(f'command = "zoom"\nnoise = true\noutput = "{tmp_path / "same.mp4"}"\n')
+    cases = {
+        ("render", a, b, "--cluster"): "both write",
+        ("render", "--cluster", a, b): "took",
+        ("video", WEBM, "-o", tmp_path / "v.mp4", "--chunks", "0"): "--chunks 0",
+        ("video", WEBM, "-o", tmp_path / "v.mp4", "--chunks", "2", "--warmup", "-1"): "--warmup -1",
+        ("video", WEBM, "-o", tmp_path / "v.mp4", "--chunks", "2", "--steps", "-3"): "--steps",
+        ("render", a, "--cluster", "--workers", "0"): "--workers 0",
+    }
+    for argv, message in cases.items():
+        assert main([str(x) for x in argv]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, (argv, err)
+    with pytest.raises(ZoomdreamError, match="feedback chain"):
+        cluster.render_chunks(make_job(dict(command="zoom", noise=True, output=str(tmp_path / "z.mp4"))), 2)
+    assert sorted(os.listdir(tmp_path)) == ["a.toml", "b.toml"]

@@ -1,0 +1,493 @@
+"""Rendering past one machine with Ray: many jobs spread over workers, or one clip rendered in chunks.
+
+A worker is a Ray actor (Ray's documented pattern for a model kept loaded per process): it loads its model
+once, keeps it between jobs, and calls the runner: ``render`` for whole jobs, ``render_piece`` for a clip's
+chunks, ``join_pieces`` for their join. ``render_jobs`` and ``render_chunks`` are the two entry points; both
+take a ``Pool`` or start one (a local Ray cluster sized to this machine, or a running cluster by address).
+
+Frames cross machines as files, not through Ray's object store: every path of a job (inputs, output, work and
+frames folders) must name the same file on every machine, so a cluster needs a shared folder (NFS, a cloud
+file system) mounted at the same place everywhere; paths are made absolute where the command runs. Files make a
+chunk resumable: a worker that dies mid-chunk is restarted by Ray and its chunk retried, continuing from the
+frames it had kept (the runner's resume is exact), and Ctrl-C keeps every kept frame for ``--resume``. The
+object store carries only jobs, file names and a progress counter.
+
+Ray is the optional extra ``zoomdream[cluster]``: it is imported only when a cluster is asked for.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from collections import deque
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from zoomdream.config import Job
+from zoomdream.errors import ZoomdreamError
+
+EXTRA = "pip install 'zoomdream[cluster]'"
+RETRIES = 3  # restarts of a dead worker, and retries of the chunk or job it was rendering
+WARMUP = 8  # frames dreamed and discarded before a chunk, so the flow coherence carries across the seam
+POLL_S = 0.2  # how often the driver refreshes the progress bar
+START_TIMEOUT_S = 300  # workers that cannot be placed on the cluster in this time are an error, not a hang
+LOCAL_OBJECT_STORE = 128 * 2 ** 20  # frames travel as files: the object store holds only small values
+
+
+def require_ray():
+    """Ray, or a one-line error naming the extra that installs it."""
+    try:
+        import ray
+    except ImportError:
+        raise ZoomdreamError(f"rendering on a cluster needs Ray, which is not installed (run: {EXTRA})") from None
+    return ray
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_flags(parser, chunks: bool) -> None:
+    """The cluster flags of `render` and (with ``chunks``) `video`. They are not render settings: they change
+    where frames are made, never the frames, so they live here rather than in the Job schema."""
+    group = parser.add_argument_group(f"cluster (needs Ray: {EXTRA})")
+    group.add_argument("--cluster", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="render on a Ray cluster: the ADDRESS of a running one (or $RAY_ADDRESS), else a local "
+                            "cluster sized to this machine; every path must be on a folder all machines share")
+    group.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="Ray workers, each loading the model once (default: one per GPU, else one per job or "
+                            "chunk up to one per CPU, the CPUs shared out among them as threads)")
+    if chunks:
+        group.add_argument("--chunks", type=int, default=None, metavar="N",
+                           help="split the clip into N frame ranges rendered in parallel and joined with the "
+                                "audio (default with --cluster: one per worker); implies --cluster")
+        group.add_argument("--warmup", type=int, default=None, metavar="W",
+                           help=f"frames dreamed and discarded before each chunk, so the flow coherence "
+                                f"carries across its seam (default: {WARMUP})")
+
+
+def requested(args) -> bool:
+    return any(getattr(args, name, None) is not None for name in ("cluster", "workers", "chunks", "warmup"))
+
+
+def main(args, jobs: list[Job], names: list[str], protected: tuple[str, ...] = ()) -> None:
+    """Run the command's jobs on a cluster: `video` in chunks, `render` as whole jobs over the workers."""
+    from zoomdream.settings import number
+
+    require_ray()
+    if args.cluster and os.path.exists(args.cluster):
+        raise ZoomdreamError(f"--cluster took '{args.cluster}' for the cluster's address, but it is a file here (put "
+                             f"--cluster after the files, or write --cluster=ADDRESS)")
+    workers = None if args.workers is None else number(args.workers, "workers", low=1, high=100_000, integer=True)
+    address = args.cluster or None
+    if args.command == "video":
+        chunks = None if args.chunks is None else number(args.chunks, "chunks", low=1, high=100_000, integer=True)
+        warmup = WARMUP if args.warmup is None else number(args.warmup, "warmup", low=0, high=10_000, integer=True)
+        render_chunks(jobs[0], chunks, warmup=warmup, address=address, workers=workers)
+    else:
+        render_jobs(jobs, names=names, protected=protected, address=address, workers=workers)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The two entry points
+
+
+def render_jobs(jobs: list[Job], *, names: list[str] | None = None, protected: tuple[str, ...] = (),
+                address: str | None = None, workers: int | None = None, progress: bool = True,
+                on_progress=None, pool: Pool | None = None) -> None:
+    """Render whole jobs, each on one worker, as many at once as there are workers; every output and
+    ``.job.toml`` lands where its job says. Every job is checked before any work. A job that fails does not stop
+    the others; the first failure is raised once all have run. ``names``: how errors name each job (its file);
+    ``protected``: files no output may overwrite (the job files); ``on_progress(done, total)``: called on the
+    driver as frames complete."""
+    jobs = [absolute(job) for job in jobs]
+    names = names or [str(job.output) for job in jobs]
+    protected = tuple(os.path.abspath(p) for p in protected)
+    frames = [_named(name, check, job, protected) for job, name in zip(jobs, names)]
+    _check_distinct(jobs, names)
+    total = None if None in frames else sum(frames)
+    # Any work folder left now is the caller's to resume (checked above), so a retried job resumes too.
+    tasks = [Task(i, "render", (replace(job, resume=True), protected), name)
+             for i, (job, name) in enumerate(zip(jobs, names))]
+    with _pool(pool, address, workers, len(tasks)) as p:
+        _, failures = p.run(tasks, total=total, progress=progress, on_progress=on_progress, stop_on_error=False)
+    if failures:
+        first = failures[0]
+        raise ZoomdreamError(f"{len(failures)} of {len(jobs)} jobs failed; the first, {first}" if len(jobs) > 1
+                             else str(first))
+
+
+def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, address: str | None = None,
+                  workers: int | None = None, progress: bool = True, on_progress=None,
+                  pool: Pool | None = None) -> list[range]:
+    """Render a video job in ``chunks`` frame ranges at once (default: one per worker), each started from
+    ``warmup`` frames dreamed and discarded, and join them into ``job.output`` with the audio: frame count, fps
+    and audio as a single render's. Each chunk keeps its frames in ``OUT.zoomdream/chunk-A-B-warmupW/``,
+    resumable on its own. Returns the chunks' frame ranges."""
+    job = absolute(job)
+    if job.command != "video":
+        raise ZoomdreamError(f"only a video job splits into chunks, not a {job.command} (a zoom's frames are a "
+                             f"feedback chain: each needs the one before it; render whole jobs with `zoomdream "
+                             f"render JOBS --cluster`)")
+    total = check(job)
+    if total is None:
+        raise ZoomdreamError(f"the length of '{job.input}' is unknown, so it cannot be split into chunks (re-mux it "
+                             f"into an .mp4 or .mkv, or render it without --chunks)")
+    work = _work_folder(job)
+    with _pool(pool, address, workers, chunks) as p:
+        spans = chunk_spans(total, chunks or len(p.actors), step=getattr(job, "interpolate", 1) or 1)
+        pinned = replace(p.call("pin", job), resume=True)  # one precision and tile for every chunk
+        folders = [str(work / f"chunk-{s.start:08d}-{s.stop:08d}-warmup{warmup}") for s in spans]
+        tasks = [Task(i, "piece", (pinned, (s.start, s.stop), folder, warmup), f"frames {s.start}-{s.stop - 1}")
+                 for i, (s, folder) in enumerate(zip(spans, folders))]
+        p.run(tasks, total=total, progress=progress, on_progress=on_progress, stop_on_error=True)
+        p.call("join", pinned, folders)
+    if job.frames_dir:
+        _move_frames([Path(f) / "frames" for f in folders], Path(job.frames_dir))
+    shutil.rmtree(work, ignore_errors=True)
+    return spans
+
+
+def chunk_spans(total: int, chunks: int, step: int = 1) -> list[range]:
+    """``total`` frames cut into at most ``chunks`` ranges of near-equal length, each boundary a multiple of
+    ``step`` (a dreamed key frame, where in-between frames are interpolated)."""
+    chunks = max(1, min(chunks, total))
+    bounds = sorted({min(total, round(i * total / chunks / step) * step) for i in range(chunks)} | {total})
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checks on the driver, before any work
+
+
+def absolute(job: Job) -> Job:
+    """The job with every path made absolute here: a worker elsewhere runs in another folder."""
+    paths = {f.name: os.path.abspath(getattr(job, f.name)) for f in fields(job)
+             if f.metadata["kind"] == "path" and getattr(job, f.name) not in (None, "", "random")}
+    return replace(job, **paths)
+
+
+def check(job: Job, protected: tuple[str, ...] = ()) -> int | None:
+    """Check a job as a render would before its model loads (settings, output, an interrupted render that
+    needs --resume); returns its frame count (None: until the clip ends)."""
+    from zoomdream import runner
+    from zoomdream.config import LOOPS
+
+    if not job.output:
+        raise ZoomdreamError("no output file given (add -o OUT)")
+    module = runner.loop_module(job.command)
+    settings = module.resolve(job)
+    output = runner._checked_output(job, protected)
+    if output.path.suffix.lower() not in module.OUTPUTS:
+        raise ZoomdreamError(f"cannot write '{output.path}': use one of {', '.join(module.OUTPUTS)}")
+    if job.command not in LOOPS:
+        return 1
+    work = _work_folder(job)
+    if not job.resume and ((work / "state.json").is_file() or any(work.glob("*/state.json"))):
+        raise ZoomdreamError(f"an interrupted render exists in {work} (add --resume to continue it, or delete that "
+                             f"folder to start over)")
+    return getattr(settings, "frames", None)
+
+
+def _work_folder(job: Job) -> Path:
+    from zoomdream.runner import work_folder
+
+    return work_folder(Path(job.output))
+
+
+def _named(name: str, function, *args):
+    try:
+        return function(*args)
+    except ZoomdreamError as e:
+        raise ZoomdreamError(f"{name}: {e}") from None
+
+
+def _check_distinct(jobs: list[Job], names: list[str]) -> None:
+    """No two jobs write the same output, and no job writes what another reads."""
+    written = {}
+    for job, name in zip(jobs, names):
+        out = os.path.realpath(job.output)
+        if out in written:
+            raise ZoomdreamError(f"{name} and {written[out]} both write '{job.output}' (give each job its own "
+                                 f"output)")
+        written[out] = name
+    for job, name in zip(jobs, names):
+        for path in (job.input, job.guide):
+            if path and os.path.realpath(path) in written and written[os.path.realpath(path)] != name:
+                raise ZoomdreamError(f"{name} reads '{path}', which {written[os.path.realpath(path)]} writes "
+                                     f"(render them one after the other)")
+
+
+def _move_frames(folders: list[Path], target: Path) -> None:
+    from zoomdream import media
+
+    media.make_folder(target)
+    for folder in folders:
+        for frame in media.list_frames(folder):
+            shutil.move(frame, target / frame.name)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The workers
+
+
+@dataclass(frozen=True)
+class Task:
+    """One call to run on a free worker: ``method`` of ``_Worker`` with its progress key and ``args``; ``name``
+    for errors."""
+
+    key: int
+    method: str
+    args: tuple
+    name: str
+
+
+class _Worker:
+    """A Ray actor: one process, its model loaded once and kept for every job it renders."""
+
+    def __init__(self, threads: int, progress: str):
+        import ray
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        _limit_threads(threads)
+        self.progress, self.loaded = ray.get_actor(progress), (None, None)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def pin(self, job: Job) -> Job:
+        from zoomdream import runner
+
+        return runner.pin_machine(job) if self._dreams(job) else job
+
+    def render(self, key: tuple, job: Job, protected: tuple[str, ...]) -> str:
+        from zoomdream import runner
+
+        job = self.pin(job)
+        runner.render(job, progress=False, model=self._model(job), sinks=(self._counter(key),), protected=protected)
+        return job.output
+
+    def piece(self, key: tuple, job: Job, span: tuple[int, int], work: str, warmup: int) -> str:
+        from zoomdream import runner
+        from zoomdream.sinks import PreviewSink
+
+        out = Path(job.output)
+        preview = (PreviewSink(out.with_name(out.stem + ".preview.png"), job.preview),) if job.preview else ()
+        runner.render_piece(job, range(*span), Path(work), warmup=warmup, progress=False, model=self._model(job),
+                            sinks=(self._counter(key), *preview))
+        return work
+
+    def join(self, job: Job, pieces: list[str]) -> None:
+        from zoomdream import runner
+
+        runner.join_pieces(job, [Path(p) for p in pieces], model=self._model(job))
+
+    def _dreams(self, job: Job) -> bool:
+        from zoomdream import runner
+
+        return getattr(runner.loop_module(job.command), "NEEDS_MODEL", True)
+
+    def _model(self, job: Job):
+        """The job's model, loaded once per worker (a job with another model replaces it)."""
+        if not self._dreams(job):
+            return None
+        key = (job.model, job.weights, job.precision)
+        if self.loaded[0] != key:
+            from zoomdream.models import load_model
+
+            self.loaded = (None, None)  # let the old model go before the new one loads
+            self.loaded = (key, load_model(*key))
+        return self.loaded[1]
+
+    def _counter(self, key: tuple):
+        from zoomdream.sinks import MemorySink
+
+        return MemorySink(on_frame=lambda index, frame: self.progress.frame.remote(key, index))
+
+
+def _limit_threads(threads: int) -> None:
+    """Each worker computes on its share of the machine's cores (before TensorFlow starts in this process)."""
+    import cv2
+
+    cv2.setNumThreads(threads)
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+class _Progress:
+    """Frames finished across all workers, by run, each counted once (a retried chunk hands its kept frames on
+    again). A key is (run, task)."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def frame(self, key: tuple, index: int) -> None:
+        self.seen.setdefault(key[0], set()).add((key[1], index))
+
+    def count(self, run: int) -> int:
+        return len(self.seen.get(run, ()))
+
+
+class Pool:
+    """Ray workers and one progress counter, on a running cluster (``address``, or ``$RAY_ADDRESS``; an
+    already initialised Ray is used as it is) or on a local cluster started here and stopped by ``close``.
+    ``workers`` (default: one per GPU, else ``tasks`` up to one per CPU) share the CPUs out as threads."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None, tasks: int | None = None):
+        ray = self.ray = require_ray()
+        self.started, self.actors, self.progress, self.runs = False, [], None, 0
+        try:
+            self.started = _connect(ray, address)
+            count, cpus, gpus, threads = _layout(ray, workers, tasks)
+            # Workers find the counter by name: a restarted worker needs no object kept for its arguments.
+            name = f"zoomdream-progress-{uuid.uuid4().hex}"
+            self.progress = ray.remote(num_cpus=0)(_Progress).options(name=name).remote()
+            worker = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)(_Worker)
+            self.actors = [worker.options(num_cpus=cpus, num_gpus=gpus).remote(threads, name) for _ in range(count)]
+            try:
+                self.pids = ray.get([a.pid.remote() for a in self.actors], timeout=START_TIMEOUT_S)
+            except ray.exceptions.GetTimeoutError:
+                raise ZoomdreamError(f"the cluster did not start {count} workers of {cpus:g} CPUs"
+                                     f"{f' and {gpus:g} GPU' if gpus else ''} within {START_TIMEOUT_S} s "
+                                     f"(ask for fewer --workers, or add machines)") from None
+            self.threads = threads
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def call(self, method: str, *args):
+        """Run one call on the first worker and wait for it."""
+        try:
+            return self.ray.get(getattr(self.actors[0], method).remote(*args))
+        except BaseException as e:
+            raise _failure(self.ray, e, method) from None
+
+    def run(self, tasks: list[Task], *, total: int | None, progress: bool = True, on_progress=None,
+            stop_on_error: bool = True) -> tuple[dict, list[ZoomdreamError]]:
+        """Hand ``tasks`` to free workers until all are done, with one progress bar (frames, ETA) over all of
+        them. Returns the results by task key and the failures (with ``stop_on_error``, the first is raised at
+        once). Any exception here, Ctrl-C included, stops the workers; frames they kept stay."""
+        from tqdm import tqdm
+
+        ray = self.ray
+        self.runs += 1
+        queue, idle, running, results, failures = deque(tasks), list(self.actors), {}, {}, []
+        try:
+            with tqdm(total=total, desc=f"frames on {len(self.actors)} workers", unit="frame",
+                      disable=not progress, dynamic_ncols=True) as bar:
+                while queue or running:
+                    while queue and idle:
+                        task, actor = queue.popleft(), idle.pop(0)
+                        call = getattr(actor, task.method).remote((self.runs, task.key), *task.args)
+                        running[call] = (actor, task)
+                    ready, _ = ray.wait(list(running), num_returns=len(running), timeout=POLL_S)
+                    for ref in ready:
+                        actor, task = running.pop(ref)
+                        idle.append(actor)
+                        try:
+                            results[task.key] = ray.get(ref)
+                        except Exception as e:
+                            failures.append(_failure(ray, e, task.name))
+                            if stop_on_error:
+                                raise failures[-1] from None
+                    done = ray.get(self.progress.count.remote(self.runs))
+                    bar.update(done - bar.n)
+                    if on_progress is not None:
+                        on_progress(done, total)
+        except BaseException:
+            self.close()
+            raise
+        return results, failures
+
+    def close(self) -> None:
+        """Stop the workers (a running cluster's resources are freed) and a local cluster started here."""
+        ray = self.ray
+        for actor in [*self.actors, *([self.progress] if self.progress is not None else [])]:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # already gone
+                pass
+        self.actors, self.progress = [], None
+        if self.started and ray.is_initialized():
+            ray.shutdown()
+        self.started = False
+
+
+class _Borrowed:
+    """A caller's pool, lent to one render and left open."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+
+    def __enter__(self) -> Pool:
+        return self.pool
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _pool(pool: Pool | None, address: str | None, workers: int | None, tasks: int | None):
+    return _Borrowed(pool) if pool is not None else Pool(address, workers, tasks)
+
+
+def _connect(ray, address: str | None) -> bool:
+    """Connect to ``address`` or ``$RAY_ADDRESS``, else start a local cluster; True where it was started here."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: never report usage
+    quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+            return True  # this driver's connection; the cluster itself stays up
+        ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+        return True
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        where = f"the Ray cluster at '{address}'" if address else "a local Ray cluster"
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ZoomdreamError(f"cannot start or reach {where}: {reason} (start one with `ray start --head`, or "
+                             f"leave out ADDRESS for a local cluster)") from None
+
+
+def _layout(ray, workers: int | None, tasks: int | None) -> tuple[int, float, float, int]:
+    """How many workers, the CPUs and GPUs each reserves, and its compute threads: one worker per GPU where
+    the cluster has GPUs, else one per task up to one per CPU; the CPUs are shared out so each worker fits on
+    one machine."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    cpus = [int(n.get("CPU", 0)) for n in nodes]
+    gpus = sum(int(n.get("GPU", 0)) for n in nodes)
+    count = workers or gpus or max(1, min(tasks or sum(cpus), sum(cpus)))
+    threads = max(1, sum(cpus) // count)
+    while threads > 1 and sum(c // threads for c in cpus) < count:
+        threads -= 1
+    share = threads if sum(c // threads for c in cpus) >= count else sum(cpus) / count
+    return count, share, min(1.0, gpus / count), threads
+
+
+def _failure(ray, error: BaseException, name: str) -> BaseException:
+    """A worker's failure as one ZoomdreamError line naming the job or chunk; Ctrl-C stays as it is."""
+    if isinstance(error, KeyboardInterrupt):
+        return error
+    cause = getattr(error, "cause", None) or error
+    if isinstance(error, ray.exceptions.RayActorError):
+        return ZoomdreamError(f"{name}: a worker died {RETRIES + 1} times rendering it (see the Ray logs; kept "
+                              f"frames stay: run again with --resume)")
+    if isinstance(cause, ZoomdreamError):
+        return ZoomdreamError(f"{name}: {cause}")
+    if isinstance(cause, OSError):
+        where = f" ('{cause.filename}')" if cause.filename else ""
+        return ZoomdreamError(f"{name}: {cause.strerror or cause}{where} (check that every worker sees the shared "
+                              f"folder, its permissions and free space)")
+    reason = (str(cause).strip().splitlines() or [""])[0]
+    return ZoomdreamError(f"{name}: {type(cause).__name__}: {reason}")
