@@ -18,9 +18,14 @@ RENDER_EXAMPLES = """examples:
   zoomdream render job.toml --frames 60        # flags override the file
   zoomdream render jobs/*.toml --cluster       # many jobs at once on a local Ray cluster"""
 
+CURVES_EXAMPLES = """examples:
+  zoomdream curves zoom --noise --audio song.mp3 --zoom '1.01+0.04*onset' -o curves.png
+  zoomdream curves job.toml -o curves.png --export-schedules schedules.csv
+  zoomdream curves video clip.mp4 --step-size '0.01+0.02*smooth(bass, 0.3)' -o curves.png"""
+
 GROUP_TITLES = {"job": "input and output", "model": "model", "dream": "dream (objective and ascent)",
                 "loop": "frames", "motion": "motion (keyframed: '0:(1.02), 120:(1.05)' or expressions of t)",
-                "output": "output"}
+                "output": "output", "audio": "music (--audio: its features drive the schedules)"}
 
 
 def _add_job_flags(parser: argparse.ArgumentParser, command: str | None) -> None:
@@ -70,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", dest="input", default=argparse.SUPPRESS, help="input image or video")
     _add_job_flags(p, None)
     cluster.add_flags(p, chunks=False)
+    p = sub.add_parser("curves", help="plot every schedule and audio feature of a zoom or video before rendering",
+                       description="Plot every schedule (motion, dream strength, layer weights) and audio "
+                                   "feature of a render against frame and seconds, from the same command line "
+                                   "or job file, without rendering.",
+                       epilog=CURVES_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("render", nargs=argparse.REMAINDER, metavar="COMMAND_LINE",
+                   help="a zoom or video command line, or a job file, with -o PLOT.png (.svg, .pdf)")
     p = sub.add_parser("models", help="list backbones, their layers and whether their weights are here",
                        description="List backbones, their dreamable layers (with output shapes for a 512-px "
                                    "input) and whether their weights are available offline.")
@@ -147,6 +159,22 @@ def _quiet_tensorflow_start() -> None:
         os.close(devnull)
 
 
+def plot_curves(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """`zoomdream curves COMMAND LINE`: the render that line (or a job file) describes, plotted, not run."""
+    if argv and argv[0].lower().endswith(".toml"):
+        argv = ["render", *argv]
+    if not argv or argv[0] not in ("zoom", "video", "render"):
+        raise ZoomdreamError("give a zoom or video command line or a job file (zoomdream curves zoom --noise "
+                             "--audio song.mp3 -o curves.png)")
+    args = parser.parse_args(argv)
+    from zoomdream.curves import write_curves
+
+    job = job_from_args(args)
+    write_curves(job)
+    print(f"wrote {job.output}" + (f" and {job.export_schedules}" if job.export_schedules else ""), file=sys.stderr)
+    return 0
+
+
 def one_line(text: str) -> str:
     """A message stays one line whatever a user's file or setting held (newlines, control characters)."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
@@ -167,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "models":
             list_models(args.name, not args.brief)
             return 0
+        if args.command == "curves":
+            return plot_curves(parser, args.render)
         files = args.job_file if args.command == "render" else [None]
         jobs = [job_from_args(args, f) for f in files]
         protected = tuple(files) if args.command == "render" else ()

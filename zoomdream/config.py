@@ -114,8 +114,9 @@ class Job:
                               "int")
     octave_scale: float = opt(_DREAM.octave_scale, "size ratio between octaves (above 1)", "float")
     steps: int | str | None = opt(None, f"ascent steps per octave (default: image {_DREAM.steps}, zoom 5, video "
-                                        f"8; zoom: may be keyframed)", "schedule")
-    step_size: float | str = opt(_DREAM.step_size, "ascent step on the [-1, 1] image (zoom: may be keyframed)",
+                                        f"8; zoom and video: may be keyframed and read --audio features)", "schedule")
+    step_size: float | str = opt(_DREAM.step_size, "ascent step on the [-1, 1] image (zoom and video: may be "
+                                                   "keyframed and read --audio features, as in 0.015+0.02*bass)",
                                  "schedule")
     tile: int | None = opt(None, f"tile size in pixels: memory is bounded by it, not by the frame (default: "
                                  f"{_ENGINE.tile} on a CPU, {GPU_TILE} on a GPU)", "int")
@@ -124,7 +125,8 @@ class Job:
     max_size: int | None = opt(None, "downscale the input so its longest side is at most this", "int",
                                group="job")
     # loops: frames, motion, output
-    frames: int = opt(120, "number of frames", "int", commands=("zoom",), group="loop")
+    frames: int | None = opt(None, "number of frames (default: 120, or as long as --audio)", "int",
+                             commands=("zoom",), group="loop")
     fps: float = opt(24.0, "frames per second of the video", "float", commands=("zoom",), group="loop")
     noise: bool = opt(False, "start from seeded random noise instead of an image", "bool", commands=("zoom",),
                       group="loop")
@@ -155,6 +157,17 @@ class Job:
                         group="loop")
     flow: str = opt("dis", "optical flow for coherence: dis, farneback, or none (plain blending)", "str",
                     choices=("dis", "farneback", "none"), commands=("video",), group="loop")
+    audio: str | None = opt(None, "music: its features (loudness, onset, bass, mid, treble, beat, bpm) become "
+                                  "variables of every schedule, and it plays in the output; any audio ffmpeg "
+                                  "reads (video: default the clip's own soundtrack)", "path",
+                            commands=("zoom", "video"), group="audio", metavar="FILE", affects_frames=False)
+    audio_start: float = opt(0.0, "seconds into --audio where the music starts", "float", commands=("zoom", "video"),
+                             group="audio")
+    audio_duration: float | None = opt(None, "seconds of --audio to use (default: to its end; a zoom without "
+                                             "--frames lasts as long)", "float", commands=("zoom", "video"),
+                                       group="audio")
+    audio_sha256: str | None = opt(None, "SHA-256 of --audio, recorded in saved jobs: another track is refused",
+                                   "str", commands=("zoom", "video"), group="audio", metavar="HEX")
     crf: int = opt(_OUT.crf, "H.264 quality (lower is better, 18 is visually lossless)", "int", commands=LOOPS,
                    group="output", affects_frames=False)
     gif_fps: float | None = opt(_OUT.gif_fps, "GIF frame rate (default: the video's; 12 halves the file)", "float",
@@ -167,6 +180,9 @@ class Job:
                        "int", commands=LOOPS, group="output", affects_frames=False)
     resume: bool = opt(_OUT.resume, "continue an interrupted render from its last completed frame", "bool",
                        commands=LOOPS, group="output", affects_frames=False)
+    export_schedules: str | None = opt(None, "before rendering, write every schedule and audio feature per frame "
+                                             "to this CSV", "path", commands=("zoom", "video"), group="output",
+                                       metavar="FILE.csv", affects_frames=False)
 
     def __post_init__(self):
         if self.command not in COMMANDS:

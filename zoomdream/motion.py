@@ -15,6 +15,10 @@ value holds, after the last the last value holds. Expressions are parsed with :m
 (numbers, ``t``, ``pi``, ``e``, ``tau``, ``+ - * / // % **`` and a few math functions) and evaluated by a
 small interpreter, so schedule text from a command line or a config file can never run code.
 
+Expressions may also read per-frame variables by name, such as the audio features of ``--audio`` (see
+:mod:`zoomdream.audio`): ``1.01 + 0.04*onset``, and ``smooth(onset, 0.5)`` for a feature that falls back slowly.
+A name that is not known gets a one-line error listing the valid ones.
+
 Text schedules pick string values per keyframe, such as the layers to dream on: ``0:(mixed3), 200:(mixed5)``
 or ``0:(block10:1.0,block12:0.5), 100:(block12)``; between keyframes the two values crossfade. Text that does
 not start with ``frame:(`` is one constant value, so ``block10:1.0,block12:0.5`` stays a single layer spec.
@@ -32,6 +36,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from zoomdream.audio import NAMES as AUDIO_NAMES
+from zoomdream.audio import SERIES as AUDIO_SERIES
 from zoomdream.errors import ZoomdreamError
 
 __all__ = [
@@ -112,8 +118,9 @@ def _shown(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _compile(text: str, name: str, source: str, offset: int) -> ast.expr:
-    """Parse and whitelist-check ``text``, which sits at ``offset`` in ``source`` (the text the user wrote)."""
+def _compile(text: str, name: str, source: str, offset: int, variables=None) -> ast.expr:
+    """Parse and whitelist-check ``text``, which sits at ``offset`` in ``source`` (the text the user wrote);
+    ``variables`` (such as an ``audio.Track``) answers the extra names it lists in ``names``."""
     body = _shown(text)
     stripped = body.lstrip()
     offset += len(body) - len(stripped)
@@ -132,13 +139,36 @@ def _compile(text: str, name: str, source: str, offset: int) -> ast.expr:
     except (MemoryError, RecursionError, ValueError):
         raise ZoomdreamError(f'{name}: expression is too deeply nested in "{_shown(source)}" (simplify it)') from None
     try:
-        _check(tree.body, stripped, name, source, offset)
+        _check(tree.body, stripped, name, source, offset, variables)
     except RecursionError:
         raise ZoomdreamError(f'{name}: expression is too deeply nested in "{_shown(source)}" (simplify it)') from None
     return tree.body
 
 
-def _check(node: ast.AST, text: str, name: str, source: str, offset: int) -> None:
+def _names_hint(variables) -> str:
+    """The names an expression may read, for the message about one it may not."""
+    known = ", ".join(("t", *CONSTANTS, *(variables.names if variables is not None else ())))
+    return f"valid names: {known}" + ("" if variables is not None else
+                                      f"; with --audio FILE also {', '.join(AUDIO_NAMES)}")
+
+
+def _check_smooth(node: ast.Call, refuse, variables) -> None:
+    """``smooth(feature, release)`` or ``smooth(feature, attack, release)``: a per-frame variable and times
+    in seconds."""
+    series = variables.series_names if variables is not None else AUDIO_SERIES
+    if node.keywords or not 2 <= len(node.args) <= 3:
+        refuse(node, hint="write smooth(onset, 0.5) or smooth(onset, attack, release), times in seconds")
+    feature = node.args[0]
+    if not isinstance(feature, ast.Name) or feature.id not in series:
+        refuse(feature, hint=f"smooth's first argument is one of {', '.join(series)}")
+    if variables is None:
+        refuse(feature, hint=f"{feature.id} is an audio feature: give --audio FILE")
+    for arg in node.args[1:]:
+        if not (isinstance(arg, ast.Constant) and type(arg.value) in (int, float) and 0 <= arg.value <= 60):
+            refuse(arg, hint="smooth's times are plain numbers of seconds from 0 to 60")
+
+
+def _check(node: ast.AST, text: str, name: str, source: str, offset: int, variables=None) -> None:
     """Raise unless every node is a number, an allowed name, an arithmetic operator or an allowed function call."""
 
     def refuse(bad: ast.AST, what: str | None = None, hint: str = ALLOWED_HINT) -> None:
@@ -152,13 +182,17 @@ def _check(node: ast.AST, text: str, name: str, source: str, offset: int) -> Non
     elif isinstance(node, ast.Name):
         if node.id in FUNCTIONS:
             refuse(node, hint=f"{node.id} is a function: call it, as in {node.id}(t)")
-        if node.id != "t" and node.id not in CONSTANTS:
-            refuse(node)
+        if node.id in AUDIO_NAMES and variables is None:
+            refuse(node, hint=f"{node.id} is an audio feature: give --audio FILE")
+        if node.id != "t" and node.id not in CONSTANTS and node.id not in getattr(variables, "names", ()):
+            refuse(node, hint=_names_hint(variables))
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        _check(node.operand, text, name, source, offset)
+        _check(node.operand, text, name, source, offset, variables)
     elif isinstance(node, ast.BinOp) and type(node.op) in BINARY_OPERATORS:
-        _check(node.left, text, name, source, offset)
-        _check(node.right, text, name, source, offset)
+        _check(node.left, text, name, source, offset, variables)
+        _check(node.right, text, name, source, offset, variables)
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "smooth":
+        _check_smooth(node, refuse, variables)
     elif isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             refuse(node.func)
@@ -170,30 +204,37 @@ def _check(node: ast.AST, text: str, name: str, source: str, offset: int) -> Non
             wanted = f"{fewest}" if fewest == most else f"{fewest} or more" if most is None else f"{fewest} to {most}"
             refuse(node, hint=f"{function_name} takes {wanted} arguments, got {len(node.args)}")
         for arg in node.args:
-            _check(arg, text, name, source, offset)
+            _check(arg, text, name, source, offset, variables)
     else:
         refuse(node)
 
 
-def _evaluate(node: ast.expr, t: float) -> float:
-    """Interpret a checked expression tree at frame ``t``."""
+def _evaluate(node: ast.expr, t: float, variables=None) -> float:
+    """Interpret a checked expression tree at frame ``t`` (``variables`` answers the names it was checked
+    with)."""
     if isinstance(node, ast.Constant):
         return float(node.value)
     if isinstance(node, ast.Name):
-        return t if node.id == "t" else CONSTANTS[node.id]
+        if node.id == "t":
+            return t
+        return CONSTANTS[node.id] if node.id in CONSTANTS else variables.value(node.id, int(t))
     if isinstance(node, ast.UnaryOp):
-        value = _evaluate(node.operand, t)
+        value = _evaluate(node.operand, t, variables)
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.BinOp):
-        return BINARY_OPERATORS[type(node.op)](_evaluate(node.left, t), _evaluate(node.right, t))
-    function = FUNCTIONS[node.func.id][0]  # type: ignore[attr-defined]  # _check admits only named calls
-    return float(function(*(_evaluate(arg, t) for arg in node.args)))
+        return BINARY_OPERATORS[type(node.op)](_evaluate(node.left, t, variables),
+                                               _evaluate(node.right, t, variables))
+    if node.func.id == "smooth":  # type: ignore[attr-defined]  # _check admits only named calls
+        times = [float(arg.value) for arg in node.args[1:]]
+        return variables.smoothed(node.args[0].id, int(t), *([0.0] * (3 - len(node.args)) + times))
+    function = FUNCTIONS[node.func.id][0]  # type: ignore[attr-defined]
+    return float(function(*(_evaluate(arg, t, variables) for arg in node.args)))
 
 
-def _run(tree: ast.expr, t: float, name: str, text: str) -> float:
+def _run(tree: ast.expr, t: float, name: str, text: str, variables=None) -> float:
     """Evaluate, turning math failures into a message that names the frame."""
     try:
-        value = _evaluate(tree, float(t))
+        value = _evaluate(tree, float(t), variables)
         if not math.isfinite(value):
             raise OverflowError("the result is not a finite number")
     except (ArithmeticError, ValueError, RecursionError) as exc:
@@ -205,10 +246,10 @@ def _run(tree: ast.expr, t: float, name: str, text: str) -> float:
     return value
 
 
-def compile_expression(text: str, *, name: str = "expression") -> Callable[[float], float]:
+def compile_expression(text: str, *, name: str = "expression", variables=None) -> Callable[[float], float]:
     """Turn expression text such as ``1.02+0.01*sin(t/20)`` into a function of t, without ever calling eval."""
-    tree = _compile(text, name, text, 0)
-    return lambda t: _run(tree, t, name, text)
+    tree = _compile(text, name, text, 0, variables)
+    return lambda t: _run(tree, t, name, text, variables)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -300,6 +341,7 @@ class Schedule:
     keys: tuple[tuple[int, str], ...]
     interpolation: str = "linear"
     name: str = field(default="schedule", compare=False)
+    variables: object = field(default=None, repr=False, compare=False)  # per-frame names, e.g. an audio.Track
     _trees: tuple[ast.expr, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -315,11 +357,11 @@ class Schedule:
                 f"{self.name}: keyframes must have distinct non-negative frame numbers in increasing order "
                 f"(got {frames})"
             )
-        trees = tuple(_compile(text, self.name, text, 0) for _, text in self.keys)
+        trees = tuple(_compile(text, self.name, text, 0, self.variables) for _, text in self.keys)
         object.__setattr__(self, "_trees", trees)
 
     def _value(self, index: int, t: float) -> float:
-        return _run(self._trees[index], t, self.name, self.keys[index][1])
+        return _run(self._trees[index], t, self.name, self.keys[index][1], self.variables)
 
     def at(self, t: int) -> float:
         """The value at frame t."""
@@ -366,24 +408,26 @@ class Schedule:
         return np.array([self.at(t) for t in range(n)], dtype=np.float64)
 
 
-def parse_schedule(text: str | float | int, *, name: str = "schedule", interpolation: str = "linear") -> Schedule:
-    """Read ``0:(1.02), 120:(1.05)``, a bare number or expression, or a Python number, into a Schedule."""
+def parse_schedule(text: str | float | int, *, name: str = "schedule", interpolation: str = "linear",
+                   variables=None) -> Schedule:
+    """Read ``0:(1.02), 120:(1.05)``, a bare number or expression, or a Python number, into a Schedule whose
+    expressions may read ``variables`` (per-frame values by name, such as an ``audio.Track``)."""
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise ZoomdreamError(f"{name}: expected a number or schedule text, got {type(text).__name__} (write 0:(1.0))")
     if not isinstance(text, str):
         if not math.isfinite(text):
             raise ZoomdreamError(f"{name}: {text} is not a finite number (give a number such as 1.0)")
-        return Schedule(((0, repr(float(text))),), interpolation, name)
+        return Schedule(((0, repr(float(text))),), interpolation, name, variables)
     if not text.strip():
         raise ZoomdreamError(f"{name}: the schedule is empty (give a number such as 1.0, or {KEYFRAME_HINT})")
     if not re.match(r"\s*-?[0-9]+\s*:", text):
-        _compile(text, name, text, 0)
-        return Schedule(((0, text.strip()),), interpolation, name)
+        _compile(text, name, text, 0, variables)
+        return Schedule(((0, text.strip()),), interpolation, name, variables)
     entries = _scan_keyframes(text, name, parens_required=False)
     for _, value, value_pos in entries:
-        _compile(value, name, text, value_pos)
+        _compile(value, name, text, value_pos, variables)
     keys = tuple(sorted((frame, value.strip()) for frame, value, _ in entries))
-    return Schedule(keys, interpolation, name)
+    return Schedule(keys, interpolation, name, variables)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -157,7 +157,8 @@ def _checked_output(job: Job, protected: tuple[str, ...]) -> OutputSettings:
     (re-rendering ``OUT.job.toml`` leaves that record as it is)."""
     out = Path(job.output)
     written = [out, out.with_name(out.stem + ".preview.png"), record_path(out)]
-    inputs = [Path(p) for p in (job.input, job.guide, job.weights) if p and p != "random"]
+    written += [Path(job.export_schedules)] if job.export_schedules else []
+    inputs = [Path(p) for p in (job.input, job.guide, job.weights, job.audio) if p and p != "random"]
     frames_dir = Path(job.frames_dir) if job.frames_dir else work_folder(out) / "frames"
     for source in [*inputs, *map(Path, protected)]:
         for target in written[:2] if source in map(Path, protected) else written:
@@ -197,9 +198,14 @@ def prepare(job: Job, model: LoadedModel | None = None, protected: tuple[str, ..
     precision pinned, source, output settings)."""
     module = loop_module(job.command)
     settings = module.resolve(job)  # every user value checked here, before the model loads
+    job = replace(job, **getattr(settings, "pins", {}))  # what the inputs decided: a track's length and hash
     output = _checked_output(job, protected) if job.output else None
     if output and output.path.suffix.lower() not in module.OUTPUTS:
         raise ZoomdreamError(f"cannot write '{output.path}': use one of {', '.join(module.OUTPUTS)}")
+    if job.export_schedules:
+        from zoomdream.curves import export_schedules
+
+        export_schedules(settings, job.export_schedules, job)
     if store is not None:
         store.lock()
     job = pin_machine(job)

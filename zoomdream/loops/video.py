@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from zoomdream import media
+from zoomdream import audio, media
 from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import coherent_init, motion_between, temporal_blend
-from zoomdream.loops.common import constant_dream, seed_and_max_size
+from zoomdream.loops.common import seed_and_max_size
 from zoomdream.models import LoadedModel
-from zoomdream.settings import DreamSettings, EngineSettings, check_frame_size, number
+from zoomdream.motion import Schedule, parse_schedule
+from zoomdream.settings import MAX_STEPS, DreamSettings, EngineSettings, check_frame_size, dream_settings, number
 
 OUTPUTS = media.VIDEO_EXTENSIONS
 
@@ -35,6 +36,20 @@ class VideoSettings:
     dream: DreamSettings
     engine: EngineSettings
     seed: int
+    audio: audio.Track | None = None  # the music schedules read and the output plays (--audio, else the clip's)
+    steps: Schedule | None = None  # keyframed steps and step size (None: the dream's, every frame)
+    step_size: Schedule | None = None
+
+    def dream_at(self, t: int) -> DreamSettings:
+        """Frame t's dream settings: the dream's, with frame t's keyframed steps and step size."""
+        if self.steps is None or self.step_size is None:
+            return self.dream
+        return replace(self.dream, steps=max(0, round(self.steps.at(t))), step_size=self.step_size.at(t))
+
+    @property
+    def pins(self) -> dict:
+        """Job values the inputs decided, kept in the saved job: an --audio track's SHA-256."""
+        return audio.pins(self.audio)
 
     @property
     def fps(self) -> float:
@@ -59,11 +74,26 @@ def resolve(job: Job) -> VideoSettings:
     if max_size is None:
         check_frame_size(info.width, info.height, f"video '{job.input}' is")
     duration = None if job.duration is None else number(job.duration, "duration", above=0)
-    return VideoSettings(
+    settings = VideoSettings(
         input=Path(job.input), info=info, start=number(job.start, "start", low=0), duration=duration,
         every=number(job.every, "every", low=1, high=10_000, integer=True), max_size=max_size,
         blend=number(job.blend, "blend", low=0, high=1), smooth=number(job.smooth, "smooth", low=0, high=1),
-        flow=job.flow, dream=constant_dream(job), engine=resolve_engine(job), seed=seed)
+        flow=job.flow, dream=DreamSettings(), engine=resolve_engine(job), seed=seed)
+    return with_music(settings, job)
+
+
+def with_music(settings: VideoSettings, job: Job) -> VideoSettings:
+    """The track (--audio, else the clip's own soundtrack) and the dream's steps and step size as schedules
+    that may read it, checked over the first 10,000 frames. The track is decoded only if a schedule reads it."""
+    s = settings
+    track = audio.resolve_track(job, s.fps, (s.input, s.start, s.duration) if s.info.has_audio else None)
+    steps, step_size = (parse_schedule(getattr(job, name), name=f"--{name.replace('_', '-')}",
+                                       interpolation=job.easing, variables=track) for name in ("steps", "step_size"))
+    for t in range(min(s.frames or 10_000, 10_000)):
+        number(steps.at(t), "steps", low=0, high=MAX_STEPS, frame=t)
+        number(step_size.at(t), "step_size", low=0, high=10, frame=t)
+    dream = dream_settings(job.octaves, job.octave_scale, steps.at(0), step_size.at(0), job.max_loss)
+    return replace(s, dream=dream, audio=track, steps=steps, step_size=step_size)
 
 
 class Source:
@@ -72,8 +102,7 @@ class Source:
     def __init__(self, settings: VideoSettings, model: LoadedModel):
         self.settings = settings
         self.fps, self.total = settings.fps, settings.frames
-        self.audio = dict(audio_from=settings.input, audio_start=settings.start,
-                          audio_duration=settings.duration) if settings.info.has_audio else {}
+        self.audio = settings.audio.writer_options() if settings.audio else {}
         self.dreamer = build_dreamer(settings.engine, model)
         self.reader = None
         self.position = 0  # index of the next source frame the reader yields
@@ -111,7 +140,7 @@ class Source:
             motion = None if s.flow == "none" else motion_between(before, source, method=s.flow)
             init = coherent_init(previous, before, source, blend=s.blend, method=s.flow, motion=motion)
         # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
-        dreamed = to_uint8(self.dreamer.dream(to_unit(init), s.dream, seed=s.seed))
+        dreamed = to_uint8(self.dreamer.dream(to_unit(init), s.dream_at(t), seed=s.seed))
         if motion is not None and s.smooth:
             dreamed = temporal_blend(dreamed, previous, motion, s.smooth)
         return dreamed

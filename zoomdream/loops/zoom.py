@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from zoomdream import media
+from zoomdream import audio, media
 from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, check_terms, resolve_engine
@@ -45,6 +45,12 @@ class ZoomSettings:
     later: DreamSettings  # later frames, before their keyframed steps and step size
     engine: EngineSettings
     seed: int
+    audio: audio.Track | None = None  # the music schedules read and the output plays
+
+    @property
+    def pins(self) -> dict:
+        """Job values the inputs decided, kept in the saved job: the frame count, the track's SHA-256."""
+        return dict(frames=self.frames, **audio.pins(self.audio))
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -102,7 +108,9 @@ def layer_blend(layers: TextSchedule) -> tuple[tuple[LayerTerm, ...], callable]:
 
 def resolve(job: Job) -> ZoomSettings:
     seed, max_size = seed_and_max_size(job)
-    frames = number(job.frames, "frames", low=1, high=MAX_FRAMES, integer=True)
+    fps = number(job.fps, "fps", above=0, high=1000)
+    track = audio.resolve_track(job, fps)
+    frames = number(audio.frame_count(job.frames, track, 120), "frames", low=1, high=MAX_FRAMES, integer=True)
     if job.noise:
         start, size = None, parse_size(job.size)
     elif job.input:
@@ -112,7 +120,8 @@ def resolve(job: Job) -> ZoomSettings:
         raise ZoomdreamError("no start given: pass an input image, or --noise --size WxH")
 
     def schedule(name: str) -> Schedule:
-        return parse_schedule(getattr(job, name), name=f"--{name.replace('_', '-')}", interpolation=job.easing)
+        return parse_schedule(getattr(job, name), name=f"--{name.replace('_', '-')}", interpolation=job.easing,
+                              variables=track)
 
     motion = {name: schedule(name) for name in MOTION}
     steps, step_size = schedule("steps"), schedule("step_size")
@@ -128,10 +137,10 @@ def resolve(job: Job) -> ZoomSettings:
     return ZoomSettings(
         start=start, size=size, max_size=max_size, frames=frames,
         noise_scale=number(job.noise_scale, "noise_scale", low=0, high=1),
-        fps=number(job.fps, "fps", above=0, high=1000), motion=motion, center=parse_center(job.center, size),
+        fps=fps, motion=motion, center=parse_center(job.center, size),
         steps=steps, step_size=step_size, layers=layers, color_match=number(job.color_match, "color_match", low=0,
                                                                             high=1),
-        first=first, later=later, engine=resolve_engine(job, keyframed=True), seed=seed)
+        first=first, later=later, engine=resolve_engine(job, keyframed=True), seed=seed, audio=track)
 
 
 def check_frame(motion, steps, step_size, t: int, size) -> None:
@@ -146,6 +155,7 @@ class Source:
 
     def __init__(self, settings: ZoomSettings, model: LoadedModel):
         self.settings = settings
+        self.audio = settings.audio.writer_options() if settings.audio else {}
         self.fps, self.total = settings.fps, settings.frames
         layers = settings.layers or parse_text_schedule(model.backbone.default_layers)
         terms, self.weights_at = layer_blend(layers)
