@@ -68,6 +68,11 @@ COMMANDS = {
   zoomdream video clip.mp4 -o dreamy.mp4
   zoomdream video clip.webm -o out.mp4 --start 2 --duration 5 --max-size 640 --blend 0.6""",
                      "zoomdream.loops.video", "input video", defaults=dict(octaves=2, steps=8)),
+    "interpolate": Command("interpolate", "make any clip smoother: F-1 frames between each pair along the optical "
+                                          "flow, frame rate times F, audio kept", """examples:
+  zoomdream interpolate dreamy.mp4 -o smooth.mp4 --factor 2        # 12 fps -> 24 fps
+  zoomdream video clip.mp4 -o dreamy.mp4 --every 2 && zoomdream interpolate dreamy.mp4 -o out.mp4""",
+                           "zoomdream.loops.interpolate", "input video"),
 }
 ALL = tuple(COMMANDS)
 LOOPS = tuple(name for name in COMMANDS if name != "image")
@@ -143,6 +148,13 @@ class Job:
                              commands=("zoom",), group="motion")
     easing: str = opt("linear", "curve between keyframes", "str", choices=("linear", "cubic"),
                       commands=("zoom",), group="motion")
+    loop: bool = opt(False, "make the video loop seamlessly: the motion wraps and the last frames flow into the "
+                            "first", "bool", commands=("zoom",), group="loop")
+    interpolate: int = opt(1, "dream every Nth frame and make the frames between by interpolation (zoom: along "
+                              "the camera path; video: along the source's optical flow); 2-4 is 2-4x faster",
+                           "int", commands=("zoom", "video"), group="loop")
+    factor: int = opt(2, "frames per input frame: F-1 new frames between each pair, frame rate times F",
+                      "int", commands=("interpolate",), group="loop")
     color_match: float = opt(1.0, "pull each frame's colour statistics toward the first frame's (0 = off); "
                                   "keeps long zooms from drifting to grey or flat colour", "float",
                              commands=("zoom",), group="loop")
@@ -155,8 +167,9 @@ class Job:
     smooth: float = opt(0.5, "after dreaming, pull each frame toward the previous output carried along the flow "
                              "(0 = off; higher is steadier, lower more alive)", "float", commands=("video",),
                         group="loop")
-    flow: str = opt("dis", "optical flow for coherence: dis, farneback, or none (plain blending)", "str",
-                    choices=("dis", "farneback", "none"), commands=("video",), group="loop")
+    flow: str = opt("dis", "optical flow for coherence and interpolation: dis, farneback, or none (plain "
+                           "blending)", "str", choices=("dis", "farneback", "none"), commands=("video", "interpolate"),
+                    group="loop")
     audio: str | None = opt(None, "music: its features (loudness, onset, bass, mid, treble, beat, bpm) become "
                                   "variables of every schedule, and it plays in the output; any audio ffmpeg "
                                   "reads (video: default the clip's own soundtrack)", "path",

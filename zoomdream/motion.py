@@ -543,3 +543,18 @@ def transform_frame(
         borderMode=cv2.BORDER_REFLECT_101,
     )
     return out.reshape(img.shape)  # cv2 drops a trailing channel axis of size 1
+
+
+def as_3x3(matrix: np.ndarray) -> np.ndarray:
+    """A 2x3 affine map as 3x3, so maps compose by matrix product."""
+    return np.vstack([matrix, [0.0, 0.0, 1.0]])
+
+
+def warp_affine(img: np.ndarray, matrix: np.ndarray, *, reflect: bool = True) -> np.ndarray:
+    """Apply a 3x3 forward affine map (source pixel -> output pixel) to an HxWxC float32 frame; ``reflect``
+    False leaves zeros where the map brings nothing in (use it for validity masks)."""
+    height, width = img.shape[:2]
+    border = cv2.BORDER_REFLECT_101 if reflect else cv2.BORDER_CONSTANT
+    out = cv2.warpAffine(np.ascontiguousarray(img), matrix[:2], (width, height), flags=cv2.INTER_LINEAR,
+                         borderMode=border)
+    return out.reshape(img.shape)

@@ -33,16 +33,21 @@ class FrameSource(Protocol):
     ``previous`` is frame ``t - 1`` (uint8), or None where the source starts afresh (frame 0, or the first
     warm-up frame of a video piece). ``carry()`` / ``restore()`` are the JSON-able state frame ``t + 1`` needs
     besides the previous frame (the zoom's colour reference), kept with each frame for resume and pieces.
+    ``restart_at(t)``: on resume, where to continue when frame ``t`` needs more than frame ``t - 1`` (an
+    interpolated frame needs the dreamed frame after it). ``first`` is frame 0, set by the runner where the
+    source did not make it. ``loops.common.LoopSource`` gives the defaults.
     """
 
     fps: float
     total: int | None  # frames in all (None: until the source runs out)
     needs_previous: bool  # True: frame t > 0 cannot start afresh (a feedback chain)
     audio: dict  # the audio the output should carry: VideoWriter's audio_from, audio_start, audio_duration
+    first: np.ndarray | None
 
     def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None: ...
     def carry(self) -> dict: ...
     def restore(self, carry: dict) -> None: ...
+    def restart_at(self, t: int) -> int: ...
     def close(self) -> None: ...
 
 
@@ -90,6 +95,13 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
         t, previous = (point.next, point.previous) if point else (span.start, None)
         if point is not None and point.carry:
             source.restore(point.carry["source"])
+        if point is not None and point.first is not None:
+            source.first = point.first
+            if store is not None and span.start > 0:
+                store.keep_first(point.first)
+        if resumed is not None and source.restart_at(t) != t:  # frame t needs an earlier frame than t - 1
+            t = max(source.restart_at(t), span.start + 1)
+            previous = store.load(t - 1)
         rng = _restore_rng(seed, point.carry["rng"] if point and point.carry else None)
         for index in range(span.start, t):  # frames an interrupted render already kept
             frame = store.load(index)
@@ -144,7 +156,7 @@ def _warm_up(source: FrameSource, first: int, warmup: int, seed: int) -> Resume:
     previous, rng = None, np.random.default_rng(seed)
     for t in range(max(0, first - warmup), first):
         previous = source.frame(t, previous, rng)
-    return Resume(first, previous, {"rng": rng.bit_generator.state, "source": source.carry()})
+    return Resume(first, previous, {"rng": rng.bit_generator.state, "source": source.carry()}, source.first)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -208,6 +220,8 @@ def prepare(job: Job, model: LoadedModel | None = None, protected: tuple[str, ..
         export_schedules(settings, job.export_schedules, job)
     if store is not None:
         store.lock()
+    if not getattr(module, "NEEDS_MODEL", True):  # a loop that dreams nothing (interpolate)
+        return job, module.Source(settings, None), output
     job = pin_machine(job)
     engine = settings.engine
     model = model or load_model(engine.model, engine.weights, job.precision)

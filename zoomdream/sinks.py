@@ -115,6 +115,7 @@ class Resume:
     next: int
     previous: np.ndarray | None
     carry: dict | None
+    first: np.ndarray | None = None  # frame 0, which loops that close on themselves need
 
 
 class FrameStore:
@@ -161,13 +162,23 @@ class FrameStore:
             if not media.frame_path(self.frames_dir, t).is_file():
                 raise ZoomdreamError(f"cannot resume {self.work}: frame {t} is missing from {self.frames_dir} "
                                      f"(delete {self.work} to start over)")
-        return Resume(last + 1, self.load(last), state["carry"])
+        return Resume(last + 1, self.load(last), state["carry"], self.first())
 
     def _read_state(self) -> dict:
         return read_state(self.work)
 
     def load(self, index: int) -> np.ndarray:
         return media.read_image(media.frame_path(self.frames_dir, index))
+
+    def first(self) -> np.ndarray | None:
+        """Frame 0: from this store's frames, or the copy a piece that starts later keeps (None: not made)."""
+        for path in (media.frame_path(self.frames_dir, 0), self.work / "first.png"):
+            if path.is_file():
+                return media.read_image(path)
+        return None
+
+    def keep_first(self, frame: np.ndarray) -> None:
+        media.write_image(self.work / "first.png", frame)
 
     def keep(self, index: int, frame: np.ndarray, carry: dict) -> None:
         """PNG first (atomic), then the state that says it exists."""

@@ -1,6 +1,8 @@
 """Checks every loop kind makes the same way while resolving a job."""
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import numpy as np
 
 from zoomdream import media
@@ -34,3 +36,57 @@ def read_start(path: str, max_size: int | None) -> np.ndarray:
     img = media.fit_max_size(media.read_image(path), max_size)
     check_frame_size(img.shape[1], img.shape[0], f"input '{path}' is")
     return img
+
+
+class LoopSource:
+    """What every frame source has unless it says otherwise (see ``runner.FrameSource``)."""
+
+    fps: float = 0.0
+    total: int | None = None
+    needs_previous = False
+    audio: dict = {}
+    first: np.ndarray | None = None  # frame 0, set by whoever makes or loads it
+
+    def carry(self) -> dict:
+        return {}
+
+    def restore(self, carry: dict) -> None:
+        pass
+
+    def restart_at(self, t: int) -> int:
+        """Where to continue when frames before ``t`` exist: earlier, if frame ``t`` needs more than ``t - 1``."""
+        return t
+
+    def close(self) -> None:
+        pass
+
+
+class ClipFrames:
+    """Frame k of a clip on demand: read forward, reopened to go back, the latest ``keep`` frames kept."""
+
+    def __init__(self, open_reader: Callable[[], Iterator[np.ndarray]], keep: int = 2):
+        self.open_reader, self.keep = open_reader, keep
+        self.reader = None
+        self.position = 0  # index of the next frame the reader yields
+        self.frames: dict[int, np.ndarray] = {}
+
+    def get(self, k: int) -> np.ndarray | None:
+        """Frame k, or None past the clip's end."""
+        if k in self.frames:
+            return self.frames[k]
+        if self.reader is None or k < self.position:
+            self.close()
+            self.reader, self.position, self.frames = self.open_reader(), 0, {}
+        while self.position <= k:
+            frame = next(self.reader, None)
+            if frame is None:
+                return None
+            self.frames[self.position] = frame
+            self.position += 1
+        self.frames = {i: f for i, f in self.frames.items() if i > k - self.keep}
+        return self.frames[k]
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None

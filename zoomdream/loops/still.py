@@ -11,7 +11,7 @@ from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
-from zoomdream.loops.common import constant_dream, read_start, seed_and_max_size
+from zoomdream.loops.common import LoopSource, constant_dream, read_start, seed_and_max_size
 from zoomdream.models import LoadedModel
 from zoomdream.settings import DreamSettings, EngineSettings
 
@@ -35,10 +35,10 @@ def resolve(job: Job) -> StillSettings:
     return StillSettings(Path(job.input), max_size, dream, resolve_engine(job), seed)
 
 
-class Source:
+class Source(LoopSource):
     """Frame 0 is the dreamed input; there is no frame 1."""
 
-    fps, total, needs_previous, audio = 0.0, 1, False, {}
+    total = 1
 
     def __init__(self, settings: StillSettings, model: LoadedModel):
         self.settings = settings
@@ -52,12 +52,3 @@ class Source:
             return None
         return to_uint8(self.dreamer.dream(to_unit(self.image), self.settings.dream, seed=self.settings.seed,
                                            on_step=self.on_step))
-
-    def carry(self) -> dict:
-        return {}
-
-    def restore(self, carry: dict) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

@@ -14,7 +14,8 @@ from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import coherent_init, motion_between, temporal_blend
-from zoomdream.loops.common import seed_and_max_size
+from zoomdream.interpolation import between_sources, blend
+from zoomdream.loops.common import ClipFrames, LoopSource, seed_and_max_size
 from zoomdream.models import LoadedModel
 from zoomdream.motion import Schedule, parse_schedule
 from zoomdream.settings import MAX_STEPS, DreamSettings, EngineSettings, check_frame_size, dream_settings, number
@@ -33,6 +34,7 @@ class VideoSettings:
     blend: float
     smooth: float
     flow: str
+    interpolate: int  # dream every nth frame, make the rest by interpolation (1: dream all)
     dream: DreamSettings
     engine: EngineSettings
     seed: int
@@ -78,7 +80,8 @@ def resolve(job: Job) -> VideoSettings:
         input=Path(job.input), info=info, start=number(job.start, "start", low=0), duration=duration,
         every=number(job.every, "every", low=1, high=10_000, integer=True), max_size=max_size,
         blend=number(job.blend, "blend", low=0, high=1), smooth=number(job.smooth, "smooth", low=0, high=1),
-        flow=job.flow, dream=DreamSettings(), engine=resolve_engine(job), seed=seed)
+        flow=job.flow, interpolate=number(job.interpolate, "interpolate", low=1, high=16, integer=True),
+        dream=DreamSettings(), engine=resolve_engine(job), seed=seed)
     return with_music(settings, job)
 
 
@@ -96,62 +99,68 @@ def with_music(settings: VideoSettings, job: Job) -> VideoSettings:
     return replace(s, dream=dream, audio=track, steps=steps, step_size=step_size)
 
 
-class Source:
-    needs_previous = False  # a piece can start from warm-up frames
+class Source(LoopSource):
+    """Frame t starts from the dream of frame t - 1 carried along the source's flow. With ``interpolate`` n,
+    only every nth source frame is dreamed that way (from the dreamed frame n before), and the frames between
+    are the two dreamed neighbours carried along the flow to that source frame and blended."""
 
     def __init__(self, settings: VideoSettings, model: LoadedModel):
         self.settings = settings
-        self.fps, self.total = settings.fps, settings.frames
+        self.fps, self.total, self.step = settings.fps, settings.frames, settings.interpolate
         self.audio = settings.audio.writer_options() if settings.audio else {}
         self.dreamer = build_dreamer(settings.engine, model)
-        self.reader = None
-        self.position = 0  # index of the next source frame the reader yields
-        self.last = (-1, None)  # the latest source frame read, with its index
-
-    def source(self, t: int) -> np.ndarray | None:
-        """Source frame t, reading forward (reopening the clip to go back); None past the end."""
-        if self.last[0] == t:
-            return self.last[1]
-        if self.reader is None or t < self.position:
-            self.close()
-            s = self.settings
-            self.reader = media.read_video(s.input, start=s.start, duration=s.duration, every=s.every,
-                                           max_size=s.max_size)
-            self.position = 0
-        frame = None
-        while self.position <= t:
-            frame = next(self.reader, None)
-            self.position += 1
-            if frame is None:
-                return None
-        self.last = (t, frame)
-        return frame
+        s = settings
+        self.sources = ClipFrames(lambda: media.read_video(s.input, start=s.start, duration=s.duration,
+                                                           every=s.every, max_size=s.max_size), keep=self.step + 2)
+        self.origin = 0  # where dreaming last started afresh: dreamed frames are origin + multiples of n
+        self.segment = None  # (first, last, their dreamed frames)
 
     def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
+        if previous is None:  # frame 0, or the first warm-up frame of a piece
+            source = self.sources.get(t)
+            self.origin, self.segment = t, None
+            return None if source is None else to_uint8(self.dreamer.dream(to_unit(source), self.settings.dream_at(t),
+                                                                           seed=self.settings.seed))
+        if self.step == 1:
+            return self.dreamed(t - 1, previous, t)
+        first = max(self.origin, (t - 1) // self.step * self.step)
+        if self.segment is None or self.segment[0] != first:
+            last = next((k for k in range(first + self.step, first, -1) if self.sources.get(k) is not None), None)
+            if last is None:
+                return None  # the clip ended
+            self.segment = (first, last, previous, self.dreamed(first, previous, last))
+        first, last, before, after = self.segment
+        if t >= last:
+            return after if t == last else None
         s = self.settings
-        before = self.source(t - 1) if previous is not None else None
-        source = self.source(t)
+        sources = self.sources.get(first), self.sources.get(t), self.sources.get(last)
+        if s.flow == "none":
+            return blend(before.astype(np.float32), after.astype(np.float32), (t - first) / (last - first))
+        return between_sources(before, after, (t - first) / (last - first), *sources, method=s.flow)
+
+    def dreamed(self, t0: int, dreamed_t0: np.ndarray, t: int) -> np.ndarray | None:
+        """Frame t dreamed from frame t0's dream carried along the source's flow (occlusions dreamed afresh)."""
+        s = self.settings
+        before, source = self.sources.get(t0), self.sources.get(t)
         if source is None:
             return None
-        motion = None
-        if previous is None:
-            init = source
-        else:
-            motion = None if s.flow == "none" else motion_between(before, source, method=s.flow)
-            init = coherent_init(previous, before, source, blend=s.blend, method=s.flow, motion=motion)
+        motion = None if s.flow == "none" else motion_between(before, source, method=s.flow)
+        init = coherent_init(dreamed_t0, before, source, blend=s.blend, method=s.flow, motion=motion)
         # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
         dreamed = to_uint8(self.dreamer.dream(to_unit(init), s.dream_at(t), seed=s.seed))
         if motion is not None and s.smooth:
-            dreamed = temporal_blend(dreamed, previous, motion, s.smooth)
+            dreamed = temporal_blend(dreamed, dreamed_t0, motion, s.smooth)
         return dreamed
 
+    def restart_at(self, t: int) -> int:
+        """An in-between frame needs the dreamed frames on both sides: resume after the last dreamed one."""
+        return max(self.origin, (t - 1) // self.step * self.step) + 1
+
     def carry(self) -> dict:
-        return {}
+        return {"origin": self.origin}
 
     def restore(self, carry: dict) -> None:
-        pass
+        self.origin = carry.get("origin", 0)
 
     def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
+        self.sources.close()

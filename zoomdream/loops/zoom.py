@@ -16,9 +16,11 @@ from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, check_terms, resolve_engine
 from zoomdream.errors import ZoomdreamError
-from zoomdream.loops.common import read_start, seed_and_max_size
+from zoomdream.interpolation import between_affine
+from zoomdream.loops.common import LoopSource, read_start, seed_and_max_size
 from zoomdream.models import LoadedModel
-from zoomdream.motion import Schedule, TextSchedule, parse_schedule, parse_text_schedule, transform_frame
+from zoomdream.motion import (Schedule, TextSchedule, as_3x3, parse_schedule, parse_text_schedule, transform_matrix,
+                              warp_affine)
 from zoomdream.objective import LayerTerm, parse_layers
 from zoomdream.settings import (MAX_FRAMES, MAX_STEPS, DreamSettings, EngineSettings, check_frame_size,
                                 dream_settings, number)
@@ -41,6 +43,9 @@ class ZoomSettings:
     step_size: Schedule
     layers: TextSchedule
     color_match: float
+    loop: bool  # the last frame flows into the first
+    loop_frames: int  # how many frames before the wrap are pulled toward frame 0
+    interpolate: int  # dream every nth frame, make the rest by interpolation (1: dream all)
     first: DreamSettings  # frame 0: the still image's dream
     later: DreamSettings  # later frames, before their keyframed steps and step size
     engine: EngineSettings
@@ -131,6 +136,12 @@ def resolve(job: Job) -> ZoomSettings:
     if layers is not None:
         for _, text in layers.keys:
             check_terms(parse_layers(text), text)
+    interpolate = number(job.interpolate, "interpolate", low=1, high=16, integer=True)
+    if job.loop and frames % interpolate:
+        raise ZoomdreamError(f"a loop of {frames} frames cannot be cut into steps of --interpolate {interpolate} "
+                             f"(give --frames a multiple of {interpolate})")
+    if job.loop and frames < 2 * interpolate:
+        raise ZoomdreamError(f"a loop needs at least {2 * interpolate} frames here (raise --frames)")
     still = DreamSettings()  # frame 0 gets the still image's octaves and steps
     first = dream_settings(still.octaves, job.octave_scale, still.steps, 0.0, job.max_loss)
     later = dream_settings(job.octaves, job.octave_scale, 0, 0.0, job.max_loss)
@@ -140,6 +151,7 @@ def resolve(job: Job) -> ZoomSettings:
         fps=fps, motion=motion, center=parse_center(job.center, size),
         steps=steps, step_size=step_size, layers=layers, color_match=number(job.color_match, "color_match", low=0,
                                                                             high=1),
+        loop=job.loop, loop_frames=min(48, max(interpolate, frames // 4)), interpolate=interpolate,
         first=first, later=later, engine=resolve_engine(job, keyframed=True), seed=seed, audio=track)
 
 
@@ -149,18 +161,25 @@ def check_frame(motion, steps, step_size, t: int, size) -> None:
     number(step_size.at(t), "step_size", low=0, high=10, frame=t)
 
 
-class Source:
+class Source(LoopSource):
+    """Frame t is frame t - 1 moved by the motion of frame t and dreamed again. With ``interpolate`` n, only
+    every nth frame is dreamed (moved by the motion of n frames) and the frames between are both dreamed
+    neighbours carried along the known camera path and blended. With ``loop``, the motion wraps (frame
+    ``frames`` is frame 0) and the last frames are pulled toward frame 0 as the path will show it, so the
+    video plays on into its start without a seam."""
+
     needs_previous = True
-    audio: dict = {}
 
     def __init__(self, settings: ZoomSettings, model: LoadedModel):
         self.settings = settings
         self.audio = settings.audio.writer_options() if settings.audio else {}
-        self.fps, self.total = settings.fps, settings.frames
+        self.fps, self.total, self.step = settings.fps, settings.frames, settings.interpolate
         layers = settings.layers or parse_text_schedule(model.backbone.default_layers)
         terms, self.weights_at = layer_blend(layers)
         self.dreamer = build_dreamer(settings.engine, model, terms)
         self.reference = None  # frame 0's colour statistics
+        self.segment = None  # (first, last, their frames): the dreamed pair the frames between come from
+        self.end = settings.frames if settings.loop else settings.frames - 1  # the last dreamed frame's index
 
     def start(self, rng: np.random.Generator) -> np.ndarray:
         """The first input, [-1, 1]: the input image (even-sized), or seeded noise around mid-grey."""
@@ -177,23 +196,78 @@ class Source:
         if t == 0:
             dreamed = self.dreamer.dream(self.start(rng), replace_steps(s.first, step_size=s.step_size.at(0)),
                                          weights=self.weights_at(0), rng=rng)
-            frame = to_uint8(dreamed)
-            self.reference = stats(to_unit(frame))
-            return frame
+            self.first = to_uint8(dreamed)
+            self.reference = stats(to_unit(self.first))
+            return self.first
+        if self.step == 1:
+            return self.dreamed(t - 1, previous, t, rng)
+        first = (t - 1) // self.step * self.step
+        if self.segment is None or self.segment[0] != first:
+            last = min(first + self.step, self.end)
+            rng = np.random.default_rng([s.seed, last])  # per dreamed frame: a resume re-dreams it the same
+            after = self.first if last == s.frames else self.dreamed(first, previous, last, rng)
+            self.segment = (first, last, previous, after)
+        first, last, before, after = self.segment
+        if t == last:
+            return after
+        made = between_affine(before, after, (t - first) / (last - first), self.path(first, t), self.path(t, last))
+        if last == s.frames:  # across a loop's wrap: frame 0 as the path shows it there, sharp
+            made = to_uint8(self.close_loop(to_unit(made), t, strength=0.0))
+        return made
+
+    def dreamed(self, t0: int, image: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
+        """Frame t, dreamed from frame t0 moved along the camera path between them."""
+        s = self.settings
         check_frame(s.motion, s.steps, s.step_size, t, s.size)
-        image = transform_frame(to_unit(previous), **{k: m.at(t) for k, m in s.motion.items()}, center=s.center)
+        moved = self.close_loop(warp_affine(to_unit(image), self.path(t0, t)), t, strength=1.0)
         settings = replace_steps(s.later, steps=max(0, round(s.steps.at(t))), step_size=s.step_size.at(t))
-        dreamed = self.dreamer.dream(image, settings, weights=self.weights_at(t), rng=rng)
-        return to_uint8(color_match(dreamed, self.reference, s.color_match))
+        dreamed = self.dreamer.dream(moved, settings, weights=self.weights_at(t), rng=rng)
+        matched = color_match(dreamed, self.reference, s.color_match)
+        return to_uint8(self.close_loop(matched, t, strength=2.0))
+
+    def path(self, t0: int, t1: int) -> np.ndarray:
+        """The 3x3 camera map from frame t0 to frame t1: each frame's motion in turn (wrapping in a loop)."""
+        s = self.settings
+        w, h = s.size
+        matrix = np.eye(3)
+        for t in range(t0 + 1, t1 + 1):
+            at = t % s.frames if s.loop else t
+            step = transform_matrix(w, h, **{k: m.at(at) for k, m in s.motion.items()}, center=s.center)
+            matrix = as_3x3(step) @ matrix
+        return matrix
+
+    def close_loop(self, image: np.ndarray, t: int, strength: float) -> np.ndarray:
+        """Over the last frames of a loop, pull the centre toward frame 0 as the camera path will bring it
+        there, under a feathered mask whose weight ramps to 1 at the last frame (``strength`` is the ramp's
+        power: the input to the dream gets a gentle pull, its output a later, firmer one)."""
+        s = self.settings
+        span = s.loop_frames
+        last = s.frames - self.step  # the last dreamed frame: there the weight reaches 1
+        if not s.loop or t <= last - span:
+            return image
+        weight = ((t - (last - span)) / span) ** strength
+        ahead = self.path(t, s.frames)
+        back = np.linalg.inv(ahead)
+        first = to_unit(self.first)
+        target = warp_affine(first, back)
+        for _ in range(6):  # back-projection: carried ahead as the loop carries frames, it gives frame 0, not a blur
+            target += warp_affine(first - warp_affine(target, ahead), back)
+        inside = warp_affine(np.ones(image.shape[:2], np.float32), back, reflect=False)
+        feather = max(3, round(0.04 * max(s.size))) | 1  # soft outside frame 0's region, never inside it
+        inside = np.maximum(inside, cv2.GaussianBlur(cv2.dilate(inside, np.ones((feather, feather), np.uint8)),
+                                                     (2 * feather + 1, 2 * feather + 1), 0))
+        mask = (weight * inside)[..., None]
+        return (image + mask * (target - image)).astype(np.float32)
+
+    def restart_at(self, t: int) -> int:
+        """An in-between frame needs the dreamed frames on both sides: resume after the last dreamed one."""
+        return (t - 1) // self.step * self.step + 1
 
     def carry(self) -> dict:
         return {"reference": [list(map(float, part)) for part in self.reference]}
 
     def restore(self, carry: dict) -> None:
         self.reference = tuple(np.array(part) for part in carry["reference"])
-
-    def close(self) -> None:
-        pass
 
 
 def replace_steps(settings: DreamSettings, **changes) -> DreamSettings:
