@@ -534,15 +534,8 @@ def transform_frame(
     if zoom == 1 and angle == 0 and tx == 0 and ty == 0:
         return img.copy()
     height, width = img.shape[:2]
-    matrix = transform_matrix(width, height, zoom=zoom, angle=angle, tx=tx, ty=ty, center=center)
-    out = cv2.warpAffine(
-        np.ascontiguousarray(img),
-        matrix,
-        (width, height),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REFLECT_101,
-    )
-    return out.reshape(img.shape)  # cv2 drops a trailing channel axis of size 1
+    return warp_affine(img, as_3x3(transform_matrix(width, height, zoom=zoom, angle=angle, tx=tx, ty=ty,
+                                                    center=center)))
 
 
 def as_3x3(matrix: np.ndarray) -> np.ndarray:
@@ -551,8 +544,8 @@ def as_3x3(matrix: np.ndarray) -> np.ndarray:
 
 
 def warp_affine(img: np.ndarray, matrix: np.ndarray, *, reflect: bool = True) -> np.ndarray:
-    """Apply a 3x3 forward affine map (source pixel -> output pixel) to an HxWxC float32 frame; ``reflect``
-    False leaves zeros where the map brings nothing in (use it for validity masks)."""
+    """Apply a 3x3 forward affine map (source pixel -> output pixel) to an HxW(xC) frame, bilinear, dtype and
+    shape kept; ``reflect`` False leaves zeros where the map brings nothing in (use it for validity masks)."""
     height, width = img.shape[:2]
     border = cv2.BORDER_REFLECT_101 if reflect else cv2.BORDER_CONSTANT
     out = cv2.warpAffine(np.ascontiguousarray(img), matrix[:2], (width, height), flags=cv2.INTER_LINEAR,
