@@ -2,7 +2,7 @@
 them, the track muxed into zooms and videos, the saved job's track hash, `zoomdream curves` and
 `--export-schedules`."""
 import math
-import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,7 +81,8 @@ def test_beat_and_bpm_agree_with_120(click_wav):
     assert abs(60 * 24 / np.median(np.diff(beats)) - 120) / 120 <= 0.02
     assert all(np.min(np.abs(beats - c * 24)) <= 1 for c in times[1:-1])
     after = features.series["beat"][beats[3]: beats[4]]  # decays to 2% by the next beat
-    assert after[0] == 1.0 and np.all(np.diff(after) < 0) and after[-1] == pytest.approx(math.exp(-4 * 11 / 12), rel=0.02)
+    assert after[0] == 1.0 and np.all(np.diff(after) < 0)
+    assert after[-1] == pytest.approx(math.exp(-4 * 11 / 12), rel=0.02)
 
 
 def test_bass_and_treble_split_a_two_tone_track(tmp_path):
@@ -192,7 +193,7 @@ def test_bad_audio_is_one_line_and_exit_2(tmp_path, capsys, click_wav, case, mes
     code, err = run(capsys, "zoom", "--noise", "--size", "64x48", "-o", tmp_path / "out.mp4", *argv)
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("zoomdream: error:")
-    assert __import__("re").search(message, err), err
+    assert re.search(message, err), err
     assert not (tmp_path / "out.mp4.zoomdream").exists()
 
 

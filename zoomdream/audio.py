@@ -29,7 +29,7 @@ import wave
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from zoomdream.media.ffmpeg import Ffmpeg, file_arg
 from zoomdream.media.files import PathArg, existing_file, show
 from zoomdream.media.probe import read_header
 from zoomdream.media.reader import _read_exact
+from zoomdream.settings import number
 
 RATE = 22050  # analysis sample rate: treble reaches 11 kHz
 WINDOW = 1024  # 46 ms analysis window
@@ -260,22 +261,17 @@ def track_beats(envelope: np.ndarray, rate: float, bpm: float, tightness: float 
     penalty = -tightness * np.log(-offsets / period) ** 2
     score = local.copy()
     back = np.full(len(local), -1)
-    threshold = 0.01 * local.max()
-    started = False
-    for t in range(len(local)):
+    begin = int(np.argmax(local > 0.01 * local.max()))  # the first onset worth a beat: none chain from before it
+    for t in range(begin, len(local)):
         lo, hi = t + offsets[0], t + offsets[-1]
-        if hi >= 0:
-            first = max(lo, 0) - lo
-            candidates = score[lo + first: hi + 1] + penalty[first:]
-            best = int(np.argmax(candidates))
-            score[t] = local[t] + candidates[best]
-            back[t] = lo + first + best
-        if not started:
-            started = local[t] > threshold
-            if not started:
-                back[t] = -1
-    # the last beat: the best-scoring local maximum in the final period
-    tail = score[-int(round(period)):]
+        if hi < begin:
+            continue
+        first = max(lo, begin) - lo
+        candidates = score[lo + first: hi + 1] + penalty[first:]
+        best = int(np.argmax(candidates))
+        score[t] = local[t] + candidates[best]
+        back[t] = lo + first + best
+    tail = score[-int(round(period)):]  # the last beat: the best score in the final period
     last = len(score) - len(tail) + int(np.argmax(tail))
     beats = [last]
     while back[beats[-1]] >= 0:
@@ -414,8 +410,8 @@ class Track:
     duration: float | None
     fps: float
     sha256: str | None = None
-    names: tuple = NAMES
-    series_names: tuple = SERIES
+    names: ClassVar[tuple] = NAMES  # what schedules may read
+    series_names: ClassVar[tuple] = SERIES  # what smooth() may take
 
     @cached_property
     def features(self) -> Features:
@@ -436,8 +432,6 @@ def resolve_track(job, fps: float, clip: tuple[Path, float, float | None] | None
     """A zoom or video job's track: ``--audio FILE`` from ``--audio-start`` for ``--audio-duration`` (its
     SHA-256 taken, and checked against one a saved job recorded), else ``clip`` (a video's own soundtrack:
     path, start, duration), else None."""
-    from zoomdream.settings import number
-
     start = number(job.audio_start, "audio_start", low=0)
     duration = None if job.audio_duration is None else number(job.audio_duration, "audio_duration", above=0)
     if not job.audio:
