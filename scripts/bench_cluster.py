@@ -3,13 +3,16 @@
 Default run (needs Ray, ``pip install '.[cluster]'``; starts a local cluster sized to this machine):
 
 - Seam quality: the clip rendered in one piece here, and in ``--chunks`` chunks on the cluster with W warm-up
-  frames (``--warmups``, default 0,4,8). For each consecutive pair of output frames, the warping error (Lai et
-  al. 2018, ``flow.warping_error`` on that pair); printed: the mean over the pairs across chunk seams divided by
-  the median over the pairs inside chunks (1.0: a seam flickers like any other frame step; the target is
-  <= 1.1), and the same ratio at the same places of the one-piece render.
+  frames (``--warmups``, default 0,4,8), the seams cut (warm-up discarded) or cross-faded (the default). For
+  each consecutive pair of output frames, the warping error (Lai et al. 2018, ``flow.warping_error`` on that
+  pair); printed: the mean and the largest over the steps of the seams (a cut: the step into a chunk; a fade:
+  every step of the overlap and the one after it), each divided by the median over the steps inside chunks
+  (1.0: a seam flickers like any other frame step; the target is <= 1.1), and the same at the same places of
+  the one-piece render.
 - Throughput: output frames per second of the chunked render on 1 worker x all threads against one worker per
   CPU x 1 thread (and the one-piece render in this process), counted from the first chunk handed out to the
-  last frame kept; the join's seconds apart.
+  last frame kept (each worker's model already loaded; each chunk compiles its own dream step); the join's
+  seconds apart.
 
 ``--frame-cost`` (no Ray needed; made to run on a GPU machine, any Keras backend): the parts of one video
 frame at ``--size`` (default 1920x1080) with the video defaults: optical flow and blending, the dream, the PNG
@@ -46,10 +49,12 @@ def pair_errors(frames: np.ndarray, sources: np.ndarray) -> np.ndarray:
                                 for t in range(1, len(frames))])
 
 
-def seam_ratio(errors: np.ndarray, spans: list[range]) -> float:
-    seams = [s.start for s in spans[1:]]
+def seam_ratios(errors: np.ndarray, spans: list[range], overlap: int) -> tuple[float, float]:
+    """The mean and the largest warping error over the steps of the seams, over the median inside chunks."""
+    seams = [t for s in spans[1:] for t in range(s.start - overlap, s.start + 1)]
     inside = [t for t in range(1, len(errors)) if t not in seams]
-    return float(np.mean(errors[seams]) / np.median(errors[inside]))
+    median = np.median(errors[inside])
+    return float(np.mean(errors[seams]) / median), float(np.max(errors[seams]) / median)
 
 
 def pngs(folder: Path) -> np.ndarray:
@@ -58,7 +63,7 @@ def pngs(folder: Path) -> np.ndarray:
     return np.stack([media.read_image(p) for p in media.list_frames(folder)])
 
 
-def timed_chunks(job, chunks: int, warmup: int, pool) -> tuple[list[range], float, float]:
+def timed_chunks(job, chunks: int, warmup: int, pool, fade: bool = True) -> tuple[list[range], float, float]:
     """Render in chunks on ``pool``; returns the spans, the seconds from the first chunk handed out to the last
     frame kept, and the seconds after that (the join)."""
     from zoomdream import cluster
@@ -71,7 +76,8 @@ def timed_chunks(job, chunks: int, warmup: int, pool) -> tuple[list[range], floa
             marks.setdefault("last", time.perf_counter())
 
     start = time.perf_counter()
-    spans = cluster.render_chunks(job, chunks, warmup=warmup, pool=pool, progress=False, on_progress=seen)
+    spans = cluster.render_chunks(job, chunks, warmup=warmup, fade=fade, pool=pool, progress=False,
+                                  on_progress=seen)
     end = time.perf_counter()
     return spans, marks.get("last", end) - start, end - marks.get("last", end)
 
@@ -102,32 +108,41 @@ def cluster_figures(args) -> None:
     print(f"one piece in this process: {frames} frames in {one_piece_s:.1f} s, {frames / one_piece_s:.2f} "
           f"frames/s (model load and compile included)")
 
+    def warm(pool):  # every worker loads its model before anything is timed
+        short = make_job({**settings, "duration": 0.2, "output": str(work / f"warm{len(pool.actors)}.mp4")})
+        timed_chunks(short, len(pool.actors), 0, pool)
+
     ray.init(include_dashboard=False, object_store_memory=cluster.LOCAL_OBJECT_STORE, log_to_driver=False,
              logging_level="ERROR")
     rates = {}
     with cluster.Pool(workers=cpus) as pool:
+        warm(pool)
         print(f"\nseams: {args.chunks} chunks on {len(pool.actors)} workers x {pool.threads} thread(s)")
-        print("W   seam/inside (chunked)   same places, one piece   chunk frames/s   join s   max |diff| to one piece")
+        print("W   seams  seam/inside: mean  max   one piece there: mean  max   chunk frames/s  join s  "
+              "mean |chunked - one piece|")
         for warmup in args.warmups:
-            job = make_job({**settings, "output": str(work / f"w{warmup}.mp4"),
-                            "frames_dir": str(work / f"w{warmup}")})
-            spans, chunk_s, join_s = timed_chunks(job, args.chunks, warmup, pool)
-            chunked = pngs(work / f"w{warmup}")
-            ratio = seam_ratio(pair_errors(chunked, sources), spans)
-            diff = np.abs(chunked.astype(int) - reference).max(axis=(1, 2, 3))
-            rates[(len(pool.actors), pool.threads, warmup)] = frames / chunk_s
-            print(f"{warmup:<3d} {ratio:>21.3f}   {seam_ratio(whole_errors, spans):>22.3f}   "
-                  f"{frames / chunk_s:>14.2f}   {join_s:>6.1f}   {int(diff.max())} (frames at seams: "
-                  f"{[int(diff[s.start]) for s in spans[1:]]})")
+            for fade in (False, True) if warmup else (False,):
+                name = f"w{warmup}{'fade' if fade else 'cut'}"
+                job = make_job({**settings, "output": str(work / f"{name}.mp4"), "frames_dir": str(work / name)})
+                spans, chunk_s, join_s = timed_chunks(job, args.chunks, warmup, pool, fade)
+                chunked = pngs(work / name)
+                overlap = warmup if fade else 0
+                mean, top = seam_ratios(pair_errors(chunked, sources), spans, overlap)
+                there = seam_ratios(whole_errors, spans, overlap)
+                rates[(len(pool.actors), pool.threads, warmup, fade)] = frames / chunk_s
+                print(f"{warmup:<3d} {'fade' if fade else 'cut':5s} {mean:>17.3f} {top:>5.2f}   {there[0]:>21.3f} "
+                      f"{there[1]:>4.2f}   {frames / chunk_s:>14.2f}  {join_s:>6.1f}  "
+                      f"{np.abs(chunked.astype(int) - reference).mean():.1f}")
     warmup = args.warmups[-1]
     with cluster.Pool(workers=1) as pool:
+        warm(pool)
         job = make_job({**settings, "output": str(work / "one-worker.mp4")})
         _, chunk_s, join_s = timed_chunks(job, args.chunks, warmup, pool)
-        rates[(1, pool.threads, warmup)] = frames / chunk_s
+        rates[(1, pool.threads, warmup, True)] = frames / chunk_s
     ray.shutdown()
-    print(f"\nthroughput, {args.chunks} chunks, W = {warmup} (output frames per second of the chunk phase):")
-    for (workers, threads, _), rate in sorted(rates.items()):
-        if _ == warmup:
+    print(f"\nthroughput, {args.chunks} chunks, W = {warmup}, faded (output frames per second of the chunk phase):")
+    for (workers, threads, w, fade), rate in sorted(rates.items()):
+        if (w, fade) == (warmup, True):
             print(f"  {workers} worker(s) x {threads} thread(s): {rate:.2f} frames/s")
     print(f"  one piece in this process ({cpus} threads): {frames / one_piece_s:.2f} frames/s")
 

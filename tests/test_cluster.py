@@ -63,16 +63,35 @@ def audio(video):
                           capture_output=True, check=True).stdout
 
 
-def pieces(job, spans, warmup, folder, lite0):
-    """The chunks rendered one by one here, each from the same warm-up: the frames a cluster must match."""
-    return np.concatenate([pngs(runner.render_piece(job, span, folder / f"{span.start}", warmup=warmup,
-                                                    progress=False, model=lite0) / "frames") for span in spans])
+def chunks_here(job, spans, warmup, folder, lite0):
+    """The chunks rendered one by one here as the workers render them: each after the first from ``warmup``
+    frames before its range, on the source alone."""
+    return [pngs(runner.render_piece(job, range(max(0, s.start - warmup) if i else 0, s.stop), folder / str(i),
+                                     warmup=0, progress=False, model=lite0) / "frames") for i, s in enumerate(spans)]
+
+
+def joined(chunks, spans, warmup):
+    """What the join must make of them: each chunk's own range, and over the ``warmup`` frames before each
+    seam a cross-fade from the chunk before to the chunk after."""
+    out = np.concatenate([chunk[-len(s):] for chunk, s in zip(chunks, spans)])
+    for k in range(1, len(spans)):
+        overlap = min(warmup, spans[k].start)
+        for i, t in enumerate(range(spans[k].start - overlap, spans[k].start)):
+            weight = (i + 1) / (overlap + 1)
+            earlier, later = chunks[k - 1][t - spans[k - 1].stop], chunks[k][i].astype(np.float32)
+            out[t] = np.rint((1 - weight) * earlier + weight * later).astype(np.uint8)
+    return out
 
 
 def test_chunk_spans_cover_the_clip_evenly():
     assert cluster.chunk_spans(10, 3) == [range(0, 3), range(3, 7), range(7, 10)]
     assert cluster.chunk_spans(2, 5) == [range(0, 1), range(1, 2)]
     assert cluster.chunk_spans(10, 3, step=4) == [range(0, 4), range(4, 8), range(8, 10)]
+    spans = cluster.chunk_spans(9, 3)
+    assert cluster.chunk_pieces(spans, 2) == [(0, 3, 0), (1, 6, 0), (4, 9, 0)]  # 2 frames early, kept to fade
+    assert cluster.chunk_pieces(spans, 8) == [(0, 3, 0), (1, 6, 0), (4, 9, 0)]  # never before the chunk ahead
+    assert cluster.chunk_pieces(spans, 2, fade=False) == [(0, 3, 2), (3, 6, 2), (6, 9, 2)]
+    assert cluster.chunk_pieces(cluster.chunk_spans(12, 3, step=2), 3, step=2) == [(0, 4, 0), (2, 8, 0), (6, 12, 0)]
 
 
 def test_batch_equals_the_jobs_rendered_one_by_one(tmp_path, pool, lite0, monkeypatch):
@@ -115,15 +134,21 @@ def test_chunked_video_equals_its_chunks_and_keeps_count_fps_and_audio(tmp_path,
     spans = cluster.render_chunks(job, 3, warmup=2, pool=pool, progress=False,
                                   on_progress=lambda done, total: seen.append((done, total)))
     assert spans == [range(0, 4), range(4, 8), range(8, 12)]
-    assert seen[-1] == (12, 12) and all(done <= 12 for done, _ in seen)  # one count over every worker
+    assert seen[-1] == (16, 16) and all(done <= 16 for done, _ in seen)  # one count over every worker
 
     a, b = media.probe_video(whole.output), media.probe_video(job.output)
     assert (b.n_frames, b.fps, b.has_audio, b.width, b.height) == (a.n_frames, a.fps, a.has_audio, a.width, a.height)
     assert len(decoded(job.output)) == len(decoded(whole.output)) == 12
     assert audio(job.output) == audio(whole.output) != b""
-    frames = pngs(tmp_path / "chunked")
-    np.testing.assert_array_equal(frames, pieces(job, spans, 2, tmp_path / "pieces", lite0))
-    np.testing.assert_array_equal(frames[:4], pngs(tmp_path / "whole")[:4])  # the first chunk has no seam
+    frames, reference = pngs(tmp_path / "chunked"), pngs(tmp_path / "whole")
+    chunks = chunks_here(job, spans, 2, tmp_path / "here", lite0)
+    np.testing.assert_array_equal(frames, joined(chunks, spans, 2))
+    np.testing.assert_array_equal(frames[:2], reference[:2])  # the first chunk, up to its fade, has no seam
+    for k, unfaded in ((1, 2), (2, 4)):  # after its warm-up, up to the next fade, a chunk is a single-machine
+        alone = runner.render_piece(job, spans[k], tmp_path / f"alone{k}", warmup=2, progress=False, model=lite0)
+        start = spans[k].start  # render of its range with the same warm-up, dreamed and discarded
+        np.testing.assert_array_equal(frames[start:start + unfaded], pngs(alone / "frames")[:unfaded])
+    assert np.abs(frames[2:4].astype(int) - reference[2:4]).mean() > 0  # the fade: neither chunk alone
     assert (tmp_path / "chunked.preview.png").is_file() and (tmp_path / "chunked.job.toml").is_file()
     assert not (tmp_path / "chunked.mp4.zoomdream").exists()  # the chunks' work folders go once joined
 
@@ -141,7 +166,8 @@ def test_killed_worker_is_restarted_and_its_chunk_retried(tmp_path, pool, lite0)
     assert pool.pids[0] is None, "the worker was not killed mid-render"
     pool.pids = pool.ray.get([a.pid.remote() for a in pool.actors])
     assert victim not in pool.pids  # Ray restarted it
-    np.testing.assert_array_equal(pngs(tmp_path / "killed"), pieces(job, spans, 2, tmp_path / "pieces", lite0))
+    np.testing.assert_array_equal(pngs(tmp_path / "killed"),
+                                  joined(chunks_here(job, spans, 2, tmp_path / "here", lite0), spans, 2))
     assert len(decoded(job.output)) == 24
 
 
@@ -171,7 +197,19 @@ def test_ctrl_c_stops_the_workers_keeps_their_frames_and_resumes(tmp_path, pool,
     with pytest.raises(ZoomdreamError, match="add --resume"):
         cluster.render_chunks(job, 2, warmup=2, progress=False)
     spans = cluster.render_chunks(replace(job, resume=True), 2, warmup=2, workers=2, progress=False)
-    np.testing.assert_array_equal(pngs(tmp_path / "cut"), pieces(job, spans, 2, tmp_path / "pieces", lite0))
+    np.testing.assert_array_equal(pngs(tmp_path / "cut"),
+                                  joined(chunks_here(job, spans, 2, tmp_path / "here", lite0), spans, 2))
+
+
+def test_render_takes_several_job_files_in_turn_without_a_cluster(tmp_path, capsys):
+    files = []
+    for name in ("a", "b"):
+        files.append(tmp_path / f"{name}.toml")
+        save_job(make_job(dict(command="image", input=os.path.join(SAMPLES, "chelsea.png"), max_size=32,
+                               output=str(tmp_path / f"{name}.png"), **TINY)), files[-1])
+    assert main(["render", *map(str, files)]) == 0
+    assert capsys.readouterr().err.count("wrote") == 2
+    assert media.read_image(tmp_path / "a.png").shape == media.read_image(tmp_path / "b.png").shape == (21, 32, 3)
 
 
 def test_without_ray_any_cluster_flag_names_the_extra(tmp_path, capsys, monkeypatch):

@@ -29,7 +29,7 @@ from zoomdream.errors import ZoomdreamError
 
 EXTRA = "pip install 'zoomdream[cluster]'"
 RETRIES = 3  # restarts of a dead worker, and retries of the chunk or job it was rendering
-WARMUP = 8  # frames dreamed and discarded before a chunk, so the flow coherence carries across the seam
+WARMUP = 8  # frames a chunk starts before its range, so the flow coherence carries across the seam
 POLL_S = 0.2  # how often the driver refreshes the progress bar
 START_TIMEOUT_S = 300  # workers that cannot be placed on the cluster in this time are an error, not a hang
 LOCAL_OBJECT_STORE = 128 * 2 ** 20  # frames travel as files: the object store holds only small values
@@ -63,8 +63,8 @@ def add_flags(parser, chunks: bool) -> None:
                            help="split the clip into N frame ranges rendered in parallel and joined with the "
                                 "audio (default with --cluster: one per worker); implies --cluster")
         group.add_argument("--warmup", type=int, default=None, metavar="W",
-                           help=f"frames dreamed and discarded before each chunk, so the flow coherence "
-                                f"carries across its seam (default: {WARMUP})")
+                           help=f"frames each chunk starts early, cross-faded with the end of the chunk before, "
+                                f"so its seam dissolves instead of cutting (default: {WARMUP})")
 
 
 def requested(args) -> bool:
@@ -118,13 +118,17 @@ def render_jobs(jobs: list[Job], *, names: list[str] | None = None, protected: t
                              else str(first))
 
 
-def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, address: str | None = None,
-                  workers: int | None = None, progress: bool = True, on_progress=None,
+def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, fade: bool = True,
+                  address: str | None = None, workers: int | None = None, progress: bool = True, on_progress=None,
                   pool: Pool | None = None) -> list[range]:
-    """Render a video job in ``chunks`` frame ranges at once (default: one per worker), each started from
-    ``warmup`` frames dreamed and discarded, and join them into ``job.output`` with the audio: frame count, fps
-    and audio as a single render's. Each chunk keeps its frames in ``OUT.zoomdream/chunk-A-B-warmupW/``,
-    resumable on its own. Returns the chunks' frame ranges."""
+    """Render a video job in ``chunks`` frame ranges at once (default: one per worker) and join them into
+    ``job.output`` with the audio: frame count, fps and audio as a single render's. Every chunk after the first
+    starts ``warmup`` frames early, from the source alone; the join cross-fades those frames with the end of
+    the chunk before (``fade``; without it they are dreamed and discarded, and the seam cuts). The dream does
+    not forget its history (a chunk's frames stay as far from a single render's after 24 warm-up frames as after
+    4), so a cut shows; the fade makes a seam flicker like any other frame step. Each chunk keeps its frames in
+    ``OUT.zoomdream/chunk-A-B-warmupW/``, resumable on its own. Returns the chunks' frame ranges, warm-up
+    excluded."""
     job = absolute(job)
     if job.command != "video":
         raise ZoomdreamError(f"only a video job splits into chunks, not a {job.command} (a zoom's frames are a "
@@ -135,18 +139,30 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
         raise ZoomdreamError(f"the length of '{job.input}' is unknown, so it cannot be split into chunks (re-mux it "
                              f"into an .mp4 or .mkv, or render it without --chunks)")
     work = _work_folder(job)
+    step = getattr(job, "interpolate", 1) or 1  # chunks start on dreamed frames where others are interpolated
     with _pool(pool, address, workers, chunks) as p:
-        spans = chunk_spans(total, chunks or len(p.actors), step=getattr(job, "interpolate", 1) or 1)
+        spans = chunk_spans(total, chunks or len(p.actors), step)
         pinned = replace(p.call("pin", job), resume=True)  # one precision and tile for every chunk
-        folders = [str(work / f"chunk-{s.start:08d}-{s.stop:08d}-warmup{warmup}") for s in spans]
-        tasks = [Task(i, "piece", (pinned, (s.start, s.stop), folder, warmup), f"frames {s.start}-{s.stop - 1}")
-                 for i, (s, folder) in enumerate(zip(spans, folders))]
-        p.run(tasks, total=total, progress=progress, on_progress=on_progress, stop_on_error=True)
+        pieces = chunk_pieces(spans, warmup, fade, step)
+        folders = [str(work / f"chunk-{a:08d}-{b:08d}-warmup{w}") for a, b, w in pieces]
+        tasks = [Task(i, "piece", (pinned, (a, b), folder, w), f"frames {a}-{b - 1}")
+                 for i, ((a, b, w), folder) in enumerate(zip(pieces, folders))]
+        p.run(tasks, total=sum(b - a for a, b, _ in pieces), progress=progress, on_progress=on_progress,
+              stop_on_error=True)
         p.call("join", pinned, folders)
-    if job.frames_dir:
-        _move_frames([Path(f) / "frames" for f in folders], Path(job.frames_dir))
     shutil.rmtree(work, ignore_errors=True)
     return spans
+
+
+def chunk_pieces(spans: list[range], warmup: int, fade: bool = True, step: int = 1) -> list[tuple[int, int, int]]:
+    """What each worker renders for the chunks ``spans``: (first frame, end, warm-up frames dreamed before the
+    first and discarded). With ``fade``, each chunk after the first starts ``warmup`` frames early (on a multiple
+    of ``step``, and after the chunk before it starts: the join fades between two pieces at a time) and keeps
+    those frames for the join's cross-fade."""
+    if not fade:
+        return [(s.start, s.stop, warmup) for s in spans]
+    firsts = [0] + [-(-max(s.start - warmup, before.start + 1) // step) * step for before, s in zip(spans, spans[1:])]
+    return [(first, s.stop, 0) for first, s in zip(firsts, spans)]
 
 
 def chunk_spans(total: int, chunks: int, step: int = 1) -> list[range]:
@@ -219,15 +235,6 @@ def _check_distinct(jobs: list[Job], names: list[str]) -> None:
                                      f"(render them one after the other)")
 
 
-def _move_frames(folders: list[Path], target: Path) -> None:
-    from zoomdream import media
-
-    media.make_folder(target)
-    for folder in folders:
-        for frame in media.list_frames(folder):
-            shutil.move(frame, target / frame.name)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The workers
 
@@ -279,9 +286,15 @@ class _Worker:
         return work
 
     def join(self, job: Job, pieces: list[str]) -> None:
-        from zoomdream import runner
+        from zoomdream import media, runner
+        from zoomdream.sinks import MemorySink
 
-        runner.join_pieces(job, [Path(p) for p in pieces], model=self._model(job))
+        sinks = ()
+        if job.frames_dir:  # the joined frames, seams cross-faded
+            folder = media.make_folder(job.frames_dir)
+            sinks = (MemorySink(on_frame=lambda index, frame: media.write_image(media.frame_path(folder, index),
+                                                                                 frame)),)
+        runner.join_pieces(job, [Path(p) for p in pieces], model=self._model(job), sinks=sinks)
 
     def _dreams(self, job: Job) -> bool:
         from zoomdream import runner

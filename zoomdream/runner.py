@@ -297,27 +297,49 @@ def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None =
     return Path(work)
 
 
-def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None) -> None:
-    """Encode the frames of consecutive pieces into ``job.output``, with the source's audio added once."""
+def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
+                sinks: tuple[Sink, ...] = ()) -> None:
+    """Encode the frames of consecutive pieces into ``job.output`` (and hand them to any extra ``sinks``), with
+    the source's audio added once.
+
+    A piece may start before the one ahead of it ends (a video piece rendered from earlier frames on its own):
+    over the frames both hold, the join cross-fades from the earlier piece to the later one, so the seam
+    dissolves over the overlap instead of cutting from one dream history to another."""
     job, source, output = prepare(job, model)
-    sink = EncoderSink(output.path, source.fps, crf=output.crf, gif_fps=output.gif_fps,
-                       gif_width=output.gif_width, **source.audio)
+    outs = [EncoderSink(output.path, source.fps, crf=output.crf, gif_fps=output.gif_fps,
+                        gif_width=output.gif_width, **source.audio), *sinks]
+    pieces = [Path(work) for work in pieces]
     try:
-        t = 0
+        spans, low = [], 0  # a piece may start from frame `low` (the end of the piece two back) to frame t
         for work in pieces:
-            state = read_state(Path(work))
+            state = read_state(work)
             first, end = state["span"]
+            t = spans[-1][1] if spans else 0
             if state["settings"] != job.settings_hash():
                 raise ZoomdreamError(f"piece '{work}' was rendered with other settings than this job's")
-            if first != t or state["done"] != end - first:
+            if not low <= first <= t < end or state["done"] != end - first:
+                needs = f"frame {t} next" if low == t else f"a piece starting at frame {low} to {t}"
                 raise ZoomdreamError(f"piece '{work}' holds {state['done']} of frames {first}-{end - 1}, but the "
-                                     f"join needs frame {t} next (give the pieces in order, each complete)")
-            for index in range(first, end):
-                sink.write(index, media.read_image(media.frame_path(Path(work) / "frames", index)))
+                                     f"join needs {needs} (give the pieces in order, each complete)")
+            low = max(t, first + 1)
+            spans.append((first, end))
+        t = 0
+        for k, (work, (first, end)) in enumerate(zip(pieces, spans)):
+            fade = spans[k + 1][0] if k + 1 < len(spans) else end  # from here on, fade into the next piece
+            for index in range(t, end):
+                frame = media.read_image(media.frame_path(work / "frames", index))
+                if index >= fade:
+                    later = media.read_image(media.frame_path(pieces[k + 1] / "frames", index))
+                    weight = (index - fade + 1) / (end - fade + 1)
+                    frame = np.rint((1 - weight) * frame + weight * later.astype(np.float32)).astype(np.uint8)
+                for out in outs:
+                    out.write(index, frame)
             t = end
-        sink.close()
+        for out in outs:
+            out.close()
     except BaseException:
-        sink.abort()
+        for out in outs:
+            out.abort()
         raise
     finally:
         source.close()
