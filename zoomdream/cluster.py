@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass, fields, replace
@@ -423,17 +425,17 @@ class Pool:
         return results, failures
 
     def close(self) -> None:
-        """Stop the workers (a running cluster's resources are freed) and a local cluster started here."""
+        """Stop the workers, freeing their share of a running cluster, and a local cluster started here."""
         ray = self.ray
-        for actor in [*self.actors, *([self.progress] if self.progress is not None else [])]:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:  # already gone
-                pass
-        self.actors, self.progress = [], None
         if self.started and ray.is_initialized():
-            ray.shutdown()
-        self.started = False
+            ray.shutdown()  # a local cluster stops; on a running cluster, this driver's workers end with it
+        else:  # the caller's Ray stays up
+            for actor in [*self.actors, *([self.progress] if self.progress is not None else [])]:
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # already gone
+                    pass
+        self.actors, self.progress, self.started = [], None, False
 
 
 class _Borrowed:
@@ -460,11 +462,15 @@ def _connect(ray, address: str | None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: never report usage
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
     address = address or os.environ.get("RAY_ADDRESS") or None
+    main_thread = threading.current_thread() is threading.main_thread()
+    on_sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if address:
-            ray.init(address=address, **quiet)
-            return True  # this driver's connection; the cluster itself stays up
-        ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+            ray.init(address=address, **quiet)  # this driver's connection; the cluster itself stays up
+        else:
+            ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+        if main_thread:  # Ray installs its own, which exits at once: SIGTERM stops a render like Ctrl-C
+            signal.signal(signal.SIGTERM, on_sigterm)
         return True
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray cluster"
