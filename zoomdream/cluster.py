@@ -194,11 +194,7 @@ def check(job: Job, protected: tuple[str, ...] = ()) -> int | None:
 
     if not job.output:
         raise ZoomdreamError("no output file given (add -o OUT)")
-    module = runner.loop_module(job.command)
-    settings = module.resolve(job)
-    output = runner._checked_output(job, protected)
-    if output.path.suffix.lower() not in module.OUTPUTS:
-        raise ZoomdreamError(f"cannot write '{output.path}': use one of {', '.join(module.OUTPUTS)}")
+    _, settings, _, _ = runner.check_job(job, protected)
     if job.command not in LOOPS:
         return 1
     work = _work_folder(job)

@@ -203,17 +203,24 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def prepare(job: Job, model: LoadedModel | None = None, protected: tuple[str, ...] = (),
-            store: FrameStore | None = None):
-    """Resolve and check everything before any work: the loop's typed settings and the output; then lock the
-    store's folders (a busy one fails at once), load the model and build the source. Returns (job with
-    precision pinned, source, output settings)."""
+def check_job(job: Job, protected: tuple[str, ...] = ()):
+    """Resolve and check a job before any work (and before its model loads). Returns (its loop module, the
+    loop's typed settings, the job with what its inputs decided pinned, the output settings or None)."""
     module = loop_module(job.command)
     settings = module.resolve(job)  # every user value checked here, before the model loads
     job = replace(job, **getattr(settings, "pins", {}))  # what the inputs decided: a track's length and hash
     output = _checked_output(job, protected) if job.output else None
     if output and output.path.suffix.lower() not in module.OUTPUTS:
         raise ZoomdreamError(f"cannot write '{output.path}': use one of {', '.join(module.OUTPUTS)}")
+    return module, settings, job, output
+
+
+def prepare(job: Job, model: LoadedModel | None = None, protected: tuple[str, ...] = (),
+            store: FrameStore | None = None):
+    """Resolve and check everything before any work (``check_job``); then lock the store's folders (a busy one
+    fails at once), load the model and build the source. Returns (job with precision pinned, source, output
+    settings)."""
+    module, settings, job, output = check_job(job, protected)
     if job.export_schedules:
         from zoomdream.curves import export_schedules
 
