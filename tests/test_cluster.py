@@ -129,7 +129,8 @@ def test_batch_equals_the_jobs_rendered_one_by_one(tmp_path, pool, lite0, monkey
 def test_chunked_video_equals_its_chunks_and_keeps_count_fps_and_audio(tmp_path, pool, lite0):
     whole = video_job(tmp_path, "whole.mp4", frames_dir=str(tmp_path / "whole"))
     runner.render(whole, progress=False, model=lite0)
-    job = video_job(tmp_path, "chunked.mp4", frames_dir=str(tmp_path / "chunked"), preview=4)
+    job = video_job(tmp_path, "chunked.mp4", frames_dir=str(tmp_path / "chunked"), preview=4,
+                    export_schedules=str(tmp_path / "schedules.csv"))
     seen = []
     spans = cluster.render_chunks(job, 3, warmup=2, pool=pool, progress=False,
                                   on_progress=lambda done, total: seen.append((done, total)))
@@ -150,6 +151,7 @@ def test_chunked_video_equals_its_chunks_and_keeps_count_fps_and_audio(tmp_path,
         np.testing.assert_array_equal(frames[start:start + unfaded], pngs(alone / "frames")[:unfaded])
     assert np.abs(frames[2:4].astype(int) - reference[2:4]).mean() > 0  # the fade: neither chunk alone
     assert (tmp_path / "chunked.preview.png").is_file() and (tmp_path / "chunked.job.toml").is_file()
+    assert len((tmp_path / "schedules.csv").read_text().splitlines()) == 1 + 12  # written once, by the driver
     assert not (tmp_path / "chunked.mp4.zoomdream").exists()  # the chunks' work folders go once joined
 
 

@@ -106,7 +106,7 @@ def render_jobs(jobs: list[Job], *, names: list[str] | None = None, protected: t
     jobs = [absolute(job) for job in jobs]
     names = names or [str(job.output) for job in jobs]
     protected = tuple(os.path.abspath(p) for p in protected)
-    frames = [_named(name, check, job, protected) for job, name in zip(jobs, names)]
+    frames = [_named(name, check, job, protected)[0] for job, name in zip(jobs, names)]
     _check_distinct(jobs, names)
     total = None if None in frames else sum(frames)
     # Any work folder left now is the caller's to resume (checked above), so a retried job resumes too.
@@ -136,15 +136,20 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
         raise ZoomdreamError(f"only a video job splits into chunks, not a {job.command} (a zoom's frames are a "
                              f"feedback chain: each needs the one before it; render whole jobs with `zoomdream "
                              f"render JOBS --cluster`)")
-    total = check(job)
+    total, settings, checked = check(job)
     if total is None:
         raise ZoomdreamError(f"the length of '{job.input}' is unknown, so it cannot be split into chunks (re-mux it "
                              f"into an .mp4 or .mkv, or render it without --chunks)")
+    if job.export_schedules:  # written once, here, before any frame: the chunks and the join leave it out
+        from zoomdream.curves import export_schedules
+
+        export_schedules(settings, job.export_schedules, checked)
     work = _work_folder(job)
-    step = getattr(job, "interpolate", 1) or 1  # chunks start on dreamed frames where others are interpolated
+    step = job.interpolate  # chunks start on dreamed frames where the frames between are interpolated
     with _pool(pool, address, workers, chunks) as p:
         spans = chunk_spans(total, chunks or len(p.actors), step)
-        pinned = replace(p.call("pin", job), resume=True)  # one precision and tile for every chunk
+        # One precision and tile for every chunk; any work folder left now is the caller's to resume (checked).
+        pinned = replace(p.call("pin", job), resume=True, export_schedules=None)
         pieces = chunk_pieces(spans, warmup, fade, step)
         folders = [str(work / f"chunk-{a:08d}-{b:08d}-warmup{w}") for a, b, w in pieces]
         tasks = [Task(i, "piece", (pinned, (a, b), folder, w), f"frames {a}-{b - 1}")
@@ -186,22 +191,23 @@ def absolute(job: Job) -> Job:
     return replace(job, **paths)
 
 
-def check(job: Job, protected: tuple[str, ...] = ()) -> int | None:
+def check(job: Job, protected: tuple[str, ...] = ()) -> tuple[int | None, object, Job]:
     """Check a job as a render would before its model loads (settings, output, an interrupted render that
-    needs --resume); returns its frame count (None: until the clip ends)."""
+    needs --resume). Returns its frame count (None: until the clip ends), the loop's settings and the job with
+    what its inputs decided pinned (``runner.check_job``)."""
     from zoomdream import runner
     from zoomdream.config import LOOPS
 
     if not job.output:
         raise ZoomdreamError("no output file given (add -o OUT)")
-    _, settings, _, _ = runner.check_job(job, protected)
+    _, settings, checked, _ = runner.check_job(job, protected)
     if job.command not in LOOPS:
-        return 1
+        return 1, settings, checked
     work = _work_folder(job)
     if not job.resume and ((work / "state.json").is_file() or any(work.glob("*/state.json"))):
         raise ZoomdreamError(f"an interrupted render exists in {work} (add --resume to continue it, or delete that "
                              f"folder to start over)")
-    return getattr(settings, "frames", None)
+    return getattr(settings, "frames", None), settings, checked
 
 
 def _work_folder(job: Job) -> Path:
