@@ -152,8 +152,9 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
         pinned = replace(p.call("pin", job), resume=True, export_schedules=None)
         pieces = chunk_pieces(spans, warmup, fade, step)
         folders = [str(work / f"chunk-{a:08d}-{b:08d}-warmup{w}") for a, b, w in pieces]
-        tasks = [Task(i, "piece", (pinned, (a, b), folder, w), f"frames {a}-{b - 1}")
-                 for i, ((a, b, w), folder) in enumerate(zip(pieces, folders))]
+        # Only the first chunk rewrites the preview: two workers writing one file would race on its temporary.
+        tasks = [Task(i, "piece", (replace(pinned, preview=pinned.preview if i == 0 else 0), (a, b), folder, w),
+                      f"frames {a}-{b - 1}") for i, ((a, b, w), folder) in enumerate(zip(pieces, folders))]
         p.run(tasks, total=sum(b - a for a, b, _ in pieces), progress=progress, on_progress=on_progress,
               stop_on_error=True)
         p.call("join", pinned, folders)
