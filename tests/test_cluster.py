@@ -229,9 +229,10 @@ def test_without_ray_any_cluster_flag_names_the_extra(tmp_path, capsys, monkeypa
 
 def test_bad_cluster_input_is_one_line_before_any_work(tmp_path, capsys):
     pytest.importorskip("ray")
-    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a, b, c = tmp_path / "a.toml", tmp_path / "b.toml", tmp_path / "c.toml"
     for f in (a, b):
         f.write_text(f'command = "zoom"\nnoise = true\noutput = "{tmp_path / "same.mp4"}"\n')
+    c.write_text(f'command = "zoom"\nnoise = true\noutput = "{tmp_path / "c.mp4"}"\n')
     cases = {
         ("render", a, b, "--cluster"): "both write",
         ("render", "--cluster", a, b): "took",
@@ -239,6 +240,7 @@ def test_bad_cluster_input_is_one_line_before_any_work(tmp_path, capsys):
         ("video", WEBM, "-o", tmp_path / "v.mp4", "--chunks", "2", "--warmup", "-1"): "--warmup -1",
         ("video", WEBM, "-o", tmp_path / "v.mp4", "--chunks", "2", "--steps", "-3"): "--steps",
         ("render", a, "--cluster", "--workers", "0"): "--workers 0",
+        ("render", c, "--cluster=127.0.0.1:1"): "cannot reach the Ray cluster at '127.0.0.1:1'",  # nothing listens
     }
     for argv, message in cases.items():
         assert main([str(x) for x in argv]) == 2, argv
@@ -246,4 +248,4 @@ def test_bad_cluster_input_is_one_line_before_any_work(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and message in err, (argv, err)
     with pytest.raises(ZoomdreamError, match="feedback chain"):
         cluster.render_chunks(make_job(dict(command="zoom", noise=True, output=str(tmp_path / "z.mp4"))), 2)
-    assert sorted(os.listdir(tmp_path)) == ["a.toml", "b.toml"]
+    assert sorted(os.listdir(tmp_path)) == ["a.toml", "b.toml", "c.toml"]

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import threading
 import uuid
 from collections import deque
@@ -459,12 +460,15 @@ def _pool(pool: Pool | None, address: str | None, workers: int | None, tasks: in
 
 
 def _connect(ray, address: str | None) -> bool:
-    """Connect to ``address`` or ``$RAY_ADDRESS``, else start a local cluster; True where it was started here."""
+    """Connect to ``address`` or ``$RAY_ADDRESS``, else start a local cluster; True where it was started here.
+    A Ray already initialised in this process is used as it is."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        _reachable(address)
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: never report usage
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
-    address = address or os.environ.get("RAY_ADDRESS") or None
     main_thread = threading.current_thread() is threading.main_thread()
     on_sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
@@ -480,6 +484,19 @@ def _connect(ray, address: str | None) -> bool:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ZoomdreamError(f"cannot start or reach {where}: {reason} (start one with `ray start --head`, or "
                              f"leave out ADDRESS for a local cluster)") from None
+
+
+def _reachable(address: str) -> None:
+    """A HOST:PORT address (``ray://`` too) must accept a connection: Ray itself would retry for minutes."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():  # "auto", "local": Ray finds the cluster itself
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as e:
+        raise ZoomdreamError(f"cannot reach the Ray cluster at '{address}': {e.strerror or e} (check the address and "
+                             f"port, start the cluster with `ray start --head`, or leave out ADDRESS for a local "
+                             f"cluster)") from None
 
 
 def _layout(ray, workers: int | None, tasks: int | None) -> tuple[int, float, float, int]:
