@@ -262,7 +262,7 @@ def test_resume_refuses_a_changed_track(tmp_path, lite0, interrupt_after, capsys
     with pytest.raises(KeyboardInterrupt):
         runner.render(job, progress=False, model=lite0, sinks=(interrupt_after(2),))
     clicks(track, seconds=1.0, offset=0.3)  # the same name, other music
-    with pytest.raises(ZoomdreamError, match="settings differ"):
+    with pytest.raises(ZoomdreamError, match="settings or input differ"):
         runner.render(replace(job, resume=True), progress=False, model=lite0)
     record = tmp_path / "zoom.mp4.zoomdream" / "job.toml"
     code, err = run(capsys, "render", record, "--resume")

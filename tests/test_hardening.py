@@ -74,6 +74,7 @@ def test_output_never_overwrites_an_input(tmp_path, capsys, monkeypatch, case):
     (["--zoom", "9" * 5000 + ":(1)"], "is too large"),
     (["--zoom", "0:(1), -5:(2)"], "negative frame number"),
     (["--crf", "99"], "--crf 99 is out of range"),
+    (["--fps", "1e-300"], "--fps 1e-300 is out of range"),
 ])
 def test_bad_numbers_fail_before_any_work(tmp_path, capsys, flags, pattern):
     one_line_error(capsys, *NOISE, *flags, "-o", tmp_path / "x.mp4", pattern=pattern)
@@ -134,3 +135,35 @@ def test_control_characters_stay_on_one_line(tmp_path, capsys):
     job = tmp_path / "job.toml"
     job.write_text('command = "image"\n"bad\\nkey\\u001e" = 1\n')
     one_line_error(capsys, "render", job, pattern="unknown setting 'bad\\nkey\\x1e'")
+
+
+def test_flags_are_never_abbreviated(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:  # `video` has no --frames: it must not be read as --frames-dir
+        main(["video", os.path.join(DATA, "example.mp4"), "--frames", "3", "-o", str(tmp_path / "y.gif")])
+    assert stop.value.code == 2 and "unrecognized arguments: --frames 3" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_resume_from_another_input_is_refused(tmp_path, capsys, lite0, interrupt_after):
+    from zoomdream import runner
+    from zoomdream.config import make_job
+    from zoomdream.errors import ZoomdreamError
+
+    image = tmp_path / "in.png"
+    shutil.copy(os.path.join(SAMPLES, "chelsea.png"), image)
+    job = make_job(dict(command="zoom", input=str(image), max_size=64, frames=4, octaves=1, steps=1, tile=64,
+                        layers="block5", output=str(tmp_path / "z.mp4")))
+    with pytest.raises(KeyboardInterrupt):
+        runner.render(job, progress=False, model=lite0, sinks=(interrupt_after(2),))
+    shutil.copy(os.path.join(SAMPLES, "coffee.png"), image)  # same name, another picture
+    from dataclasses import replace
+
+    with pytest.raises(ZoomdreamError, match="settings or input differ"):
+        runner.render(replace(job, resume=True), progress=False, model=lite0)
+
+
+def test_several_job_files_never_share_an_output(tmp_path, capsys):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.toml").write_text('command = "zoom"\nnoise = true\nsize = "64x48"\nframes = 2\n')
+    one_line_error(capsys, "render", tmp_path / "a.toml", tmp_path / "b.toml", "-o", tmp_path / "out.mp4",
+                   pattern="two of the job files write the same output")

@@ -148,3 +148,18 @@ def test_renamed_key_loads_with_a_warning(capsys):
     assert "setting 'interpolation' is now 'easing'" in capsys.readouterr().err
     with pytest.raises(ZoomdreamError, match="job schema 99"):
         make_job(dict(command="zoom", schema=99))
+
+
+def test_pieces_must_cover_the_render_and_start_after_a_dreamed_frame(tmp_path, lite0):
+    job = zoom_job(tmp_path, "z.mp4", frames=6, interpolate=2)
+    a = runner.render_piece(job, range(0, 3), tmp_path / "a", progress=False, model=lite0)
+    with pytest.raises(ZoomdreamError, match="the pieces end at frame 2 of the render's 6"):
+        runner.join_pieces(job, [a], model=lite0)
+    b = runner.render_piece(job, range(0, 4), tmp_path / "b", progress=False, model=lite0)
+    with pytest.raises(ZoomdreamError, match="right after a dreamed frame"):
+        runner.render_piece(job, range(4, 6), tmp_path / "c", start_from=b, progress=False, model=lite0)
+    whole = zoom_job(tmp_path, "whole.mp4", frames=6, interpolate=2, frames_dir=str(tmp_path / "whole"))
+    runner.render(whole, progress=False, model=lite0)
+    c = runner.render_piece(job, range(3, 6), tmp_path / "c", start_from=a, progress=False, model=lite0)
+    np.testing.assert_array_equal(np.stack(stored(a / "frames") + stored(c / "frames")),
+                                  np.stack(stored(tmp_path / "whole")))

@@ -76,7 +76,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, lite0, interrupt_after):
 
     with pytest.raises(ZoomdreamError, match="--resume"):
         runner.render(job, progress=False, model=lite0)
-    with pytest.raises(ZoomdreamError, match="settings differ"):
+    with pytest.raises(ZoomdreamError, match="settings or input differ"):
         runner.render(zoom_job(tmp_path, name="cut.mp4", frames_dir=str(tmp_path / "cut"), resume=True,
                                    steps=3), progress=False, model=lite0)
 

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from dataclasses import fields
+from functools import partial
 
 from zoomdream import cluster
 from zoomdream.config import COMMANDS, FIELDS, LOOPS, RENAMED, Job, load_toml, make_job
@@ -54,12 +55,14 @@ def _add_job_flags(parser: argparse.ArgumentParser, command: str | None) -> None
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # `video --frames 3` must not mean --frames-dir
         prog="zoomdream",
         description="DeepDream stills, infinite zooms and stylized video, offline, on a CPU or a GPU.",
         epilog="Run `zoomdream COMMAND --help` for each command's options and examples.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(parser_class=partial(argparse.ArgumentParser, allow_abbrev=False),
+                                dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS.values():
         p = sub.add_parser(command.name, help=command.help, description=command.help.capitalize() + ".",
                            epilog=command.examples, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -206,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from zoomdream import runner
 
+        outputs = [os.path.realpath(job.output) for job in jobs if job.output]
+        if len(set(outputs)) < len(outputs):  # e.g. one -o given to several job files
+            raise ZoomdreamError("two of the job files write the same output (give each its own output, not one -o)")
         for job in jobs:
             if not job.output:
                 raise ZoomdreamError("no output file given (add -o OUT)")

@@ -7,6 +7,7 @@ frames dreamed and discarded), and ``join_pieces`` encodes such pieces into one 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -180,13 +181,26 @@ def _checked_output(job: Job, protected: tuple[str, ...]) -> OutputSettings:
         if _same_file(source.parent, frames_dir) and FRAME_PATTERN.match(source.name):
             raise ZoomdreamError(f"input '{source}' lies in the frames folder '{frames_dir}' that this render "
                                  f"writes (move it, or give another --frames-dir)")
-    gif_fps = None if job.gif_fps is None else number(job.gif_fps, "gif_fps", above=0, high=1000)
+    gif_fps = None if job.gif_fps is None else number(job.gif_fps, "gif_fps", low=0.01, high=1000)
     gif_width = None if job.gif_width is None else number(job.gif_width, "gif_width", low=2, high=MAX_SIDE,
                                                            integer=True)
     return OutputSettings(out, crf=number(job.crf, "crf", low=0, high=51, integer=True), gif_fps=gif_fps,
                           gif_width=gif_width, frames_dir=Path(job.frames_dir) if job.frames_dir else None,
                           preview=number(job.preview, "preview", low=0, high=MAX_FRAMES, integer=True),
                           resume=job.resume)
+
+
+def input_digest(path: str | None) -> str:
+    """A short fingerprint of an input file's size and its first and last MiB: a resume from another file
+    under the same name is refused, at the cost of reading 2 MiB, not the whole clip."""
+    if not path or not os.path.isfile(path):
+        return ""
+    digest = hashlib.sha256(str(os.path.getsize(path)).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(1 << 20))
+        f.seek(max(0, os.path.getsize(path) - (1 << 20)))
+        digest.update(f.read(1 << 20))
+    return "-" + digest.hexdigest()[:12]
 
 
 def record_path(output: Path) -> Path:
@@ -261,7 +275,8 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
     if output.preview:
         outs.append(PreviewSink(output.path.with_name(output.path.stem + ".preview.png"), output.preview))
     run(source, [*outs, *sinks, _JobRecord(job, work)], seed=job.seed, store=store,
-        settings=job.settings_hash(), span=range(0, source.total or 2 ** 62), resume=output.resume,
+        settings=job.settings_hash() + input_digest(job.input), span=range(0, source.total or 2 ** 62),
+        resume=output.resume,
         progress=progress)
     if not any(_same_file(Path(p), record_path(output.path)) for p in protected):
         save_job(job, record_path(output.path))
@@ -291,6 +306,9 @@ def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None =
         raise ZoomdreamError(f"frames {span.start}-{span.stop - 1} go past the render's {source.total} frames")
     start = None
     if start_from is not None and span.start > 0:
+        if source.restart_at(span.start) != span.start:  # frame span.start is made from frames before span.start-1
+            raise ZoomdreamError(f"a piece after another must start right after a dreamed frame (with "
+                                 f"--interpolate N, at a multiple of N plus 1), not at frame {span.start}")
         state = read_state(Path(start_from))
         if state["settings"] != job.settings_hash():
             raise ZoomdreamError(f"piece '{start_from}' was rendered with other settings than this job's")
@@ -330,6 +348,11 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
                                      f"join needs {needs} (give the pieces in order, each complete)")
             low = max(t, first + 1)
             spans.append((first, end))
+        if not spans:
+            raise ZoomdreamError("no pieces to join (give the work folders of the pieces, in order)")
+        if source.total is not None and spans[-1][1] < source.total:
+            raise ZoomdreamError(f"the pieces end at frame {spans[-1][1] - 1} of the render's {source.total} "
+                                 f"(render the rest first)")
         t = 0
         for k, (work, (first, end)) in enumerate(zip(pieces, spans)):
             fade = spans[k + 1][0] if k + 1 < len(spans) else end  # from here on, fade into the next piece

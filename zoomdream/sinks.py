@@ -152,8 +152,8 @@ class FrameStore:
                                  f"or delete that folder to start over)")
         state = self._read_state()
         if state["settings"] != self.settings or state["span"] != [self.span.start, self.span.stop]:
-            raise ZoomdreamError(f"cannot resume {self.work}: its settings differ from these (use the settings in "
-                                 f"{self.work / 'job.toml'}, or delete the folder to start over)")
+            raise ZoomdreamError(f"cannot resume {self.work}: its settings or input differ from these (use the "
+                                 f"settings in {self.work / 'job.toml'}, or delete the folder to start over)")
         self.done = state["done"]
         if self.done == 0:
             return None

@@ -38,6 +38,11 @@ def read_start(path: str, max_size: int | None) -> np.ndarray:
     return img
 
 
+def last_dreamed(t: int, step: int, origin: int = 0) -> int:
+    """With every ``step``th frame dreamed from ``origin`` on, the last dreamed frame before frame ``t``."""
+    return origin + (t - 1 - origin) // step * step
+
+
 class LoopSource:
     """What every frame source has unless it says otherwise (see ``runner.FrameSource``)."""
 

@@ -15,7 +15,7 @@ from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import coherent_init, motion_between, temporal_blend
 from zoomdream.interpolation import between_sources, blend
-from zoomdream.loops.common import ClipFrames, LoopSource, seed_and_max_size
+from zoomdream.loops.common import ClipFrames, LoopSource, last_dreamed, seed_and_max_size
 from zoomdream.models import LoadedModel
 from zoomdream.motion import Schedule, parse_schedule
 from zoomdream.settings import MAX_STEPS, DreamSettings, EngineSettings, check_frame_size, dream_settings, number
@@ -123,7 +123,7 @@ class Source(LoopSource):
                                                                            seed=self.settings.seed))
         if self.step == 1:
             return self.dreamed(t - 1, previous, t)
-        first = max(self.origin, (t - 1) // self.step * self.step)
+        first = last_dreamed(t, self.step, self.origin)
         if self.segment is None or self.segment[0] != first:
             last = next((k for k in range(first + self.step, first, -1) if self.sources.get(k) is not None), None)
             if last is None:
@@ -154,7 +154,7 @@ class Source(LoopSource):
 
     def restart_at(self, t: int) -> int:
         """An in-between frame needs the dreamed frames on both sides: resume after the last dreamed one."""
-        return max(self.origin, (t - 1) // self.step * self.step) + 1
+        return last_dreamed(t, self.step, self.origin) + 1
 
     def carry(self) -> dict:
         return {"origin": self.origin}

@@ -17,7 +17,7 @@ from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, check_terms, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.interpolation import between_affine
-from zoomdream.loops.common import LoopSource, read_start, seed_and_max_size
+from zoomdream.loops.common import LoopSource, last_dreamed, read_start, seed_and_max_size
 from zoomdream.models import LoadedModel
 from zoomdream.motion import (Schedule, TextSchedule, as_3x3, parse_schedule, parse_text_schedule, transform_matrix,
                               warp_affine)
@@ -113,7 +113,7 @@ def layer_blend(layers: TextSchedule) -> tuple[tuple[LayerTerm, ...], callable]:
 
 def resolve(job: Job) -> ZoomSettings:
     seed, max_size = seed_and_max_size(job)
-    fps = number(job.fps, "fps", above=0, high=1000)
+    fps = number(job.fps, "fps", low=0.01, high=1000)
     track = audio.resolve_track(job, fps)
     frames = number(audio.frame_count(job.frames, track, 120), "frames", low=1, high=MAX_FRAMES, integer=True)
     if job.noise:
@@ -201,7 +201,7 @@ class Source(LoopSource):
             return self.first
         if self.step == 1:
             return self.dreamed(t - 1, previous, t, rng)
-        first = (t - 1) // self.step * self.step
+        first = last_dreamed(t, self.step)
         if self.segment is None or self.segment[0] != first:
             last = min(first + self.step, self.end)
             rng = np.random.default_rng([s.seed, last])  # per dreamed frame: a resume re-dreams it the same
@@ -231,8 +231,9 @@ class Source(LoopSource):
         w, h = s.size
         matrix = np.eye(3)
         for t in range(t0 + 1, t1 + 1):
-            at = t % s.frames if s.loop else t
-            step = transform_matrix(w, h, **{k: m.at(at) for k, m in s.motion.items()}, center=s.center)
+            values = {k: m.at(t % s.frames if s.loop else t) for k, m in s.motion.items()}
+            check_motion(values, t, s.size)  # every frame's motion, dreamed or made between
+            step = transform_matrix(w, h, **values, center=s.center)
             matrix = as_3x3(step) @ matrix
         return matrix
 
@@ -261,7 +262,7 @@ class Source(LoopSource):
 
     def restart_at(self, t: int) -> int:
         """An in-between frame needs the dreamed frames on both sides: resume after the last dreamed one."""
-        return (t - 1) // self.step * self.step + 1
+        return last_dreamed(t, self.step) + 1
 
     def carry(self) -> dict:
         return {"reference": [list(map(float, part)) for part in self.reference]}

@@ -4,6 +4,7 @@ numbered frame folders renders keep (the frame naming lives here and nowhere els
 from __future__ import annotations
 
 import os
+import threading
 import re
 from pathlib import Path
 from typing import Union
@@ -71,8 +72,9 @@ def check_output_target(p: Path) -> None:
 
 
 def atomic_write_bytes(p: Path, data) -> None:
-    """Write to a temp sibling then rename, so a kill never leaves a truncated file under the real name."""
-    tmp = temp_sibling(p)
+    """Write to a temp sibling then rename, so a kill never leaves a truncated file under the real name. The
+    temp name is this writer's own (process and thread), so two writers of one file never share it."""
+    tmp = temp_sibling(p, f"part-{os.getpid()}-{threading.get_ident()}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
