@@ -286,7 +286,7 @@ class _Worker:
         from zoomdream.sinks import PreviewSink
 
         out = Path(job.output)
-        preview = (PreviewSink(out.with_name(out.stem + ".preview.png"), job.preview),) if job.preview else ()
+        preview = (PreviewSink(runner.preview_path(out), job.preview),) if job.preview else ()
         runner.render_piece(job, range(*span), Path(work), warmup=warmup, progress=False, model=self._model(job),
                             sinks=(self._counter(key), *preview))
         return work

@@ -169,7 +169,7 @@ def _checked_output(job: Job, protected: tuple[str, ...]) -> OutputSettings:
     path and by inode, so links and ./ spellings are caught. ``protected``: the job file the job came from
     (re-rendering ``OUT.job.toml`` leaves that record as it is)."""
     out = Path(job.output)
-    written = [out, out.with_name(out.stem + ".preview.png"), record_path(out)]
+    written = [out, preview_path(out), record_path(out)]
     written += [Path(job.export_schedules)] if job.export_schedules else []
     inputs = [Path(p) for p in (job.input, job.guide, job.weights, job.audio) if p and p != "random"]
     frames_dir = Path(job.frames_dir) if job.frames_dir else work_folder(out) / "frames"
@@ -201,6 +201,17 @@ def input_digest(path: str | None) -> str:
         f.seek(max(0, os.path.getsize(path) - (1 << 20)))
         digest.update(f.read(1 << 20))
     return "-" + digest.hexdigest()[:12]
+
+
+def encoder(output: OutputSettings, source: FrameSource) -> EncoderSink:
+    """The output file's encoder, at the source's rate and with its audio."""
+    return EncoderSink(output.path, source.fps, crf=output.crf, gif_fps=output.gif_fps,
+                       gif_width=output.gif_width, **source.audio)
+
+
+def preview_path(output: Path) -> Path:
+    """Where ``--preview`` keeps the latest frame: ``OUT.preview.png``."""
+    return output.with_name(output.stem + ".preview.png")
 
 
 def record_path(output: Path) -> Path:
@@ -270,14 +281,12 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
     except BaseException:
         store.release_unused()
         raise
-    outs = [EncoderSink(output.path, source.fps, crf=output.crf, gif_fps=output.gif_fps,
-                        gif_width=output.gif_width, **source.audio)]
+    outs = [encoder(output, source)]
     if output.preview:
-        outs.append(PreviewSink(output.path.with_name(output.path.stem + ".preview.png"), output.preview))
+        outs.append(PreviewSink(preview_path(output.path), output.preview))
     run(source, [*outs, *sinks, _JobRecord(job, work)], seed=job.seed, store=store,
         settings=job.settings_hash() + input_digest(job.input), span=range(0, source.total or 2 ** 62),
-        resume=output.resume,
-        progress=progress)
+        resume=output.resume, progress=progress)
     if not any(_same_file(Path(p), record_path(output.path)) for p in protected):
         save_job(job, record_path(output.path))
     store.remove()
@@ -331,8 +340,7 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
     over the frames both hold, the join cross-fades from the earlier piece to the later one, so the seam
     dissolves over the overlap instead of cutting from one dream history to another."""
     job, source, output = prepare(job, model)
-    outs = [EncoderSink(output.path, source.fps, crf=output.crf, gif_fps=output.gif_fps,
-                        gif_width=output.gif_width, **source.audio), *sinks]
+    outs = [encoder(output, source), *sinks]
     pieces = [Path(work) for work in pieces]
     try:
         spans, low = [], 0  # a piece may start from frame `low` (the end of the piece two back) to frame t
