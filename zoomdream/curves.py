@@ -9,7 +9,6 @@ top. matplotlib is the optional extra ``pip install 'zoomdream[plots]'``; nothin
 """
 from __future__ import annotations
 
-import os
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from zoomdream.audio import SERIES, Track
 from zoomdream.errors import ZoomdreamError
-from zoomdream.media.files import show
+from zoomdream.media.files import atomic_write_bytes, show
 from zoomdream.motion import Schedule, TextSchedule
 
 PLOT_EXTENSIONS = (".png", ".svg", ".pdf")
@@ -64,13 +63,13 @@ def layer_weights(layers: TextSchedule, frames: int) -> dict[str, np.ndarray]:
 
 def _checked_path(path: str, extensions: tuple[str, ...], flag: str, job) -> Path:
     """An output path with a known extension that is none of the job's inputs."""
-    from zoomdream.runner import _same_file
+    from zoomdream.runner import job_inputs, same_file
 
     p = Path(path)
     if p.suffix.lower() not in extensions:
         raise ZoomdreamError(f"{flag} '{show(p)}' must end in {' or '.join(extensions)}")
-    for source in (job.input, job.audio, job.guide, job.weights):
-        if source and source != "random" and _same_file(Path(source), p):
+    for source in job_inputs(job):
+        if same_file(source, p):
             raise ZoomdreamError(f"{flag} '{show(p)}' would overwrite the input '{show(source)}' (choose another "
                                  f"name)")
     return p
@@ -81,16 +80,8 @@ def export_schedules(settings, path: str, job) -> Path:
     p = _checked_path(path, (".csv",), "--export-schedules", job)
     columns = table(settings)
     rows = zip(*(values.tolist() for values in columns.values()))
-    tmp = p.with_name(f".{p.name}.part")
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(",".join(columns) + "\n")
-            f.writelines(",".join(map(repr, row)) + "\n" for row in rows)
-        os.replace(tmp, p)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ZoomdreamError(f"cannot write '{show(p)}': {e.strerror or e} (check the folder and its "
-                             f"permissions)") from None
+    text = ",".join(columns) + "\n" + "".join(",".join(map(repr, row)) + "\n" for row in rows)
+    atomic_write_bytes(p, text.encode())  # a temp name per writer: parallel exports never share one
     return p
 
 

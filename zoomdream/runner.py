@@ -100,8 +100,9 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
             source.first = point.first
             if store is not None and span.start > 0:
                 store.keep_first(point.first)
-        if resumed is not None and source.restart_at(t) != t:  # frame t needs an earlier frame than t - 1
-            t = max(source.restart_at(t), span.start + 1)
+        restart = source.restart_at(t) if resumed is not None else t
+        if restart != t:  # frame t needs an earlier frame than t - 1
+            t = max(restart, span.start + 1)
             previous = store.load(t - 1)
         rng = _restore_rng(seed, point.carry["rng"] if point and point.carry else None)
         for index in range(span.start, t):  # frames an interrupted render already kept
@@ -171,14 +172,14 @@ def _checked_output(job: Job, protected: tuple[str, ...]) -> OutputSettings:
     out = Path(job.output)
     written = [out, preview_path(out), record_path(out)]
     written += [Path(job.export_schedules)] if job.export_schedules else []
-    inputs = [Path(p) for p in (job.input, job.guide, job.weights, job.audio) if p and p != "random"]
+    inputs = job_inputs(job)
     frames_dir = Path(job.frames_dir) if job.frames_dir else work_folder(out) / "frames"
     for source in [*inputs, *map(Path, protected)]:
         for target in written[:2] if source in map(Path, protected) else written:
-            if _same_file(source, target):
+            if same_file(source, target):
                 raise ZoomdreamError(f"output '{target}' would overwrite the input '{source}' (choose another "
                                      f"output name)")
-        if _same_file(source.parent, frames_dir) and FRAME_PATTERN.match(source.name):
+        if same_file(source.parent, frames_dir) and FRAME_PATTERN.match(source.name):
             raise ZoomdreamError(f"input '{source}' lies in the frames folder '{frames_dir}' that this render "
                                  f"writes (move it, or give another --frames-dir)")
     gif_fps = None if job.gif_fps is None else number(job.gif_fps, "gif_fps", low=0.01, high=1000)
@@ -219,7 +220,12 @@ def record_path(output: Path) -> Path:
     return output.with_name(output.stem + ".job.toml")
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def job_inputs(job: Job) -> list[Path]:
+    """The files a job reads, which nothing it writes may be."""
+    return [Path(p) for p in (job.input, job.guide, job.weights, job.audio) if p and p != "random"]
+
+
+def same_file(a: Path, b: Path) -> bool:
     try:
         if os.path.exists(a) and os.path.exists(b):
             return os.path.samefile(a, b)
@@ -287,7 +293,7 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
     run(source, [*outs, *sinks, _JobRecord(job, work)], seed=job.seed, store=store,
         settings=job.settings_hash() + input_digest(job.input), span=range(0, source.total or 2 ** 62),
         resume=output.resume, progress=progress)
-    if not any(_same_file(Path(p), record_path(output.path)) for p in protected):
+    if not any(same_file(Path(p), record_path(output.path)) for p in protected):
         save_job(job, record_path(output.path))
     store.remove()
 

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from zoomdream import media
 from zoomdream.errors import ZoomdreamError
+from zoomdream.media.files import atomic_write_bytes, remove_quietly
 
 try:
     import fcntl
@@ -150,7 +150,7 @@ class FrameStore:
         if not resume:
             raise ZoomdreamError(f"an interrupted render exists in {self.work} (add --resume to continue it, "
                                  f"or delete that folder to start over)")
-        state = self._read_state()
+        state = read_state(self.work)
         if state["settings"] != self.settings or state["span"] != [self.span.start, self.span.stop]:
             raise ZoomdreamError(f"cannot resume {self.work}: its settings or input differ from these (use the "
                                  f"settings in {self.work / 'job.toml'}, or delete the folder to start over)")
@@ -163,9 +163,6 @@ class FrameStore:
                 raise ZoomdreamError(f"cannot resume {self.work}: frame {t} is missing from {self.frames_dir} "
                                      f"(delete {self.work} to start over)")
         return Resume(last + 1, self.load(last), state["carry"], self.first())
-
-    def _read_state(self) -> dict:
-        return read_state(self.work)
 
     def load(self, index: int) -> np.ndarray:
         return media.read_image(media.frame_path(self.frames_dir, index))
@@ -186,9 +183,7 @@ class FrameStore:
         self.done = index - self.span.start + 1
         state = {"version": STATE_VERSION, "settings": self.settings, "span": [self.span.start, self.span.stop],
                  "done": self.done, "carry": carry}
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(self.state_path)
+        atomic_write_bytes(self.state_path, json.dumps(state).encode())
 
     def release(self) -> None:
         for handle in self._locks:
@@ -198,7 +193,7 @@ class FrameStore:
 
     def remove(self) -> None:
         """The render is complete: drop the work folder (frames in a user's --frames-dir stay)."""
-        _remove(self.frames_dir / ".zoomdream.lock")
+        remove_quietly(self.frames_dir / ".zoomdream.lock")
         shutil.rmtree(self.work, ignore_errors=True)
         self.release()
 
@@ -206,7 +201,7 @@ class FrameStore:
         """Unlock, and take away the folders made for a render that failed before its first frame."""
         if not self.state_path.exists():
             for folder in dict.fromkeys((self.work, self.frames_dir)):
-                _remove(folder / ".zoomdream.lock")
+                remove_quietly(folder / ".zoomdream.lock")
             for folder in dict.fromkeys((self.frames_dir, self.work)):
                 try:
                     folder.rmdir()  # only if empty: a user's frames stay
@@ -232,10 +227,3 @@ def read_state(work: Path) -> dict:
     if not ok:
         raise ZoomdreamError(damaged)
     return state
-
-
-def _remove(path: Path) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
