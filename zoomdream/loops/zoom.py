@@ -5,7 +5,7 @@ dream. Colour statistics are pulled toward frame 0's, so long runs do not drift 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -177,7 +177,8 @@ class Source(LoopSource):
         layers = settings.layers or parse_text_schedule(model.backbone.default_layers)
         terms, self.weights_at = layer_blend(layers)
         self.dreamer = build_dreamer(settings.engine, model, terms)
-        self.reference = None  # frame 0's colour statistics
+        self.reference = None  # frame 0's colour statistics, taken from frame 0 when first needed
+        self.target = (None, None, None)  # (t, frame 0 as the loop's path shows it at t, where it lies)
         self.segment = None  # (first, last, their frames): the dreamed pair the frames between come from
         self.end = settings.frames if settings.loop else settings.frames - 1  # the last dreamed frame's index
 
@@ -194,10 +195,9 @@ class Source(LoopSource):
     def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
         s = self.settings
         if t == 0:
-            dreamed = self.dreamer.dream(self.start(rng), replace_steps(s.first, step_size=s.step_size.at(0)),
+            dreamed = self.dreamer.dream(self.start(rng), replace(s.first, step_size=s.step_size.at(0)),
                                          weights=self.weights_at(0), rng=rng)
             self.first = to_uint8(dreamed)
-            self.reference = stats(to_unit(self.first))
             return self.first
         if self.step == 1:
             return self.dreamed(t - 1, previous, t, rng)
@@ -220,8 +220,10 @@ class Source(LoopSource):
         s = self.settings
         check_frame(s.motion, s.steps, s.step_size, t, s.size)
         moved = self.close_loop(warp_affine(to_unit(image), self.path(t0, t)), t, strength=1.0)
-        settings = replace_steps(s.later, steps=max(0, round(s.steps.at(t))), step_size=s.step_size.at(t))
+        settings = replace(s.later, steps=max(0, round(s.steps.at(t))), step_size=s.step_size.at(t))
         dreamed = self.dreamer.dream(moved, settings, weights=self.weights_at(t), rng=rng)
+        if self.reference is None:  # from frame 0 as kept, so a resumed run matches exactly
+            self.reference = stats(to_unit(self.first))
         matched = color_match(dreamed, self.reference, s.color_match)
         return to_uint8(self.close_loop(matched, t, strength=2.0))
 
@@ -247,32 +249,31 @@ class Source(LoopSource):
         if not s.loop or t <= last - span:
             return image
         weight = ((t - (last - span)) / span) ** strength
-        ahead = self.path(t, s.frames)
-        back = np.linalg.inv(ahead)
-        first = to_unit(self.first)
-        target = warp_affine(first, back)
-        for _ in range(6):  # back-projection: carried ahead as the loop carries frames, it gives frame 0, not a blur
-            target += warp_affine(first - warp_affine(target, ahead), back)
-        inside = warp_affine(np.ones(image.shape[:2], np.float32), back, reflect=False)
-        feather = max(3, round(0.04 * max(s.size))) | 1  # soft outside frame 0's region, never inside it
-        inside = np.maximum(inside, cv2.GaussianBlur(cv2.dilate(inside, np.ones((feather, feather), np.uint8)),
-                                                     (2 * feather + 1, 2 * feather + 1), 0))
+        target, inside = self.loop_target(t)
         mask = (weight * inside)[..., None]
         return (image + mask * (target - image)).astype(np.float32)
+
+    def loop_target(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame 0 as the camera path will show it at frame t ([-1, 1]), and the feathered mask of where it
+        lies; kept for the latest t, since a dreamed frame is pulled toward it twice."""
+        if self.target[0] != t:
+            ahead = self.path(t, self.settings.frames)
+            back = np.linalg.inv(ahead)
+            first = to_unit(self.first)
+            target = warp_affine(first, back)
+            for _ in range(6):  # back-projection: carried ahead as the loop carries frames it gives frame 0,
+                target += warp_affine(first - warp_affine(target, ahead), back)  # not a blur of it
+            inside = warp_affine(np.ones(first.shape[:2], np.float32), back, reflect=False)
+            feather = max(3, round(0.04 * max(self.settings.size))) | 1  # soft outside frame 0's region only
+            inside = np.maximum(inside, cv2.GaussianBlur(cv2.dilate(inside, np.ones((feather, feather), np.uint8)),
+                                                         (2 * feather + 1, 2 * feather + 1), 0))
+            self.target = (t, target, inside)
+        return self.target[1], self.target[2]
 
     def restart_at(self, t: int) -> int:
         """An in-between frame needs the dreamed frames on both sides: resume after the last dreamed one."""
         return last_dreamed(t, self.step) + 1
 
-    def carry(self) -> dict:
-        return {"reference": [list(map(float, part)) for part in self.reference]}
-
-    def restore(self, carry: dict) -> None:
-        self.reference = tuple(np.array(part) for part in carry["reference"])
-
-
-def replace_steps(settings: DreamSettings, **changes) -> DreamSettings:
-    return DreamSettings(**{**settings.__dict__, **changes})
 
 
 def color_match(img: np.ndarray, reference_stats: tuple[np.ndarray, np.ndarray], strength: float) -> np.ndarray:
