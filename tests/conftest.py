@@ -53,3 +53,19 @@ class Interrupt(Sink):
 def interrupt_after():
     """``interrupt_after(n)``: a sink to pass to a render that stops it like Ctrl-C once n frames are kept."""
     return Interrupt
+
+
+@pytest.fixture(scope="session")
+def studio(lite0, tmp_path_factory):
+    """The studio's web app on a free local port, using the shared model: (app, its URL)."""
+    import socket
+
+    from zoomdream.studio import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = serve(tmp_path_factory.mktemp("studio"), port=port, block=False,
+                models={("efficientnet-lite0", None, "float32"): lite0})
+    yield app, f"http://127.0.0.1:{port}/"
+    app.close()

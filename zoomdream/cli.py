@@ -24,6 +24,10 @@ CURVES_EXAMPLES = """examples:
   zoomdream curves job.toml -o curves.png --export-schedules schedules.csv
   zoomdream curves video clip.mp4 --step-size '0.01+0.02*smooth(bass, 0.3)' -o curves.png"""
 
+STUDIO_EXAMPLES = """examples:
+  zoomdream studio                      # then open http://127.0.0.1:7860
+  zoomdream studio --port 8000 --workdir ~/dreams"""
+
 GROUP_TITLES = {"job": "input and output", "model": "model", "dream": "dream (objective and ascent)",
                 "loop": "frames", "motion": "motion (keyframed: '0:(1.02), 120:(1.05)' or expressions of t)",
                 "output": "output", "audio": "music (--audio: its features drive the schedules)"}
@@ -90,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "input) and whether their weights are available offline.")
     p.add_argument("name", nargs="?", help="show only this backbone")
     p.add_argument("--brief", action="store_true", help="skip the layer lists (which build every model)")
+    p = sub.add_parser("studio", help="a local web page to render, watch each frame as it is made, stop and resume",
+                       description="Open zoomdream in a web browser: image, zoom and video forms, the latest frame "
+                                   "while it dreams, Stop and Resume, a motion preview, schedule curves and a "
+                                   "layer browser. Needs `pip install 'zoomdream[studio]'`.",
+                       epilog=STUDIO_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                                                        "only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--share", action="store_true", help="also ask Gradio for a public link (needs the internet)")
+    p.add_argument("--workdir", default="zoomdream-studio", help="folder for renders, uploads and job files "
+                                                                  "(default: ./zoomdream-studio)")
     return parser
 
 
@@ -183,6 +198,19 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def error_line(error: ZoomdreamError | OSError | MemoryError) -> str:
+    """The one line a user sees for an error of their input or machine (the CLI and the studio alike)."""
+    if isinstance(error, OSError):  # a disk that fills up or a path that vanishes mid-render: kept frames stay
+        where = f" ('{error.filename}')" if error.filename else ""
+        text = (f"{error.strerror or error}{where} (check the path, permissions and free disk space; zoom and "
+                f"video renders continue with --resume)")
+    elif isinstance(error, MemoryError):
+        text = "out of memory (use a smaller --size, --max-size or --tile)"
+    else:
+        text = str(error)
+    return f"zoomdream: error: {one_line(text)}"
+
+
 def _terminate(signum, frame):
     """SIGTERM stops a render the way Ctrl-C does: kept frames stay and the resume hint is printed."""
     raise KeyboardInterrupt
@@ -200,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "curves":
             return plot_curves(parser, args.render)
+        if args.command == "studio":
+            from zoomdream.studio import serve
+
+            serve(args.workdir, host=args.host, port=args.port, share=args.share)
+            return 0
         files = args.job_file if args.command == "render" else [None]
         jobs = [job_from_args(args, f) for f in files]
         protected = tuple(files) if args.command == "render" else ()
@@ -218,16 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             runner.render(job, protected=protected)
             print(f"wrote {job.output}", file=sys.stderr)
         return 0
-    except ZoomdreamError as e:
-        print(f"zoomdream: error: {one_line(str(e))}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a disk that fills up or a path that vanishes mid-render: frames already kept stay
-        where = one_line(f" ('{e.filename}')" if e.filename else "")
-        print(f"zoomdream: error: {one_line(str(e.strerror or e))}{where} (check the path, permissions and free "
-              f"disk space; zoom and video renders continue with --resume)", file=sys.stderr)
-        return 2
-    except MemoryError:
-        print("zoomdream: error: out of memory (use a smaller --size, --max-size or --tile)", file=sys.stderr)
+    except (ZoomdreamError, OSError, MemoryError) as e:
+        print(error_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         loop = args.command in (*LOOPS, "render")

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from importlib import import_module
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -21,7 +21,7 @@ from tqdm import tqdm
 from zoomdream import media, precision
 from zoomdream.config import COMMANDS, LOOPS, Job, save_job
 from zoomdream.engine import machine_tile
-from zoomdream.errors import ZoomdreamError
+from zoomdream.errors import Stopped, ZoomdreamError
 from zoomdream.media.files import FRAME_PATTERN
 from zoomdream.models import LoadedModel, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
@@ -76,14 +76,15 @@ def _restore_rng(seed: int, state: dict | None) -> np.random.Generator:
 
 def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None = None,
         store: FrameStore | None = None, settings: str = "", resume: bool = False, start: Resume | None = None,
-        warmup: int = 0, progress: bool = True) -> int:
+        warmup: int = 0, progress: bool = True, stop: Callable[[], bool] | None = None) -> int:
     """Make the frames of ``span`` (all of the source's by default) and hand each to the store and the sinks.
 
     The store, when given, is the resume point (for ``settings``, the job's hash): frames it already holds are
     replayed into the sinks and the source continues after them. Otherwise ``start`` (from an earlier piece)
     or ``warmup`` frames before the span (dreamed and discarded) give the first frame what it needs. Keeping
     a frame runs on a worker thread while the next one is dreamed. On any exception every kept frame stays and
-    the sinks are aborted. Returns the number of frames made.
+    the sinks are aborted. ``stop``, asked before each frame, ends the render there the same way (``Stopped``).
+    Returns the number of frames made.
     """
     span = span or range(0, source.total if source.total is not None else 2 ** 62)
     worker = ThreadPoolExecutor(max_workers=1)
@@ -113,6 +114,7 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
         with tqdm(total=total, initial=t - span.start, desc="frames", unit="frame", disable=not progress,
                   dynamic_ncols=True) as bar:
             while t < span.stop:
+                _check_stop(stop)
                 frame = source.frame(t, previous, rng)
                 if frame is None:
                     break
@@ -140,6 +142,11 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
         source.close()
         if store is not None:
             store.release()
+
+
+def _check_stop(stop: Callable[[], bool] | None) -> None:
+    if stop is not None and stop():
+        raise Stopped("stopped on request (resume to continue)")
 
 
 def _keep(store: FrameStore | None, sinks: list[Sink], index: int, frame: np.ndarray, carry: dict) -> None:
@@ -267,16 +274,17 @@ def prepare(job: Job, model: LoadedModel | None = None, protected: tuple[str, ..
 
 
 def render(job: Job, progress: bool = True, model: LoadedModel | None = None, sinks: tuple[Sink, ...] = (),
-           protected: tuple[str, ...] = ()) -> None:
+           protected: tuple[str, ...] = (), stop: Callable[[], bool] | None = None) -> None:
     """Render a job to its output (and to any extra ``sinks``). ``protected``: more files the output must not
-    overwrite (the job file it came from)."""
+    overwrite (the job file it came from). ``stop``: asked before each frame (a still: each ascent step); when
+    it answers True the render ends with ``Stopped``, resumable like an interrupted one."""
     if job.command not in LOOPS:  # a still: no frames folder, no resume; progress in ascent steps
         job, source, output = prepare(job, model, protected)
         outs = [ImageSink(output.path)] if output else []
         with tqdm(total=source.steps, desc="dreaming", unit="step", disable=not progress,
                   dynamic_ncols=True) as bar:
-            source.on_step = bar.update
-            run(source, [*outs, *sinks], seed=job.seed, progress=False)
+            source.on_step = lambda: (bar.update(), _check_stop(stop))
+            run(source, [*outs, *sinks], seed=job.seed, progress=False, stop=stop)
         return
     if not job.output:
         raise ZoomdreamError("no output file given (add -o OUT)")
@@ -292,7 +300,7 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
         outs.append(PreviewSink(preview_path(output.path), output.preview))
     run(source, [*outs, *sinks, _JobRecord(job, work)], seed=job.seed, store=store,
         settings=job.settings_hash() + input_digest(job.input), span=range(0, source.total or 2 ** 62),
-        resume=output.resume, progress=progress)
+        resume=output.resume, progress=progress, stop=stop)
     if not any(same_file(Path(p), record_path(output.path)) for p in protected):
         save_job(job, record_path(output.path))
     store.remove()

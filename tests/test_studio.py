@@ -1,0 +1,159 @@
+"""The studio through Gradio's Python client: every form field is a Job setting, a render returns its video and
+a job.toml that `zoomdream render` reproduces, Stop halts within a frame and Resume finishes, bad input is the
+CLI's one line, and the motion preview, curves, layer browser and job loading work."""
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoomdream import media, runner
+from zoomdream.config import load_toml, make_job
+from zoomdream.cli import error_line
+from zoomdream.errors import ZoomdreamError
+from zoomdream.studio import form_defaults, form_fields, job_from_form
+
+pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+SAMPLE = str(Path(__file__).resolve().parent.parent / "samples" / "chelsea.png")
+
+
+@pytest.fixture(scope="module")
+def client(studio):
+    return Client(studio[1], verbose=False)
+
+
+def zoom_form(**values):
+    """The zoom form's values in its order: a tiny noise zoom unless told otherwise."""
+    form = form_defaults("zoom")
+    form.update({**dict(noise=True, size="64x64", frames=4, octaves=1, steps=2, tile=64, precision="float32"),
+                 **values})
+    return [form[name] for name in form_fields("zoom")]
+
+
+def shown(output):
+    """A component's value as the client returns it (an update that also shows or hides it is a dict)."""
+    return output.get("value") if isinstance(output, dict) else output
+
+
+def final(job):
+    while not job.done():
+        time.sleep(0.05)
+    return job.outputs()[-1]
+
+
+def test_a_tiny_zoom_returns_its_video_and_a_job_file_that_reproduces_it(client, lite0, tmp_path):
+    status, preview, video, image, files = client.predict(".mp4", *zoom_form(), api_name="/render_zoom")
+    assert status.startswith("done: 4 frames"), status
+    frames = list(media.read_video(shown(video)))
+    assert len(frames) == 4 and frames[0].shape == (64, 64, 3)
+    assert preview is not None and shown(image) is None
+    job_file = next(f for f in files if f.endswith(".job.toml"))
+    again = make_job({**load_toml(job_file), "output": str(tmp_path / "again.mp4")})  # `zoomdream render`
+    runner.render(again, progress=False, model=lite0)
+    for a, b in zip(frames, media.read_video(tmp_path / "again.mp4")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_stop_halts_within_one_frame_and_resume_finishes(client, studio):
+    studio, before = studio[0].studio, studio[0].studio.progress
+    job = client.submit(".mp4", *zoom_form(frames=40), api_name="/render_zoom")
+    while not job.done() and (studio.progress is before or not studio.progress.latest
+                              or studio.progress.latest[0] < 2):
+        time.sleep(0.01)
+    made = studio.progress.latest[0] + 1
+    studio.stop()  # what the Stop button calls, without the round trip's delay
+    status = final(job)[0]
+    assert status.startswith("stopped after frame"), status
+    kept = int(status.split()[3])
+    # frames 0..made-1 were shown; the next one may be in the writer and the one after in the dream: that
+    # dream finishes, and no other starts
+    assert made <= kept <= made + 2
+    work = Path(studio.stopped.output + ".zoomdream")
+    assert len(media.list_frames(work / "frames")) == kept
+    status, _, video, _, _ = client.predict(api_name="/resume")
+    assert status.startswith("done: 40 frames"), status
+    assert len(list(media.read_video(shown(video)))) == 40
+    assert client.predict(api_name="/resume")[0].startswith("zoomdream: error: nothing to resume")
+
+
+def test_the_stop_button_answers_while_a_render_runs(client):
+    job = client.submit(".mp4", *zoom_form(frames=60), api_name="/render_zoom")
+    while "frame " not in str(job.outputs()[-1:]):
+        time.sleep(0.02)
+    assert client.predict(api_name="/stop") == "stopping after the frame in progress"
+    assert final(job)[0].startswith("stopped after frame")
+
+
+@pytest.mark.parametrize("change", [dict(zoom="1.02+"), dict(size="64"), dict(frames=-3), dict(layers="block99")])
+def test_bad_input_is_the_clis_one_line_error(client, lite0, tmp_path, change):
+    status = client.predict(".mp4", *zoom_form(**change), api_name="/render_zoom")[0]
+    with pytest.raises(ZoomdreamError) as cli:  # what `zoomdream zoom ...` says for the same settings
+        job = job_from_form("zoom", dict(zip(form_fields("zoom"), zoom_form(**change))), tmp_path / "x.mp4", tmp_path)
+        runner.prepare(job, model=lite0)
+    assert status == error_line(cli.value) and "\n" not in status
+
+
+def test_a_still_without_an_input_says_so(client):
+    form = form_defaults("image")
+    status = client.predict(".png", *[form[n] for n in form_fields("image")], api_name="/render_image")[0]
+    assert status == "zoomdream: error: no input image given (zoomdream image IN.jpg -o OUT.png)"
+
+
+def test_motion_preview_moves_the_start_along_the_camera_path(client):
+    video, status = client.predict(*zoom_form(frames=240, fps=12, zoom="1.1"), api_name="/motion_zoom")
+    frames = list(media.read_video(video))
+    assert len(frames) == 48  # 4 s at 12 fps, no dreaming
+    centre = [f[24:40, 24:40].astype(float) for f in frames]
+    assert np.abs(centre[1] - centre[0]).mean() > 1  # it moves
+
+
+def test_curves_plot_the_schedules(client):
+    plot, status = client.predict(*zoom_form(frames=48, angle="0:(0), 47:(10)"), api_name="/curves_zoom")
+    assert status == "schedules plotted" and plot is not None
+
+
+def test_layer_browser_dreams_each_layer_once(client, studio):
+    layers = client.predict("efficientnet-lite0", "", api_name="/list_layers")[0]
+    assert "block5" in str(layers)
+    cache = studio[0].studio.layer_cache
+    before = len(cache)
+    gallery, status = client.predict(handle_file(SAMPLE), "efficientnet-lite0", "", ["block3", "block8"],
+                                     api_name="/try_layers")
+    assert [item["caption"] for item in gallery] == ["block3", "block8"] and len(cache) == before + 2
+    dreams = [media.read_image(item["image"]) for item in gallery]
+    assert dreams[0].shape == (128, 192, 3) and not np.array_equal(dreams[0], dreams[1])
+    again, _ = client.predict(handle_file(SAMPLE), "efficientnet-lite0", "", ["block8"], api_name="/try_layers")
+    assert len(cache) == before + 2  # the same image and layer: from the cache, not dreamed again
+    np.testing.assert_array_equal(media.read_image(again[0]["image"]), dreams[1])
+
+
+def test_a_job_file_loads_into_its_form(client, tmp_path):
+    job_file = tmp_path / "job.toml"
+    job_file.write_text('command = "zoom"\nnoise = true\nsize = "80x48"\nzoom = "0:(1.01), 60:(1.04)"\n'
+                        'frames = 60\noutput = "x.gif"\n')
+    values = client.predict(handle_file(str(job_file)), api_name="/load_job")
+    assert values[0] == "loaded job.toml: zoom (press Render)"  # the tab selector is not a value
+    joined = [str(v) for v in values]
+    assert "80x48" in joined and "0:(1.01), 60:(1.04)" in joined and ".gif" in joined
+    job_file.write_text('command = "zoom"\nzooom = 1.02\n')
+    status = client.predict(handle_file(str(job_file)), api_name="/load_job")[0]
+    assert status.startswith("zoomdream: error: unknown setting 'zooom'"), status
+
+
+def test_a_still_shows_as_an_image_with_its_job_file(client):
+    form = form_defaults("image")
+    form.update(input=handle_file(SAMPLE), max_size=64, octaves=1, steps=2, precision="float32")
+    status, _, video, image, files = client.predict(".jpg", *[form[n] for n in form_fields("image")],
+                                                    api_name="/render_image")
+    assert status.startswith("done: 1 frame in"), status
+    assert shown(video) is None and media.read_image(shown(image)).shape == (43, 64, 3)
+    assert load_toml(next(f for f in files if f.endswith(".job.toml")))["input"].endswith("-chelsea.png")
+
+
+def test_studio_command_listens_on_this_machine_only_by_default():
+    from zoomdream.cli import build_parser
+
+    args = build_parser().parse_args(["studio"])
+    assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)

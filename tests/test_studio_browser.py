@@ -1,0 +1,68 @@
+"""The studio in a real headless browser: Debian's Chromium driven by Playwright (never a downloaded browser).
+The page loads, a render starts from a click, the latest-frame preview appears and changes, the finished video
+plays (the browser decodes its frames), and a screenshot is kept in test-artifacts/studio.png."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As root in a sandbox with no network: no Chrome sandbox, no GPU, and none of Chromium's own connections.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-quic"]
+SAMPLE = str(Path(__file__).resolve().parent.parent / "samples" / "chelsea.png")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+WATCH_PREVIEW = """() => {
+    window.previews = new Set();
+    const note = () => { const img = document.querySelector('#preview img'); if (img && img.src) window.previews.add(img.src); };
+    new MutationObserver(note).observe(document.querySelector('#preview'), {subtree: true, childList: true, attributes: true});
+}"""
+PLAY = """async () => {
+    const video = document.querySelector('#result-video video');
+    video.muted = true;
+    await video.play();
+    await new Promise(resolve => setTimeout(resolve, 1500));
+    const played = {decoded: video.getVideoPlaybackQuality().totalVideoFrames, time: video.currentTime,
+                    width: video.videoWidth, error: video.error && video.error.message};
+    video.pause();
+    video.currentTime = video.duration / 2;  // a frame to show in the screenshot
+    await new Promise(resolve => video.addEventListener('seeked', resolve, {once: true}));
+    return played;
+}"""
+
+
+def fill(page, field: str, value: str) -> None:
+    page.locator(f"#zoom-{field}").locator("input, textarea").first.fill(value)
+
+
+def test_a_render_started_in_the_browser_shows_its_frames_and_plays(studio):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: install it with `apt-get install -y chromium` (README)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(studio[1])
+            page.wait_for_selector("#render-zoom")
+            page.locator("#zoom-input input[type=file]").set_input_files(SAMPLE)
+            page.wait_for_selector("#zoom-input img")
+            for field, value in dict(max_size="128", frames="24", octaves="1", steps="3").items():
+                fill(page, field, value)
+            page.evaluate(WATCH_PREVIEW)
+            page.click("#render-zoom")
+            status = page.locator("#status").locator("input, textarea").first
+            page.wait_for_function("s => s.value.startsWith('done') || s.value.startsWith('zoomdream: error')",
+                                   arg=status.element_handle(), timeout=180_000)
+            assert status.input_value().startswith("done: 24 frames"), status.input_value()
+            assert page.evaluate("() => window.previews.size") >= 2  # the latest frame appeared and changed
+            played = page.evaluate(PLAY)
+            assert played["decoded"] > 0 and played["time"] > 0 and played["width"] == 128, played
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.evaluate("() => window.scrollTo(0, 0)")
+            page.wait_for_function("() => [...document.querySelectorAll('#preview img')].every(i => i.complete)")
+            page.wait_for_timeout(500)  # the lazily loaded preview, laid out again after the scroll
+            page.screenshot(path=str(ARTIFACTS / "studio.png"))
+        finally:
+            browser.close()

@@ -1,0 +1,608 @@
+"""`zoomdream studio`: a local web page for image, zoom and video renders that shows each frame as it is made.
+
+Two parts. ``Studio`` is the state behind the page and knows nothing of the web: models loaded once, one render
+at a time, the latest frame and the progress, Stop (the runner ends before its next frame and keeps what it
+made) and Resume, the motion preview and the layer browser. ``build_app`` lays a Gradio page over it: one form
+per command, generated from ``config.Job`` as the CLI's flags are, so each field is a Job setting and each
+render saves the ``job.toml`` that ``zoomdream render`` reproduces. Gradio is the optional extra
+``pip install 'zoomdream[studio]'``; nothing else imports this module.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from zoomdream.config import FIELDS, Job, load_toml, make_job
+from zoomdream.errors import Stopped, ZoomdreamError
+
+TABS = ("image", "zoom", "video")
+FORMATS = {"image": (".png", ".jpg"), "zoom": (".mp4", ".gif"), "video": (".mp4", ".gif")}
+# Shown open in each form; every other setting of the command sits under "More settings".
+MAIN = ("input", "noise", "size", "frames", "fps", "start", "duration", "max_size", "model", "layers", "octaves",
+        "steps", "step_size", "zoom", "angle", "tx", "ty", "loop", "interpolate", "audio")
+FILES = ("input", "guide", "audio")  # uploaded, each a whole row
+# Set by the studio itself, not by the form.
+NOT_IN_FORM = ("command", "output", "resume", "frames_dir", "preview", "export_schedules", "audio_sha256")
+PREVIEW_SECONDS = 4.0
+LAYER_PREVIEW = dict(max_size=192, octaves=2, steps=10)  # the layer browser's small dream
+
+
+def form_fields(command: str) -> list[str]:
+    """The Job settings a command's form shows, main ones first, each in the Job's order."""
+    names = [f.name for f in fields(Job) if command in f.metadata["commands"] and f.name not in NOT_IN_FORM]
+    return [n for n in MAIN if n in names] + [n for n in names if n not in MAIN]
+
+
+def form_defaults(command: str) -> dict[str, Any]:
+    """What a fresh form holds: the command's Job defaults (unset settings left empty)."""
+    job = Job(command=command)
+    return {name: getattr(job, name) for name in form_fields(command)}
+
+
+def job_from_form(command: str, values: dict[str, Any], output: Path | None, uploads: Path) -> Job:
+    """The Job a form describes; empty fields keep their defaults, uploaded files are copied into ``uploads``
+    under a name made from their content, so the saved job file names a file that stays."""
+    settings: dict[str, Any] = {"command": command, "output": str(output) if output else None}
+    for name, value in values.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        kind = FIELDS[name].metadata["kind"]
+        if kind == "path" and name != "weights":
+            value = keep_upload(value, uploads)
+        if kind in ("int", "float"):
+            value = _number(name, value, kind)
+        settings[name] = value.strip() if isinstance(value, str) and kind != "path" else value
+    return make_job(settings)
+
+
+def _number(name: str, value: Any, kind: str) -> int | float:
+    """A number field's value (text where the setting has no default number), as its kind."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ZoomdreamError(f"{name.replace('_', ' ')} '{value}' is not a number (give a number, or leave it "
+                             f"empty for the default)") from None
+    return int(number) if kind == "int" and number.is_integer() else number
+
+
+def keep_upload(path: str, uploads: Path) -> str:
+    """A copy of an uploaded file in ``uploads``, named by its content (the upload cache is temporary)."""
+    source = Path(path)
+    if not source.is_file():
+        raise ZoomdreamError(f"file '{path}' not found (upload it again)")
+    if source.parent == uploads:
+        return str(source)
+    with open(source, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()[:12]
+    kept = uploads / f"{digest}-{source.name}"
+    if not kept.exists():
+        uploads.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, kept.with_name(kept.name + ".part"))
+        os.replace(kept.with_name(kept.name + ".part"), kept)
+    return str(kept)
+
+
+def error_line(error: BaseException) -> str:
+    """The CLI's one line for an error of input or machine; an unexpected one is named, its traceback logged."""
+    from zoomdream.cli import error_line as cli_error_line
+
+    if isinstance(error, (ZoomdreamError, OSError, MemoryError)):
+        return cli_error_line(error)
+    traceback.print_exception(error)
+    return f"zoomdream: error: unexpected {type(error).__name__}: {error} (please report it, with the job file)"
+
+
+@dataclass
+class Update:
+    """What the page shows while a render runs and when it ends."""
+
+    state: str  # "running", "done", "stopped" or "error"
+    message: str  # the progress line, or the result, or the one-line error
+    frame: np.ndarray | None = None  # the latest frame, when a new one came since the last update
+    output: Path | None = None  # the finished file
+    job_file: Path | None = None  # its job.toml
+
+
+class Progress:
+    """Frames as the runner hands them over, and the rate and time left they imply (read from another
+    thread: only whole values are swapped)."""
+
+    def __init__(self, total: int | None):
+        self.total, self.started = total, time.monotonic()
+        self.latest: tuple[int, np.ndarray] | None = None
+        self.first_new: tuple[int, float] | None = None  # the first frame this run made, and when
+
+    def frame(self, index: int, frame: np.ndarray) -> None:
+        if self.first_new is None:
+            self.first_new = (index, time.monotonic())
+        self.latest = (index, frame)
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        if self.latest is None:
+            return f"starting ({elapsed:.0f} s: loading the model, then the first frame)"
+        done = self.latest[0] + 1
+        text = f"frame {done}" + (f" of {self.total}" if self.total else "")
+        first, since = self.first_new
+        if done - 1 > first:
+            per_frame = (time.monotonic() - since) / (done - 1 - first)
+            text += f" · {per_frame:.2f} s a frame"
+            if self.total:
+                text += f" · about {_duration(per_frame * (self.total - done))} left"
+        return text + f" · {_duration(elapsed)} so far"
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+class Studio:
+    """The state behind the page: one render at a time, models loaded once, the last stopped render."""
+
+    def __init__(self, workdir: str | Path, models: dict | None = None):
+        self.workdir = Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.uploads = self.workdir / "inputs"
+        self.models = dict(models or {})  # (model, weights, precision) -> LoadedModel
+        self.busy = threading.Lock()
+        self.stop_requested = threading.Event()
+        self.stopped: Job | None = None  # the last stopped loop render, which Resume continues
+        self.layer_cache: dict[tuple, np.ndarray] = {}
+        self.progress: Progress | None = None  # the latest render's
+
+    def model(self, job: Job):
+        """The job's model, loaded on first use; ``job`` has its precision pinned."""
+        from zoomdream.models import load_model
+
+        key = (job.model, job.weights, job.precision)
+        if key not in self.models:
+            self.models[key] = load_model(*key)
+        return self.models[key]
+
+    def new_output(self, command: str, extension: str) -> Path:
+        """A fresh output name in the work folder: COMMAND-YYYYmmdd-HHMMSS[-n].EXT."""
+        if extension not in FORMATS[command]:
+            raise ZoomdreamError(f"cannot write {extension} for {command} (choose {', '.join(FORMATS[command])})")
+        stem, n = f"{command}-{time.strftime('%Y%m%d-%H%M%S')}", 1
+        path = self.workdir / f"{stem}{extension}"
+        while path.exists() or path.with_name(path.name + ".zoomdream").exists():
+            n += 1
+            path = self.workdir / f"{stem}-{n}{extension}"
+        return path
+
+    def job(self, command: str, values: dict[str, Any], extension: str) -> Job:
+        return job_from_form(command, values, self.new_output(command, extension), self.uploads)
+
+    def render(self, job: Job, poll: float = 0.25) -> Iterator[Update]:
+        """Render ``job`` on a worker thread, yielding an Update for each new frame (at most every ``poll``
+        seconds, and each second without one) and a last one with the result. One render at a time; ``stop``
+        ends it before its next frame and ``resume`` continues it."""
+        from zoomdream import runner
+        from zoomdream.sinks import MemorySink
+
+        if not self.busy.acquire(blocking=False):
+            yield Update("error", "zoomdream: error: another render is running (stop it, or wait for it to end)")
+            return
+        try:
+            self.stop_requested.clear()
+            try:
+                _, settings, _, output = runner.check_job(job)  # bad input fails here, before the model loads
+                job = runner.pin_machine(job)
+                model = self.model(job)
+            except Exception as e:
+                yield Update("error", error_line(e))
+                return
+            progress = self.progress = Progress(1 if job.command == "image" else getattr(settings, "frames", None))
+            outcome: list[BaseException | None] = []
+
+            def work() -> None:
+                try:
+                    runner.render(job, progress=False, model=model, sinks=(MemorySink(progress.frame),),
+                                  stop=self.stop_requested.is_set)
+                    outcome.append(None)
+                except BaseException as e:  # handed to the page below
+                    outcome.append(e)
+
+            worker = threading.Thread(target=work, name="zoomdream-render", daemon=True)
+            worker.start()
+            shown, last = None, 0.0
+            while worker.is_alive():
+                worker.join(poll)
+                latest = progress.latest
+                if latest is not None and latest[0] != shown or time.monotonic() - last > 1:
+                    new = latest is not None and latest[0] != shown
+                    shown, last = (latest[0] if latest else None), time.monotonic()
+                    yield Update("running", progress.line(), latest[1] if new else None)
+            yield self._outcome(job, outcome[0] if outcome else RuntimeError("the render thread vanished"),
+                                output.path, progress)
+        finally:
+            self.busy.release()
+
+    def _outcome(self, job: Job, error: BaseException | None, output: Path, progress: Progress) -> Update:
+        from zoomdream.config import save_job
+        from zoomdream.runner import record_path
+
+        frame = progress.latest[1] if progress.latest else None
+        if error is None:
+            self.stopped = None
+            if not record_path(output).exists():  # a still from the CLI keeps none; the page offers one
+                save_job(job, record_path(output))
+            made = progress.latest[0] + 1 if progress.latest else 0
+            return Update("done", f"done: {made} frame{'s' * (made != 1)} in "
+                                  f"{_duration(time.monotonic() - progress.started)}: {output.name}",
+                          frame, output, record_path(output))
+        if isinstance(error, (Stopped, KeyboardInterrupt)):
+            if job.command == "image":
+                return Update("stopped", "stopped (a still image starts over: press its Render again)", frame)
+            self.stopped = job
+            kept = progress.latest[0] + 1 if progress.latest else 0
+            return Update("stopped", f"stopped after frame {kept}" + (f" of {progress.total}" if progress.total
+                                                                       else "") + ": press Resume to continue",
+                          frame)
+        return Update("error", error_line(error), frame)
+
+    def stop(self) -> str:
+        self.stop_requested.set()
+        return "stopping after the frame in progress" if self.busy.locked() else "nothing is rendering"
+
+    def resume(self) -> Iterator[Update]:
+        """Continue the last stopped render from its kept frames."""
+        if self.stopped is None:
+            yield Update("error", "zoomdream: error: nothing to resume (a stopped zoom or video render resumes)")
+            return
+        yield from self.render(replace(self.stopped, resume=True))
+
+    def motion_preview(self, job: Job, seconds: float = PREVIEW_SECONDS) -> Path:
+        """A few seconds of the zoom's camera path on its start, not dreamed, as an MP4 in the work folder."""
+        from zoomdream.loops import zoom
+        from zoomdream.sinks import EncoderSink
+
+        settings = zoom.resolve(job)
+        path = self.new_output("zoom", ".mp4").with_name(f"motion-{time.time_ns()}.mp4")
+        sink = EncoderSink(path, settings.fps)
+        try:
+            for t, frame in enumerate(zoom.camera_preview(settings, max(2, round(seconds * settings.fps)))):
+                sink.write(t, frame)
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+        return path
+
+    def curves(self, job: Job):
+        """The matplotlib figure of every schedule of a zoom or video job (``zoomdream curves``)."""
+        from zoomdream.curves import plot, table
+        from zoomdream.runner import loop_module
+
+        settings = loop_module(job.command).resolve(job)
+        columns = table(settings)
+        return plot(columns, settings.fps, f"{job.command}: {len(columns['frame'])} frames at {settings.fps:g} fps")
+
+    def layers(self, model: str, weights: str | None = None) -> list[str]:
+        from zoomdream.runner import pin_machine
+
+        return self.model(pin_machine(make_job({"model": model, "weights": weights or None}))).layers
+
+    def try_layer(self, image: str, model: str, weights: str | None, layer: str) -> np.ndarray:
+        """A small dream of one layer on ``image``, cached: layers are picked by looking, not by name."""
+        from zoomdream import runner
+
+        job = runner.pin_machine(make_job({"input": keep_upload(image, self.uploads), "model": model,
+                                           "weights": weights or None, "layers": layer, **LAYER_PREVIEW}))
+        key = (job.input, job.model, job.weights, job.precision, layer)
+        if key not in self.layer_cache:
+            if not self.busy.acquire(blocking=False):
+                raise ZoomdreamError("a render is running (stop it, or wait for it to end)")
+            try:
+                self.layer_cache[key] = runner.render_image(job, progress=False, model=self.model(job))
+            finally:
+                self.busy.release()
+        return self.layer_cache[key]
+
+    def load_job(self, path: str) -> Job:
+        """A job file's settings, checked as `zoomdream render` checks them; its input files are copied into
+        the work folder so the page can show them."""
+        job = make_job(load_toml(path))
+        if job.command not in TABS:
+            raise ZoomdreamError(f"the studio has no {job.command} form (render this job with `zoomdream render`)")
+        kept = {}
+        for name in ("input", "guide", "audio"):
+            value = getattr(job, name)
+            if value:
+                if not Path(value).is_file():
+                    raise ZoomdreamError(f"the job's {name} '{value}' is not found (fix the path in the job file)")
+                kept[name] = keep_upload(value, self.uploads)
+        return replace(job, **kept)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The page
+
+
+def _component(gr, name: str, command: str, value: Any):
+    """The input for one Job setting, by its kind: files upload, choices drop down, numbers are numbers."""
+    from zoomdream.models import BACKBONES
+
+    meta = FIELDS[name].metadata
+    label, info, key = name.replace("_", " "), meta["help"], f"{command}-{name}"
+    if name == "input":
+        if command == "video":
+            return gr.Video(label="input video", sources=["upload"], elem_id=key)
+        return gr.Image(label="input image" + (" (or tick noise)" if command == "zoom" else ""), type="filepath",
+                        sources=["upload", "clipboard"], elem_id=key)
+    if name == "guide":
+        return gr.Image(label=label, type="filepath", sources=["upload"], elem_id=key)
+    if name == "audio":
+        return gr.Audio(label="music", type="filepath", sources=["upload"], elem_id=key)
+    if name == "model":
+        return gr.Dropdown(list(BACKBONES), value=value, label=label, info=info, elem_id=key)
+    if meta["choices"]:
+        return gr.Dropdown(list(meta["choices"]), value=value, label=label, info=info, elem_id=key)
+    kind = meta["kind"]
+    if kind == "bool":
+        return gr.Checkbox(value=value, label=label, info=info, elem_id=key)
+    if kind in ("int", "float") and value is not None:  # one without a default number is text, empty at first
+        return gr.Number(value=value, label=label, info=info, precision=0 if kind == "int" else None,
+                         elem_id=key)
+    return gr.Textbox(value=_form_value(name, value), label=label, info=info, max_lines=1,
+                      elem_id=key)
+
+
+def _form_value(name: str, value: Any) -> Any:
+    """A Job value as its form field holds it (text fields hold text)."""
+    if FIELDS[name].metadata["kind"] in ("str", "schedule") and not FIELDS[name].metadata["choices"]:
+        return "" if value is None else str(value)
+    return value
+
+
+def _theme(gr):
+    """Gradio's default look in the system's fonts: the page loads nothing from the internet."""
+    sans, mono = ["ui-sans-serif", "system-ui", "sans-serif"], ["ui-monospace", "monospace"]
+    return gr.themes.Default(font=sans, font_mono=mono)
+
+
+def build_app(studio: Studio):
+    """The Gradio page over ``studio``: a form per command, the latest frame, Stop, Resume and downloads."""
+    import gradio as gr
+
+    skip = gr.skip()
+
+    def shown(updates: Iterator[Update]):
+        """Updates as the page's outputs: progress, latest frame, result video, result image, downloads."""
+        yield "starting", None, None, None, None  # clear the last render's results
+        for u in updates:
+            frame = u.frame if u.frame is not None else skip
+            if u.state == "running":
+                yield u.message, frame, skip, skip, skip
+                continue
+            if u.output is None:
+                yield u.message, frame, skip, skip, skip
+                continue
+            playable = u.output.suffix == ".mp4"  # a GIF or a still shows as an image
+            yield (u.message, frame, gr.update(value=str(u.output) if playable else None, visible=playable),
+                   gr.update(value=None if playable else str(u.output), visible=not playable),
+                   [str(u.output), str(u.job_file)])
+
+    def failed(error: Exception):
+        yield error_line(error), skip, skip, skip, skip
+
+    forms: dict[str, dict[str, Any]] = {}
+    with gr.Blocks(title="zoomdream studio", analytics_enabled=False) as app:
+        gr.Markdown("## zoomdream studio\nDream an image, an infinite zoom or a video. Every field is a setting "
+                    "of `zoomdream render`; each render also saves its `job.toml`.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                with gr.Tabs(selected="zoom") as tabs:
+                    for command in TABS:
+                        with gr.Tab(command, id=command):
+                            forms[command] = _form(gr, command)
+                    with gr.Tab("layers", id="layers"):
+                        browser = _layer_browser(gr)
+                job_file = gr.UploadButton("Load a job.toml into its form", file_types=[".toml"], type="filepath",
+                                           elem_id="job-file")
+            with gr.Column(scale=2):
+                status = gr.Textbox(label="progress", interactive=False, elem_id="status")
+                preview = gr.Image(label="latest frame", interactive=False, format="png", elem_id="preview")
+                with gr.Row():
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                    resume = gr.Button("Resume", elem_id="resume")
+                result_video = gr.Video(label="result", interactive=False, elem_id="result-video")
+                result_image = gr.Image(label="result", interactive=False, visible=False, elem_id="result-image")
+                downloads = gr.File(label="downloads: the output and its job.toml", file_count="multiple",
+                                    interactive=False, elem_id="downloads")
+        outputs = [status, preview, result_video, result_image, downloads]
+        dream = dict(concurrency_id="dream", concurrency_limit=1)  # one dream at a time; the rest wait in line
+
+        for command, form in forms.items():
+            names = list(form["fields"])
+
+            def render(extension, *values, command=command, names=names):
+                try:
+                    job = studio.job(command, dict(zip(names, values)), extension)
+                except Exception as e:
+                    yield from failed(e)
+                    return
+                yield from shown(studio.render(job))
+
+            form["render"].click(render, [form["format"], *form["fields"].values()], outputs,
+                                 api_name=f"render_{command}", **dream)
+
+            def job_of(values, command=command, names=names) -> Job:
+                return job_from_form(command, dict(zip(names, values)), None, studio.uploads)
+
+            if "motion" in form:
+                def motion(*values, job_of=job_of):
+                    try:
+                        return str(studio.motion_preview(job_of(values))), "motion preview: no dreaming"
+                    except Exception as e:
+                        return None, error_line(e)
+
+                form["motion"].click(motion, list(form["fields"].values()), [form["motion_video"], status],
+                                     api_name=f"motion_{command}", concurrency_limit=None)
+            if "curves" in form:
+                def curves(*values, job_of=job_of):
+                    try:
+                        return studio.curves(job_of(values)), "schedules plotted"
+                    except Exception as e:
+                        return None, error_line(e)
+
+                form["curves"].click(curves, list(form["fields"].values()), [form["plot"], status],
+                                     api_name=f"curves_{command}", concurrency_limit=None)
+
+        def resumed():
+            yield from shown(studio.resume())
+
+        stop.click(studio.stop, None, status, api_name="stop", concurrency_limit=None)
+        resume.click(resumed, None, outputs, api_name="resume", **dream)
+        _wire_layer_browser(gr, studio, browser, forms, status, dream)
+        _wire_job_loading(gr, studio, job_file, tabs, forms, status)
+    return app
+
+
+def _form(gr, command: str) -> dict[str, Any]:
+    defaults = form_defaults(command)
+    form: dict[str, Any] = {"fields": {}}
+    form["format"] = gr.Dropdown(list(FORMATS[command]), value=FORMATS[command][0], label="output format",
+                                 elem_id=f"{command}-format")
+    main = [n for n in defaults if n in MAIN]
+    _lay_out(gr, form["fields"], command, main, defaults)
+    with gr.Accordion("More settings", open=False):
+        _lay_out(gr, form["fields"], command, [n for n in defaults if n not in main], defaults)
+    form["render"] = gr.Button("Render", variant="primary", elem_id=f"render-{command}")
+    if command == "zoom":
+        with gr.Accordion("Motion preview: the camera path on the start image, no dreaming", open=False):
+            form["motion"] = gr.Button("Preview motion", elem_id="motion-preview")
+            form["motion_video"] = gr.Video(label=f"first {PREVIEW_SECONDS:g} s of the motion", interactive=False,
+                                            elem_id="motion-video")
+    if command in ("zoom", "video"):
+        with gr.Accordion("Schedules: every keyframed value and music feature per frame", open=False):
+            form["curves"] = gr.Button("Plot the schedules", elem_id=f"curves-{command}")
+            form["plot"] = gr.Plot(label="schedules")
+    return form
+
+
+def _lay_out(gr, made: dict[str, Any], command: str, names: list[str], defaults: dict[str, Any]) -> None:
+    """Fields three to a row, in order; an upload takes a row of its own."""
+    row: list[str] = []
+    for name in [*names, None]:
+        if name is not None and name not in FILES:
+            row.append(name)
+            if len(row) < 3:
+                continue
+        if row:
+            with gr.Row(equal_height=True):
+                for n in row:
+                    made[n] = _component(gr, n, command, defaults[n])
+            row = []
+        if name is not None and name in FILES:
+            made[name] = _component(gr, name, command, defaults[name])
+
+
+def _layer_browser(gr) -> dict[str, Any]:
+    from zoomdream.models import BACKBONES, DEFAULT_MODEL
+
+    gr.Markdown("Dream each chosen layer on a small copy of an image, then pick by looking. Results are kept, "
+                "so trying a layer again is instant.")
+    with gr.Row():
+        image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], elem_id="layers-image")
+        with gr.Column():
+            model = gr.Dropdown(list(BACKBONES), value=DEFAULT_MODEL, label="model")
+            weights = gr.Textbox(label="weights", info="a weights file, 'random', or empty for the model's own",
+                                 max_lines=1)
+            listed = gr.Button("List the model's layers")
+            layers = gr.Dropdown([], multiselect=True, label="layers to try", elem_id="layers-choice")
+    go = gr.Button("Dream each layer", variant="primary", elem_id="layers-go")
+    gallery = gr.Gallery(label="one small dream per layer: click one to pick it", columns=4, elem_id="layers-gallery")
+    with gr.Row():
+        picked = gr.Textbox(label="picked layers", info="the --layers spec the forms get", max_lines=1)
+        use = gr.Button("Use in the image, zoom and video forms")
+    return dict(image=image, model=model, weights=weights, listed=listed, layers=layers, go=go, gallery=gallery,
+                picked=picked, use=use, tried=gr.State([]))
+
+
+def _wire_layer_browser(gr, studio: Studio, b: dict[str, Any], forms: dict, status, dream: dict) -> None:
+    def list_layers(model, weights):
+        try:
+            return gr.update(choices=studio.layers(model, weights or None)), f"{model}: pick layers to try"
+        except Exception as e:
+            return gr.skip(), error_line(e)
+
+    def try_layers(image, model, weights, layers):
+        if not image or not layers:
+            yield gr.skip(), "zoomdream: error: give an image and at least one layer to try", gr.skip()
+            return
+        made = []
+        for k, layer in enumerate(layers):
+            yield gr.skip(), f"layer {k + 1} of {len(layers)}: {layer}", gr.skip()
+            try:
+                made.append((studio.try_layer(image, model, weights or None, layer), layer))
+            except Exception as e:
+                yield gr.skip(), error_line(e), [name for _, name in made]
+                return
+            yield list(made), f"layer {k + 1} of {len(layers)}: {layer}", [name for _, name in made]
+
+    def pick(tried, current, evt: gr.SelectData):
+        chosen = [part for part in current.split(",") if part.strip()] if current else []
+        layer = tried[evt.index]
+        return ",".join(chosen if layer in chosen else [*chosen, layer])
+
+    pick.__annotations__["evt"] = gr.SelectData  # Gradio finds the event argument by its type
+
+    b["listed"].click(list_layers, [b["model"], b["weights"]], [b["layers"], status], api_name="list_layers",
+                      **dream)
+    b["go"].click(try_layers, [b["image"], b["model"], b["weights"], b["layers"]], [b["gallery"], status, b["tried"]],
+                  api_name="try_layers", **dream)
+    b["gallery"].select(pick, [b["tried"], b["picked"]], b["picked"], api_visibility="private")
+    targets = [form["fields"]["layers"] for form in forms.values()]
+    b["use"].click(lambda picked: [picked] * len(targets), b["picked"], targets, api_visibility="private")
+
+
+def _wire_job_loading(gr, studio: Studio, job_file, tabs, forms: dict, status) -> None:
+    targets = [tabs, status]
+    for form in forms.values():
+        targets += [form["format"], *form["fields"].values()]
+
+    def load(path):
+        try:
+            job = studio.load_job(path)
+        except Exception as e:
+            return [gr.skip(), error_line(e)] + [gr.skip()] * (len(targets) - 2)
+        values = [gr.update(selected=job.command), f"loaded {Path(path).name}: {job.command} (press Render)"]
+        for command, form in forms.items():
+            if command != job.command:
+                values += [gr.skip()] * (1 + len(form["fields"]))
+                continue
+            suffix = Path(job.output).suffix.lower() if job.output else ""
+            values.append(suffix if suffix in FORMATS[command] else gr.skip())
+            values += [_form_value(name, getattr(job, name)) for name in form["fields"]]
+        return values
+
+    job_file.upload(load, job_file, targets, api_name="load_job")
+
+
+def serve(workdir: str | Path, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+          models: dict | None = None, block: bool = True):
+    """Start the studio on ``host:port`` (this machine only unless asked). ``block=False`` returns the running
+    Gradio app (tests); ``models`` are already-loaded models to use, keyed (model, weights, precision)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio as gr
+    except ImportError:
+        raise ZoomdreamError("the studio needs Gradio (pip install 'zoomdream[studio]')") from None
+    studio = Studio(workdir, models)
+    app = build_app(studio).queue(default_concurrency_limit=1)
+    print(f"zoomdream studio: renders go to {studio.workdir}", flush=True)
+    app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, quiet=not block,
+               allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"])
+    app.studio = studio
+    return app
