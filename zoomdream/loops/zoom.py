@@ -28,6 +28,7 @@ from zoomdream.settings import (MAX_FRAMES, MAX_STEPS, DreamSettings, EngineSett
 
 OUTPUTS = media.VIDEO_EXTENSIONS
 MOTION = ("zoom", "angle", "tx", "ty")
+WARM_UP = 12  # frames a loop's frame 0 is carried and dreamed along the path after the still's dream
 
 
 @dataclass(frozen=True)
@@ -197,8 +198,9 @@ class Source(LoopSource):
     """Frame t is frame t - 1 moved by the motion of frame t and dreamed again. With ``interpolate`` n, only
     every nth frame is dreamed (moved by the motion of n frames) and the frames between are both dreamed
     neighbours carried along the known camera path and blended. With ``loop``, the motion wraps (frame
-    ``frames`` is frame 0) and the last frames are pulled toward frame 0 as the path will show it, so the
-    video plays on into its start without a seam."""
+    ``frames`` is frame 0), frame 0 is the still's dream after a warm-up along the path (``warm_up``), and the
+    last frames are pulled toward frame 0 as the path will show it, so the video plays on into its start
+    without a seam."""
 
     needs_previous = True
 
@@ -210,7 +212,7 @@ class Source(LoopSource):
         terms, self.weights_at = layer_blend(layers)
         self.dreamer = build_dreamer(settings.engine, model, terms)
         self.reference = None  # frame 0's colour statistics, taken from frame 0 when first needed
-        self.target = (None, None, None)  # (t, frame 0 as the loop's path shows it at t, where it lies)
+        self.closing = None  # frame 0 as the frame before the wrap must show it (see loop_target)
         self.segment = None  # (first, last, their frames): the dreamed pair the frames between come from
         self.end = settings.frames if settings.loop else settings.frames - 1  # the last dreamed frame's index
 
@@ -219,7 +221,7 @@ class Source(LoopSource):
         if t == 0:
             dreamed = self.dreamer.dream(start_image(s, rng), replace(s.first, step_size=s.step_size.at(0)),
                                          weights=self.weights_at(0), rng=rng)
-            self.first = to_uint8(dreamed)
+            self.first = self.warm_up(to_uint8(dreamed), rng) if s.loop else to_uint8(dreamed)
             return self.first
         if self.step == 1:
             return self.dreamed(t - 1, previous, t, rng)
@@ -234,54 +236,94 @@ class Source(LoopSource):
             return after
         made = between_affine(before, after, (t - first) / (last - first), self.path(first, t), self.path(t, last))
         if last == s.frames:  # across a loop's wrap: frame 0 as the path shows it there, sharp
-            made = to_uint8(self.close_loop(to_unit(made), t, strength=0.0))
+            made = to_uint8(self.close_loop(to_unit(made), t, weight=1.0))
         return made
 
-    def dreamed(self, t0: int, image: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
-        """Frame t, dreamed from frame t0 moved along the camera path between them."""
+    def dreamed(self, t0: int, image: np.ndarray, t: int, rng: np.random.Generator, *,
+                reference: tuple[np.ndarray, np.ndarray] | None = None, pull: bool = True) -> np.ndarray:
+        """Frame t, dreamed from frame t0 moved along the camera path between them, its colours matched to
+        ``reference`` (frame 0's by default) and, with ``pull``, a loop's last frames pulled toward frame 0."""
         s = self.settings
-        check_frame(s.motion, s.steps, s.step_size, t, s.size)
-        moved = self.close_loop(warp_affine(to_unit(image), self.path(t0, t)), t, strength=1.0)
-        settings = replace(s.later, steps=max(0, round(s.steps.at(t))), step_size=s.step_size.at(t))
-        dreamed = self.dreamer.dream(moved, settings, weights=self.weights_at(t), rng=rng)
-        if self.reference is None:  # from frame 0 as kept, so a resumed run matches exactly
-            self.reference = stats(to_unit(self.first))
-        matched = color_match(dreamed, self.reference, s.color_match)
-        return to_uint8(self.close_loop(matched, t, strength=2.0))
+        u = t % s.frames  # schedules are periodic in a loop; elsewhere t < frames
+        check_frame(s.motion, s.steps, s.step_size, u, s.size)
+        moved = warp_affine(to_unit(image), self.path(t0, t))
+        settings = replace(s.later, steps=max(0, round(s.steps.at(u))), step_size=s.step_size.at(u))
+        dreamed = self.dreamer.dream(moved, settings, weights=self.weights_at(u), rng=rng)
+        if reference is None:
+            if self.reference is None:  # from frame 0 as kept, so a resumed run matches exactly
+                self.reference = stats(to_unit(self.first))
+            reference = self.reference
+        matched = color_match(dreamed, reference, s.color_match)
+        return to_uint8(self.close_loop(matched, t, weight=self.pull(t)) if pull else matched)
+
+    def warm_up(self, still: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A loop's frame 0: the still's dream carried WARM_UP frames along the loop's own path into frame 0,
+        dreamed as the loop dreams (every nth frame with --interpolate n). The still's dream has far finer
+        texture than the zoom keeps (it settles over about ten frames); a loop that closed onto it would morph
+        into that texture and out again at every wrap, and its seam would carry it."""
+        s = self.settings
+        reference = stats(to_unit(still))
+        hops = -(-WARM_UP // self.step)
+        image = still
+        for t in range(s.frames - hops * self.step, s.frames, self.step):
+            image = self.dreamed(t, image, t + self.step, rng, reference=reference, pull=False)
+        return image
 
     def path(self, t0: int, t1: int) -> np.ndarray:
         return camera_path(self.settings, t0, t1)
 
-    def close_loop(self, image: np.ndarray, t: int, strength: float) -> np.ndarray:
-        """Over the last frames of a loop, pull the centre toward frame 0 as the camera path will bring it
-        there, under a feathered mask whose weight ramps to 1 at the last frame (``strength`` is the ramp's
-        power: the input to the dream gets a gentle pull, its output a later, firmer one)."""
+    def pull(self, t: int) -> float:
+        """How far dreamed frame t is pulled toward its loop target (0 outside a loop's closing span).
+
+        Over the span the target's share of the frame should rise along a smoothstep, to 1 at the last dreamed
+        frame. The dreamed frame before already carries its share (carried along the path, as the target is),
+        so frame t is pulled only by the increment that takes the share from A(before) to A(t). Pulling each
+        frame by the whole ramp compounded: most of the change came early in the span, in steps up to 9 times
+        a normal one."""
         s = self.settings
         span = s.loop_frames
-        last = s.frames - self.step  # the last dreamed frame: there the weight reaches 1
-        if not s.loop or t <= last - span:
+        start = s.frames - self.step - span  # the last dreamed frame ends the span
+        if not s.loop or t <= start:
+            return 0.0
+
+        def share(x: float) -> float:
+            x = min(max(x, 0.0), 1.0)
+            return x * x * (3 - 2 * x)
+
+        before, now = share((t - self.step - start) / span), share((t - start) / span)
+        return 1.0 if now >= 1.0 else (now - before) / (1.0 - before)
+
+    def close_loop(self, image: np.ndarray, t: int, weight: float) -> np.ndarray:
+        """Pull frame t ([-1, 1]) by ``weight`` toward frame 0 as the camera path will bring it there, under a
+        feathered mask of where frame 0 lies."""
+        if weight <= 0:
             return image
-        weight = ((t - (last - span)) / span) ** strength
         target, inside = self.loop_target(t)
         mask = (weight * inside)[..., None]
         return (image + mask * (target - image)).astype(np.float32)
 
     def loop_target(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame 0 as the camera path will show it at frame t ([-1, 1]), and the feathered mask of where it
-        lies; kept for the latest t, since a dreamed frame is pulled toward it twice."""
-        if self.target[0] != t:
-            ahead = self.path(t, self.settings.frames)
+        lies.
+
+        The frame before the wrap gets frame 0 carried back one step and back-projected once, so that carried
+        ahead it is frame 0 rather than a blur of it (one correction restores what one resampling blurs; more
+        sharpen it past frame 0's own texture into pixel speckle). Every earlier target is that frame carried
+        back along the path, so the targets move as the loop moves. (Back-projecting frame 0 through all the
+        steps still to come sharpened the early targets into noise, and consecutive targets disagreed.)"""
+        s = self.settings
+        if self.closing is None:
+            ahead = self.path(s.frames - 1, s.frames)
             back = np.linalg.inv(ahead)
             first = to_unit(self.first)
             target = warp_affine(first, back)
-            for _ in range(6):  # back-projection: carried ahead as the loop carries frames it gives frame 0,
-                target += warp_affine(first - warp_affine(target, ahead), back)  # not a blur of it
-            inside = warp_affine(np.ones(first.shape[:2], np.float32), back, reflect=False)
-            feather = max(3, round(0.04 * max(self.settings.size))) | 1  # soft outside frame 0's region only
-            inside = np.maximum(inside, cv2.GaussianBlur(cv2.dilate(inside, np.ones((feather, feather), np.uint8)),
-                                                         (2 * feather + 1, 2 * feather + 1), 0))
-            self.target = (t, target, inside)
-        return self.target[1], self.target[2]
+            self.closing = target + warp_affine(first - warp_affine(target, ahead), back)
+        target = warp_affine(self.closing, np.linalg.inv(self.path(t, s.frames - 1)))
+        inside = warp_affine(np.ones(s.size[::-1], np.float32), np.linalg.inv(self.path(t, s.frames)), reflect=False)
+        feather = max(3, round(0.04 * max(s.size))) | 1  # soft outside frame 0's region only
+        inside = np.maximum(inside, cv2.GaussianBlur(cv2.dilate(inside, np.ones((feather, feather), np.uint8)),
+                                                     (2 * feather + 1, 2 * feather + 1), 0))
+        return target, inside
 
     def restart_at(self, t: int) -> int:
         """An in-between frame needs the dreamed frames on both sides: resume after the last dreamed one."""
