@@ -157,3 +157,17 @@ def test_studio_command_listens_on_this_machine_only_by_default():
 
     args = build_parser().parse_args(["studio"])
     assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
+
+
+def test_a_video_keeps_its_clips_sound(client):
+    form = form_defaults("video")
+    form.update(input=handle_file(str(Path(__file__).parent / "data" / "big_buck_bunny_432_433.webm")), duration=0.3,
+                max_size=64,
+                octaves=1, steps=1, tile=64, precision="float32")
+    status, _, video, _, _ = client.predict(".mp4", *[form[n] for n in form_fields("video")],
+                                            api_name="/render_video")
+    assert status.startswith("done: "), status
+    info = media.probe_video(shown(video))
+    made = int(status.split()[1])
+    assert made == round(0.3 * 24) == len(list(media.read_video(shown(video))))
+    assert info.has_audio and (info.width, info.height) == (64, 36)

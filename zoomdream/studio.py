@@ -337,7 +337,7 @@ def _component(gr, name: str, command: str, value: Any):
     label, info, key = name.replace("_", " "), meta["help"], f"{command}-{name}"
     if name == "input":
         if command == "video":
-            return gr.Video(label="input video", sources=["upload"], elem_id=key)
+            return gr.Video(label="input video", sources=["upload"], include_audio=True, elem_id=key)
         return gr.Image(label="input image" + (" (or tick noise)" if command == "zoom" else ""), type="filepath",
                         sources=["upload", "clipboard"], elem_id=key)
     if name == "guide":
