@@ -42,9 +42,9 @@ LOOP = dict(size="64x64", layers="block10", steps=3, zoom="1.02", tile=512, fram
 
 @pytest.mark.parametrize("angle,interpolate", [("0", 1), ("2", 1), ("0", 2), ("2", 2)])
 def test_loop_seam_is_like_any_other_step(tmp_path, lite0, angle, interpolate):
-    """scripts/bench_loops.py measures the seam at 0.3-0.8x the median step at 256x256 and the worst step of
-    the closing span at 1.0-1.9x; this 24-frame 64x64 loop closes over 6 frames (before the warm-up of frame 0,
-    the seam was 1.9-3.9x and the closing 14-21x here)."""
+    """scripts/bench_loops.py measures the seam at 0.3-0.9x the median step at 256x256 and the worst step of
+    the closing span at 1.0-1.8x; here (24 frames of 64x64, closing over 12) 0.3-1.0x and 1.6-1.8x. Before
+    frame 0 was warmed up and the pull spread, they were 1.9-3.9x and 14-21x here."""
     settings = dict(LOOP, angle=angle, interpolate=interpolate)
     frames = frames_of(zoom_job(tmp_path, loop=True, **settings), lite0)
     assert len(frames) == 24
@@ -52,7 +52,7 @@ def test_loop_seam_is_like_any_other_step(tmp_path, lite0, angle, interpolate):
     inside = [camera_error(a, b, step) for a, b in zip(frames, frames[1:])]
     seam = camera_error(frames[-1], frames[0], step)
     assert seam <= 1.5 * np.median(inside), (seam, np.median(inside))
-    assert max(inside[-6:] + [seam]) <= 10 * np.median(inside)  # the closing span: the last quarter
+    assert max(inside[-12:] + [seam]) <= 4 * np.median(inside)  # the closing span: the last half
     plain = frames_of(zoom_job(tmp_path, "plain.mp4", **settings), lite0)
     assert camera_error(plain[-1], plain[0], step) > 4 * seam  # without --loop there is a seam to close
 
@@ -69,18 +69,19 @@ def test_loop_frame_zero_has_the_zooms_texture(tmp_path, lite0):
 
 @pytest.mark.parametrize("interpolate", [1, 2])
 def test_loop_pull_spreads_the_closing_evenly(tmp_path, lite0, interpolate):
-    """Each dreamed frame of the closing span is pulled by the increment that keeps frame 0's share of the
-    frame on a smoothstep, reaching all of it at the last dreamed frame; nothing is pulled before the span."""
+    """Each dreamed frame of the closing span is pulled by the increment that puts frame 0's share of the
+    frame back on a line (after the part of it the dream rewrote), all of it at the last dreamed frame;
+    nothing is pulled before the span."""
     source = zoom.Source(zoom.resolve(zoom_job(tmp_path, loop=True, frames=96, interpolate=interpolate)), lite0)
     span, last = source.settings.loop_frames, 96 - interpolate
-    assert span == 24
+    assert span == 48
     assert all(source.pull(t) == 0 for t in range(0, last - span + 1))
     share = 0.0
     for t in range(last - span + interpolate, last + 1, interpolate):
+        share *= 1 - zoom.REWRITTEN
         share += source.pull(t) * (1 - share)
-        x = (t - (last - span)) / span
-        assert share == pytest.approx(x * x * (3 - 2 * x))
-    assert share == 1.0 and source.pull(last) == 1.0
+        assert share == pytest.approx((t - (last - span)) / span)
+    assert source.pull(last) == 1.0
 
 
 def test_loop_resumes_in_its_closing_span(tmp_path, lite0, interrupt_after):
