@@ -2,6 +2,7 @@
 a job.toml that `zoomdream render` reproduces, Stop halts within a frame and Resume finishes, bad input is the
 CLI's one line, and the motion preview, curves, layer browser and job loading work."""
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from zoomdream import media, runner
 from zoomdream.config import load_toml, make_job
 from zoomdream.cli import error_line
 from zoomdream.errors import ZoomdreamError
-from zoomdream.studio import form_defaults, form_fields, job_from_form
+from zoomdream.studio import Progress, Studio, form_defaults, form_fields, job_from_form
 
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -74,6 +75,7 @@ def test_stop_halts_within_one_frame_and_resume_finishes(client, studio):
     assert len(media.list_frames(work / "frames")) == kept
     status, _, video, _, _ = client.predict(api_name="/resume")
     assert status.startswith("done: 40 frames"), status
+    assert studio.progress.kept == kept  # replayed at once: left out of the rate and the time left
     assert len(list(media.read_video(shown(video)))) == 40
     assert client.predict(api_name="/resume")[0].startswith("zoomdream: error: nothing to resume")
 
@@ -84,6 +86,56 @@ def test_the_stop_button_answers_while_a_render_runs(client):
         time.sleep(0.02)
     assert client.predict(api_name="/stop") == "stopping after the frame in progress"
     assert final(job)[0].startswith("stopped after frame")
+
+
+def test_a_render_whose_page_goes_away_stops_there_and_the_next_waits_for_it(lite0, tmp_path):
+    studio = Studio(tmp_path, {("efficientnet-lite0", None, "float32"): lite0})
+    job = studio.job("zoom", dict(noise=True, size="64x64", frames=100, octaves=1, steps=2, tile=64,
+                                  precision="float32"), ".mp4")
+    updates = studio.render(job, poll=0.01)
+    while next(updates).frame is None:
+        pass
+    updates.close()  # what Gradio does when the browser tab closes mid-render
+    after = list(studio.render(replace(job, output=str(tmp_path / "next.mp4"), frames=2)))
+    assert after[0].message == "waiting for the stopped render to end its frame"
+    assert after[-1].state == "done", after[-1].message
+    kept = len(media.list_frames(runner.work_folder(Path(job.output)) / "frames"))
+    assert 0 < kept < 100 and studio.stopped == job  # stopped, not rendering on unseen, and left to Resume
+    assert list(studio.resume())[-1].message.startswith("done: 100 frames")
+
+
+def test_a_stopped_render_stays_for_resume_while_others_render(client, studio):
+    job = client.submit(".mp4", *zoom_form(frames=40), api_name="/render_zoom")
+    while "frame " not in str(job.outputs()[-1:]):
+        time.sleep(0.02)
+    client.predict(api_name="/stop")
+    assert final(job)[0].startswith("stopped after frame")
+    form = form_defaults("image")
+    form.update(input=handle_file(SAMPLE), max_size=64, octaves=1, steps=2, precision="float32")
+    assert client.predict(".png", *[form[n] for n in form_fields("image")], api_name="/render_image")[0].startswith(
+        "done: 1 frame")
+    assert client.predict(api_name="/resume")[0].startswith("done: 40 frames")
+
+
+def test_progress_leaves_the_frames_a_resume_replays_out_of_the_rate():
+    progress = Progress(total=100, kept=50)
+    frame = np.zeros((2, 2, 3), np.uint8)
+    for t in range(50):  # replayed from disk at once
+        progress.frame(t, frame)
+    assert "s a frame" not in progress.line()
+    for t in range(50, 53):  # dreamed
+        progress.frame(t, frame)
+        time.sleep(0.1)
+    per_frame = float(progress.line().split(" · ")[1].split()[0])
+    assert per_frame >= 0.05, progress.line()  # counting the replayed frames it was 0.2 s / 52 frames
+
+
+def test_a_studio_open_to_the_network_loads_no_job_naming_files_outside_its_work_folder(tmp_path):
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(f'command = "image"\ninput = "{SAMPLE}"\n')
+    with pytest.raises(ZoomdreamError, match="outside the studio's work folder"):
+        Studio(tmp_path / "open", private=False).load_job(str(job_file))  # a visitor could read any file
+    assert Studio(tmp_path / "local").load_job(str(job_file)).input.startswith(str(tmp_path / "local" / "inputs"))
 
 
 @pytest.mark.parametrize("change", [dict(zoom="1.02+"), dict(size="64"), dict(frames=-3), dict(layers="block99")])

@@ -66,3 +66,38 @@ def test_a_render_started_in_the_browser_shows_its_frames_and_plays(studio):
             page.screenshot(path=str(ARTIFACTS / "studio.png"))
         finally:
             browser.close()
+
+
+def test_stop_and_resume_clicked_in_the_page_and_a_bad_value_is_a_notice_in_sight(studio):
+    """Stop's answer and the errors are notices over the page: the progress box is out of sight below a long
+    form, and a Stop answer written there could land after the render's last line and hide it."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(studio[1])
+            page.wait_for_selector("#render-zoom")
+            page.locator("#zoom-noise input").check()
+            for field, value in dict(size="64x64", frames="60", octaves="1", steps="2").items():
+                fill(page, field, value)
+            status = page.locator("#status").locator("input, textarea").first
+            page.click("#render-zoom")
+            page.wait_for_function("s => s.value.startsWith('frame ')", arg=status.element_handle(), timeout=120_000)
+            page.click("#stop")
+            page.wait_for_function("s => s.value.startsWith('stopped') || s.value.startsWith('done')",
+                                   arg=status.element_handle(), timeout=60_000)
+            assert status.input_value().startswith("stopped after frame"), status.input_value()
+            page.click("#stop")  # its answer is a notice: the progress box keeps the render's last line
+            page.locator(".toast-body").filter(has_text="nothing is rendering").wait_for(timeout=30_000)
+            assert status.input_value().startswith("stopped after frame"), status.input_value()
+            page.click("#resume")
+            page.wait_for_function("s => s.value.startsWith('done') || s.value.startsWith('zoomdream: error')",
+                                   arg=status.element_handle(), timeout=120_000)
+            assert status.input_value().startswith("done: 60 frames"), status.input_value()
+            fill(page, "zoom", "1.02+")
+            page.click("#render-zoom")  # at the foot of the form: the progress box is out of sight
+            notice = page.locator(".toast-body").filter(has_text="zoomdream: error: --zoom: invalid expression")
+            notice.wait_for(timeout=30_000)
+            assert notice.is_visible() and notice.bounding_box()["y"] < 900
+        finally:
+            browser.close()

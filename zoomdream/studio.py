@@ -33,6 +33,7 @@ FILES = ("input", "guide", "audio")  # uploaded, each a whole row
 # Set by the studio itself, not by the form.
 NOT_IN_FORM = ("command", "output", "resume", "frames_dir", "preview", "export_schedules", "audio_sha256")
 PREVIEW_SECONDS = 4.0
+STOPPING = "stopping after the frame in progress"
 LAYER_PREVIEW = dict(max_size=192, octaves=2, steps=10)  # the layer browser's small dream
 
 
@@ -114,15 +115,16 @@ class Update:
 
 class Progress:
     """Frames as the runner hands them over, and the rate and time left they imply (read from another
-    thread: only whole values are swapped)."""
+    thread: only whole values are swapped). ``kept``: frames a resumed render replays at once, left out of the
+    rate."""
 
-    def __init__(self, total: int | None):
-        self.total, self.started = total, time.monotonic()
+    def __init__(self, total: int | None, kept: int = 0):
+        self.total, self.kept, self.started = total, kept, time.monotonic()
         self.latest: tuple[int, np.ndarray] | None = None
         self.first_new: tuple[int, float] | None = None  # the first frame this run made, and when
 
     def frame(self, index: int, frame: np.ndarray) -> None:
-        if self.first_new is None:
+        if self.first_new is None and index >= self.kept:
             self.first_new = (index, time.monotonic())
         self.latest = (index, frame)
 
@@ -132,7 +134,7 @@ class Progress:
             return f"starting ({elapsed:.0f} s: loading the model, then the first frame)"
         done = self.latest[0] + 1
         text = f"frame {done}" + (f" of {self.total}" if self.total else "")
-        first, since = self.first_new
+        first, since = self.first_new or (done, 0.0)
         if done - 1 > first:
             per_frame = (time.monotonic() - since) / (done - 1 - first)
             text += f" · {per_frame:.2f} s a frame"
@@ -141,16 +143,25 @@ class Progress:
         return text + f" · {_duration(elapsed)} so far"
 
 
+def _kept(work: Path) -> int:
+    """How many frames a stopped render's work folder holds."""
+    from zoomdream.sinks import read_state
+
+    return read_state(work)["done"] if (work / "state.json").is_file() else 0
+
+
 def _duration(seconds: float) -> str:
     seconds = round(seconds)
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
 class Studio:
-    """The state behind the page: one render at a time, models loaded once, the last stopped render."""
+    """The state behind the page: one render at a time, models loaded once, the last stopped render.
+    ``private``: only this machine reaches the page; otherwise a loaded job file may name only files in the work
+    folder (its files are copied there and shown, so any file this process reads would reach a visitor)."""
 
-    def __init__(self, workdir: str | Path, models: dict | None = None):
-        self.workdir = Path(workdir).resolve()
+    def __init__(self, workdir: str | Path, models: dict | None = None, private: bool = True):
+        self.workdir, self.private = Path(workdir).resolve(), private
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.uploads = self.workdir / "inputs"
         self.models = dict(models or {})  # (model, weights, precision) -> LoadedModel
@@ -191,18 +202,25 @@ class Studio:
         from zoomdream.sinks import MemorySink
 
         if not self.busy.acquire(blocking=False):
-            yield Update("error", "zoomdream: error: another render is running (stop it, or wait for it to end)")
-            return
+            if not self.stop_requested.is_set():
+                yield Update("error", "zoomdream: error: another render is running (stop it, or wait for it to "
+                                      "end)")
+                return
+            yield Update("running", "waiting for the stopped render to end its frame")
+            self.busy.acquire()
+        worker = None
         try:
             self.stop_requested.clear()
             try:
                 _, settings, _, output = runner.check_job(job)  # bad input fails here, before the model loads
                 job = runner.pin_machine(job)
                 model = self.model(job)
+                kept = _kept(runner.work_folder(output.path)) if job.resume else 0
             except Exception as e:
                 yield Update("error", error_line(e))
                 return
-            progress = self.progress = Progress(1 if job.command == "image" else getattr(settings, "frames", None))
+            progress = self.progress = Progress(1 if job.command == "image" else getattr(settings, "frames", None),
+                                                kept)
             outcome: list[BaseException | None] = []
 
             def work() -> None:
@@ -222,9 +240,25 @@ class Studio:
                 if latest is not None and latest[0] != shown or time.monotonic() - last > 1:
                     new = latest is not None and latest[0] != shown
                     shown, last = (latest[0] if latest else None), time.monotonic()
-                    yield Update("running", progress.line(), latest[1] if new else None)
+                    line = f"{STOPPING} · {progress.line()}" if self.stop_requested.is_set() else progress.line()
+                    yield Update("running", line, latest[1] if new else None)
             yield self._outcome(job, outcome[0] if outcome else RuntimeError("the render thread vanished"),
                                 output.path, progress)
+        finally:
+            if worker is not None and worker.is_alive():  # the page went away mid-render (its tab closed)
+                self.stop_requested.set()
+                threading.Thread(target=self._settle, args=(worker, job, outcome, output.path, progress),
+                                 name="zoomdream-settle", daemon=True).start()
+            else:
+                self.busy.release()
+
+    def _settle(self, worker: threading.Thread, job: Job, outcome: list, output: Path, progress: Progress) -> None:
+        """An abandoned render: wait (off the server's event loop) for it to stop before its next frame, keep it
+        for Resume, and only then free the studio for the next render."""
+        try:
+            worker.join()
+            self._outcome(job, outcome[0] if outcome else RuntimeError("the render thread vanished"), output,
+                          progress)
         finally:
             self.busy.release()
 
@@ -234,7 +268,8 @@ class Studio:
 
         frame = progress.latest[1] if progress.latest else None
         if error is None:
-            self.stopped = None
+            if self.stopped is not None and self.stopped.output == job.output:
+                self.stopped = None  # resumed to the end (another render leaves it to Resume)
             if not record_path(output).exists():  # a still from the CLI keeps none; the page offers one
                 save_job(job, record_path(output))
             made = progress.latest[0] + 1 if progress.latest else 0
@@ -253,7 +288,7 @@ class Studio:
 
     def stop(self) -> str:
         self.stop_requested.set()
-        return "stopping after the frame in progress" if self.busy.locked() else "nothing is rendering"
+        return STOPPING if self.busy.locked() else "nothing is rendering"
 
     def resume(self) -> Iterator[Update]:
         """Continue the last stopped render from its kept frames."""
@@ -321,6 +356,9 @@ class Studio:
             if value:
                 if not Path(value).is_file():
                     raise ZoomdreamError(f"the job's {name} '{value}' is not found (fix the path in the job file)")
+                if not self.private and not Path(value).resolve().is_relative_to(self.workdir):
+                    raise ZoomdreamError(f"the job's {name} '{value}' is outside the studio's work folder, which is "
+                                         f"all a studio open to the network reads (upload the file in the form)")
                 kept[name] = keep_upload(value, self.uploads)
         return replace(job, **kept)
 
@@ -365,6 +403,13 @@ def _form_value(name: str, value: Any) -> Any:
     return value
 
 
+def _noticed(gr, line: str) -> str:
+    """An error line for the progress box, also shown as a notice over the page: the box is out of sight while
+    a long form is scrolled down to its buttons."""
+    gr.Warning(line)
+    return line
+
+
 def _theme(gr):
     """Gradio's default look in the system's fonts: the page loads nothing from the internet."""
     sans, mono = ["ui-sans-serif", "system-ui", "sans-serif"], ["ui-monospace", "monospace"]
@@ -386,7 +431,7 @@ def build_app(studio: Studio):
                 yield u.message, frame, skip, skip, skip
                 continue
             if u.output is None:
-                yield u.message, frame, skip, skip, skip
+                yield _noticed(gr, u.message) if u.state == "error" else u.message, frame, skip, skip, skip
                 continue
             playable = u.output.suffix == ".mp4"  # a GIF or a still shows as an image
             yield (u.message, frame, gr.update(value=str(u.output) if playable else None, visible=playable),
@@ -394,7 +439,7 @@ def build_app(studio: Studio):
                    [str(u.output), str(u.job_file)])
 
     def failed(error: Exception):
-        yield error_line(error), skip, skip, skip, skip
+        yield _noticed(gr, error_line(error)), skip, skip, skip, skip
 
     forms: dict[str, dict[str, Any]] = {}
     with gr.Blocks(title="zoomdream studio", analytics_enabled=False) as app:
@@ -445,7 +490,7 @@ def build_app(studio: Studio):
                     try:
                         return str(studio.motion_preview(job_of(values))), "motion preview: no dreaming"
                     except Exception as e:
-                        return None, error_line(e)
+                        return None, _noticed(gr, error_line(e))
 
                 form["motion"].click(motion, list(form["fields"].values()), [form["motion_video"], status],
                                      api_name=f"motion_{command}", concurrency_limit=None)
@@ -454,7 +499,7 @@ def build_app(studio: Studio):
                     try:
                         return studio.curves(job_of(values)), "schedules plotted"
                     except Exception as e:
-                        return None, error_line(e)
+                        return None, _noticed(gr, error_line(e))
 
                 form["curves"].click(curves, list(form["fields"].values()), [form["plot"], status],
                                      api_name=f"curves_{command}", concurrency_limit=None)
@@ -462,7 +507,11 @@ def build_app(studio: Studio):
         def resumed():
             yield from shown(studio.resume())
 
-        stop.click(studio.stop, None, status, api_name="stop", concurrency_limit=None)
+        def stop_pressed() -> None:  # a notice: the progress box keeps the render's own line, which ends last
+            gr.Info(studio.stop())
+
+        stop.click(stop_pressed, None, None, api_visibility="private", concurrency_limit=None)
+        gr.api(studio.stop, api_name="stop", concurrency_limit=None)
         resume.click(resumed, None, outputs, api_name="resume", **dream)
         _wire_layer_browser(gr, studio, browser, forms, status, dream)
         _wire_job_loading(gr, studio, job_file, tabs, forms, status)
@@ -535,11 +584,11 @@ def _wire_layer_browser(gr, studio: Studio, b: dict[str, Any], forms: dict, stat
         try:
             return gr.update(choices=studio.layers(model, weights or None)), f"{model}: pick layers to try"
         except Exception as e:
-            return gr.skip(), error_line(e)
+            return gr.skip(), _noticed(gr, error_line(e))
 
     def try_layers(image, model, weights, layers):
         if not image or not layers:
-            yield gr.skip(), "zoomdream: error: give an image and at least one layer to try", gr.skip()
+            yield gr.skip(), _noticed(gr, "zoomdream: error: give an image and at least one layer to try"), gr.skip()
             return
         made = []
         for k, layer in enumerate(layers):
@@ -547,7 +596,7 @@ def _wire_layer_browser(gr, studio: Studio, b: dict[str, Any], forms: dict, stat
             try:
                 made.append((studio.try_layer(image, model, weights or None, layer), layer))
             except Exception as e:
-                yield gr.skip(), error_line(e), [name for _, name in made]
+                yield gr.skip(), _noticed(gr, error_line(e)), [name for _, name in made]
                 return
             yield list(made), f"layer {k + 1} of {len(layers)}: {layer}", [name for _, name in made]
 
@@ -576,7 +625,7 @@ def _wire_job_loading(gr, studio: Studio, job_file, tabs, forms: dict, status) -
         try:
             job = studio.load_job(path)
         except Exception as e:
-            return [gr.skip(), error_line(e)] + [gr.skip()] * (len(targets) - 2)
+            return [gr.skip(), _noticed(gr, error_line(e))] + [gr.skip()] * (len(targets) - 2)
         values = [gr.update(selected=job.command), f"loaded {Path(path).name}: {job.command} (press Render)"]
         for command, form in forms.items():
             if command != job.command:
@@ -599,7 +648,7 @@ def serve(workdir: str | Path, *, host: str = "127.0.0.1", port: int = 7860, sha
         import gradio as gr
     except ImportError:
         raise ZoomdreamError("the studio needs Gradio (pip install 'zoomdream[studio]')") from None
-    studio = Studio(workdir, models)
+    studio = Studio(workdir, models, private=host in ("127.0.0.1", "localhost", "::1") and not share)
     app = build_app(studio).queue(default_concurrency_limit=1)
     print(f"zoomdream studio: renders go to {studio.workdir}", flush=True)
     app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, quiet=not block,
