@@ -181,6 +181,16 @@ def test_layer_browser_dreams_each_layer_once(client, studio):
     np.testing.assert_array_equal(media.read_image(again[0]["image"]), dreams[1])
 
 
+def test_a_failed_layer_try_shows_only_what_it_dreamed(client):
+    client.predict("efficientnet-lite0", "", api_name="/list_layers")
+    assert len(client.predict(handle_file(SAMPLE), "efficientnet-lite0", "", ["block3"],
+                              api_name="/try_layers")[0]) == 1
+    gallery, status = client.predict(handle_file(SAMPLE), "efficientnet-lite0", "/no/such.weights.h5", ["block3"],
+                                     api_name="/try_layers")
+    # the earlier dream left in the gallery, clicking it picked from the failed try's empty list (IndexError)
+    assert gallery == [] and status.startswith("zoomdream: error: weights file"), (gallery, status)
+
+
 def test_a_job_file_loads_into_its_form(client, tmp_path):
     job_file = tmp_path / "job.toml"
     job_file.write_text('command = "zoom"\nnoise = true\nsize = "80x48"\nzoom = "0:(1.01), 60:(1.04)"\n'

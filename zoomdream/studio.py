@@ -508,7 +508,7 @@ def build_app(studio: Studio):
             yield from shown(studio.resume())
 
         def stop_pressed() -> None:  # a notice: the progress box keeps the render's own line, which ends last
-            gr.Info(studio.stop())
+            gr.Info(studio.stop(), duration=3)  # gone by the time a stopped render is resumed
 
         stop.click(stop_pressed, None, None, api_visibility="private", concurrency_limit=None)
         gr.api(studio.stop, api_name="stop", concurrency_limit=None)
@@ -596,7 +596,8 @@ def _wire_layer_browser(gr, studio: Studio, b: dict[str, Any], forms: dict, stat
             try:
                 made.append((studio.try_layer(image, model, weights or None, layer), layer))
             except Exception as e:
-                yield gr.skip(), _noticed(gr, error_line(e)), [name for _, name in made]
+                # the gallery shows what ``tried`` names, or a click picks by the wrong index
+                yield list(made), _noticed(gr, error_line(e)), [name for _, name in made]
                 return
             yield list(made), f"layer {k + 1} of {len(layers)}: {layer}", [name for _, name in made]
 
