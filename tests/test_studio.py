@@ -233,3 +233,11 @@ def test_a_video_keeps_its_clips_sound(client):
     made = int(status.split()[1])
     assert made == round(0.3 * 24) == len(list(media.read_video(shown(video))))
     assert info.has_audio and (info.width, info.height) == (64, 36)
+
+
+@pytest.mark.parametrize("frames, message", [
+    ("24.5", "zoomdream: error: frames '24.5' is not a whole number (give one, or leave it empty for the default)"),
+    ("many", "zoomdream: error: frames 'many' is not a number (give a number, or leave it empty for the default)"),
+])
+def test_number_fields_name_what_is_wrong(client, frames, message):
+    assert client.predict(".mp4", *zoom_form(frames=frames), api_name="/render_zoom")[0] == message

@@ -59,9 +59,11 @@ def job_from_form(command: str, values: dict[str, Any], output: Path | None, upl
         kind = FIELDS[name].metadata["kind"]
         if kind == "path" and name != "weights":
             value = keep_upload(value, uploads)
+        elif isinstance(value, str):
+            value = value.strip()
         if kind in ("int", "float"):
             value = _number(name, value, kind)
-        settings[name] = value.strip() if isinstance(value, str) and kind != "path" else value
+        settings[name] = value
     return make_job(settings)
 
 
@@ -72,7 +74,12 @@ def _number(name: str, value: Any, kind: str) -> int | float:
     except ValueError:
         raise ZoomdreamError(f"{name.replace('_', ' ')} '{value}' is not a number (give a number, or leave it "
                              f"empty for the default)") from None
-    return int(number) if kind == "int" and number.is_integer() else number
+    if kind == "float":
+        return number
+    if not number.is_integer():
+        raise ZoomdreamError(f"{name.replace('_', ' ')} '{value}' is not a whole number (give one, or leave it "
+                             f"empty for the default)")
+    return int(number)
 
 
 def keep_upload(path: str, uploads: Path) -> str:
@@ -303,7 +310,7 @@ class Studio:
         from zoomdream.sinks import EncoderSink
 
         settings = zoom.resolve(job)
-        path = self.new_output("zoom", ".mp4").with_name(f"motion-{time.time_ns()}.mp4")
+        path = self.workdir / "motion-preview.mp4"  # each preview replaces the last (written whole, then renamed)
         sink = EncoderSink(path, settings.fps)
         try:
             for t, frame in enumerate(zoom.camera_preview(settings, max(2, round(seconds * settings.fps)))):
@@ -521,18 +528,19 @@ def build_app(studio: Studio):
 def _form(gr, command: str) -> dict[str, Any]:
     defaults = form_defaults(command)
     form: dict[str, Any] = {"fields": {}}
-    form["format"] = gr.Dropdown(list(FORMATS[command]), value=FORMATS[command][0], label="output format",
-                                 elem_id=f"{command}-format")
+    with gr.Row(equal_height=True):  # at the top, beside the progress and the latest frame
+        form["format"] = gr.Dropdown(list(FORMATS[command]), value=FORMATS[command][0], label="output format",
+                                     elem_id=f"{command}-format")
+        form["render"] = gr.Button("Render", variant="primary", elem_id=f"render-{command}")
     main = [n for n in defaults if n in MAIN]
     _lay_out(gr, form["fields"], command, main, defaults)
     with gr.Accordion("More settings", open=False):
         _lay_out(gr, form["fields"], command, [n for n in defaults if n not in main], defaults)
-    form["render"] = gr.Button("Render", variant="primary", elem_id=f"render-{command}")
     if command == "zoom":
         with gr.Accordion("Motion preview: the camera path on the start image, no dreaming", open=False):
             form["motion"] = gr.Button("Preview motion", elem_id="motion-preview")
-            form["motion_video"] = gr.Video(label=f"first {PREVIEW_SECONDS:g} s of the motion", interactive=False,
-                                            elem_id="motion-video")
+            form["motion_video"] = gr.Video(label=f"the first {PREVIEW_SECONDS:g} s (or fewer) of the motion",
+                                            interactive=False, elem_id="motion-video")
     if command in ("zoom", "video"):
         with gr.Accordion("Schedules: every keyframed value and music feature per frame", open=False):
             form["curves"] = gr.Button("Plot the schedules", elem_id=f"curves-{command}")
@@ -582,7 +590,7 @@ def _layer_browser(gr) -> dict[str, Any]:
 def _wire_layer_browser(gr, studio: Studio, b: dict[str, Any], forms: dict, status, dream: dict) -> None:
     def list_layers(model, weights):
         try:
-            return gr.update(choices=studio.layers(model, weights or None)), f"{model}: pick layers to try"
+            return gr.update(choices=studio.layers(model, weights.strip() or None)), f"{model}: pick layers to try"
         except Exception as e:
             return gr.skip(), _noticed(gr, error_line(e))
 
@@ -594,12 +602,13 @@ def _wire_layer_browser(gr, studio: Studio, b: dict[str, Any], forms: dict, stat
         for k, layer in enumerate(layers):
             yield gr.skip(), f"layer {k + 1} of {len(layers)}: {layer}", gr.skip()
             try:
-                made.append((studio.try_layer(image, model, weights or None, layer), layer))
+                made.append((studio.try_layer(image, model, weights.strip() or None, layer), layer))
             except Exception as e:
                 # the gallery shows what ``tried`` names, or a click picks by the wrong index
                 yield list(made), _noticed(gr, error_line(e)), [name for _, name in made]
                 return
             yield list(made), f"layer {k + 1} of {len(layers)}: {layer}", [name for _, name in made]
+        yield list(made), f"dreamed {len(made)} layer{'s' * (len(made) != 1)}: click one to pick it", layers
 
     def pick(tried, current, evt: gr.SelectData):
         chosen = [part for part in current.split(",") if part.strip()] if current else []
