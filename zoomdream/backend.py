@@ -20,12 +20,13 @@ by the tile, one copy of the model in the compiled program however many tiles th
 """
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import dataclass
 from typing import Callable
 
 import keras
+
+from zoomdream import _onednn_enabled
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def _compile_jax(feature_model, step):
 
 def onednn_enabled() -> bool:
     """Whether TensorFlow runs its CPU kernels through oneDNN (its default on x86 Linux)."""
-    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false", "off")
+    return _onednn_enabled()
 
 
 def _cpuinfo(field: str) -> str:
