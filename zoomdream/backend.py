@@ -20,13 +20,12 @@ by the tile, one copy of the model in the compiled program however many tiles th
 """
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from typing import Callable
 
 import keras
-
-from zoomdream import _onednn_enabled
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def _compile_jax(feature_model, step):
 
 def onednn_enabled() -> bool:
     """Whether TensorFlow runs its CPU kernels through oneDNN (its default on x86 Linux)."""
-    return _onednn_enabled()
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false", "off")
 
 
 def _cpuinfo(field: str) -> str:
