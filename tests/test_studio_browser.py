@@ -2,6 +2,7 @@
 The page loads, a render starts from a click, the latest-frame preview appears and changes, the finished video
 plays (the browser decodes its frames), and a screenshot is kept in test-artifacts/studio.png."""
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,9 @@ def fill(page, field: str, value: str) -> None:
     page.locator(f"#zoom-{field}").locator("input, textarea").first.fill(value)
 
 
-def test_a_render_started_in_the_browser_shows_its_frames_and_plays(studio):
+@contextmanager
+def studio_page(studio):
+    """The studio's page, loaded in headless Chromium."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: install it with `apt-get install -y chromium` (README)")
     with sync_playwright() as p:
@@ -46,58 +49,56 @@ def test_a_render_started_in_the_browser_shows_its_frames_and_plays(studio):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(studio[1])
             page.wait_for_selector("#render-zoom")
-            page.locator("#zoom-input input[type=file]").set_input_files(SAMPLE)
-            page.wait_for_selector("#zoom-input img")
-            for field, value in dict(max_size="128", frames="24", octaves="1", steps="3").items():
-                fill(page, field, value)
-            page.evaluate(WATCH_PREVIEW)
-            page.click("#render-zoom")
-            status = page.locator("#status").locator("input, textarea").first
-            page.wait_for_function("s => s.value.startsWith('done') || s.value.startsWith('zoomdream: error')",
-                                   arg=status.element_handle(), timeout=180_000)
-            assert status.input_value().startswith("done: 24 frames"), status.input_value()
-            assert page.evaluate("() => window.previews.size") >= 2  # the latest frame appeared and changed
-            played = page.evaluate(PLAY)
-            assert played["decoded"] > 0 and played["time"] > 0 and played["width"] == 128, played
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.evaluate("() => window.scrollTo(0, 0)")
-            page.wait_for_function("() => [...document.querySelectorAll('#preview img')].every(i => i.complete)")
-            page.wait_for_timeout(500)  # the lazily loaded preview, laid out again after the scroll
-            page.screenshot(path=str(ARTIFACTS / "studio.png"))
+            yield page
         finally:
             browser.close()
+
+
+def test_a_render_started_in_the_browser_shows_its_frames_and_plays(studio):
+    with studio_page(studio) as page:
+        page.locator("#zoom-input input[type=file]").set_input_files(SAMPLE)
+        page.wait_for_selector("#zoom-input img")
+        for field, value in dict(max_size="128", frames="24", octaves="1", steps="3").items():
+            fill(page, field, value)
+        page.evaluate(WATCH_PREVIEW)
+        page.click("#render-zoom")
+        status = page.locator("#status").locator("input, textarea").first
+        page.wait_for_function("s => s.value.startsWith('done') || s.value.startsWith('zoomdream: error')",
+                               arg=status.element_handle(), timeout=180_000)
+        assert status.input_value().startswith("done: 24 frames"), status.input_value()
+        assert page.evaluate("() => window.previews.size") >= 2  # the latest frame appeared and changed
+        played = page.evaluate(PLAY)
+        assert played["decoded"] > 0 and played["time"] > 0 and played["width"] == 128, played
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.wait_for_function("() => [...document.querySelectorAll('#preview img')].every(i => i.complete)")
+        page.wait_for_timeout(500)  # the lazily loaded preview, laid out again after the scroll
+        page.screenshot(path=str(ARTIFACTS / "studio.png"))
 
 
 def test_stop_and_resume_clicked_in_the_page_and_a_bad_value_is_a_notice_in_sight(studio):
     """Stop's answer and the errors are notices over the page: the progress box is out of sight below a long
     form, and a Stop answer written there could land after the render's last line and hide it."""
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(studio[1])
-            page.wait_for_selector("#render-zoom")
-            page.locator("#zoom-noise input").check()
-            for field, value in dict(size="64x64", frames="60", octaves="1", steps="2").items():
-                fill(page, field, value)
-            status = page.locator("#status").locator("input, textarea").first
-            page.click("#render-zoom")
-            page.wait_for_function("s => s.value.startsWith('frame ')", arg=status.element_handle(), timeout=120_000)
-            page.click("#stop")
-            page.wait_for_function("s => s.value.startsWith('stopped') || s.value.startsWith('done')",
-                                   arg=status.element_handle(), timeout=60_000)
-            assert status.input_value().startswith("stopped after frame"), status.input_value()
-            page.click("#stop")  # its answer is a notice: the progress box keeps the render's last line
-            page.locator(".toast-body").filter(has_text="nothing is rendering").wait_for(timeout=30_000)
-            assert status.input_value().startswith("stopped after frame"), status.input_value()
-            page.click("#resume")
-            page.wait_for_function("s => s.value.startsWith('done') || s.value.startsWith('zoomdream: error')",
-                                   arg=status.element_handle(), timeout=120_000)
-            assert status.input_value().startswith("done: 60 frames"), status.input_value()
-            fill(page, "zoom", "1.02+")
-            page.click("#render-zoom")  # at the foot of the form: the progress box is out of sight
-            notice = page.locator(".toast-body").filter(has_text="zoomdream: error: --zoom: invalid expression")
-            notice.wait_for(timeout=30_000)
-            assert notice.is_visible() and notice.bounding_box()["y"] < 900
-        finally:
-            browser.close()
+    with studio_page(studio) as page:
+        page.locator("#zoom-noise input").check()
+        for field, value in dict(size="64x64", frames="60", octaves="1", steps="2").items():
+            fill(page, field, value)
+        status = page.locator("#status").locator("input, textarea").first
+        page.click("#render-zoom")
+        page.wait_for_function("s => s.value.startsWith('frame ')", arg=status.element_handle(), timeout=120_000)
+        page.click("#stop")
+        page.wait_for_function("s => s.value.startsWith('stopped') || s.value.startsWith('done')",
+                               arg=status.element_handle(), timeout=60_000)
+        assert status.input_value().startswith("stopped after frame"), status.input_value()
+        page.click("#stop")  # its answer is a notice: the progress box keeps the render's last line
+        page.locator(".toast-body").filter(has_text="nothing is rendering").wait_for(timeout=30_000)
+        assert status.input_value().startswith("stopped after frame"), status.input_value()
+        page.click("#resume")
+        page.wait_for_function("s => s.value.startsWith('done') || s.value.startsWith('zoomdream: error')",
+                               arg=status.element_handle(), timeout=120_000)
+        assert status.input_value().startswith("done: 60 frames"), status.input_value()
+        fill(page, "zoom", "1.02+")
+        page.click("#render-zoom")
+        notice = page.locator(".toast-body").filter(has_text="zoomdream: error: --zoom: invalid expression")
+        notice.wait_for(timeout=30_000)
+        assert notice.is_visible() and notice.bounding_box()["y"] < 900
