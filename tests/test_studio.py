@@ -171,22 +171,24 @@ def test_layer_browser_dreams_each_layer_once(client, studio):
     assert "block5" in str(layers)
     cache = studio[0].studio.layer_cache
     before = len(cache)
-    gallery, status = client.predict(handle_file(SAMPLE), "efficientnet-lite0", "", ["block3", "block8"],
+    gallery, status = client.predict(handle_file(SAMPLE), "efficientnet-lite0", "", ["block3", "block8"], None, None,
                                      api_name="/try_layers")
     assert [item["caption"] for item in gallery] == ["block3", "block8"] and len(cache) == before + 2
     dreams = [media.read_image(item["image"]) for item in gallery]
     assert dreams[0].shape == (128, 192, 3) and not np.array_equal(dreams[0], dreams[1])
-    again, _ = client.predict(handle_file(SAMPLE), "efficientnet-lite0", "", ["block8"], api_name="/try_layers")
+    # no image of its own: the zoom form's input
+    again, _ = client.predict(None, "efficientnet-lite0", "", ["block8"], None, handle_file(SAMPLE),
+                              api_name="/try_layers")
     assert len(cache) == before + 2  # the same image and layer: from the cache, not dreamed again
     np.testing.assert_array_equal(media.read_image(again[0]["image"]), dreams[1])
 
 
 def test_a_failed_layer_try_shows_only_what_it_dreamed(client):
     client.predict("efficientnet-lite0", "", api_name="/list_layers")
-    assert len(client.predict(handle_file(SAMPLE), "efficientnet-lite0", "", ["block3"],
+    assert len(client.predict(handle_file(SAMPLE), "efficientnet-lite0", "", ["block3"], None, None,
                               api_name="/try_layers")[0]) == 1
     gallery, status = client.predict(handle_file(SAMPLE), "efficientnet-lite0", "/no/such.weights.h5", ["block3"],
-                                     api_name="/try_layers")
+                                     None, None, api_name="/try_layers")
     # the earlier dream left in the gallery, clicking it picked from the failed try's empty list (IndexError)
     assert gallery == [] and status.startswith("zoomdream: error: weights file"), (gallery, status)
 

@@ -571,7 +571,8 @@ def _layer_browser(gr) -> dict[str, Any]:
     gr.Markdown("Dream each chosen layer on a small copy of an image, then pick by looking. Results are kept, "
                 "so trying a layer again is instant.")
     with gr.Row():
-        image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], elem_id="layers-image")
+        image = gr.Image(label="image (empty: the image form's input, else the zoom form's)", type="filepath",
+                         sources=["upload", "clipboard"], elem_id="layers-image")
         with gr.Column():
             model = gr.Dropdown(list(BACKBONES), value=DEFAULT_MODEL, label="model")
             weights = gr.Textbox(label="weights", info="a weights file, 'random', or empty for the model's own",
@@ -594,7 +595,8 @@ def _wire_layer_browser(gr, studio: Studio, b: dict[str, Any], forms: dict, stat
         except Exception as e:
             return gr.skip(), _noticed(gr, error_line(e))
 
-    def try_layers(image, model, weights, layers):
+    def try_layers(image, model, weights, layers, *form_images):
+        image = image or next((i for i in form_images if i), None)  # else the image the forms dream
         if not image or not layers:
             yield gr.skip(), _noticed(gr, "zoomdream: error: give an image and at least one layer to try"), gr.skip()
             return
@@ -619,8 +621,9 @@ def _wire_layer_browser(gr, studio: Studio, b: dict[str, Any], forms: dict, stat
 
     b["listed"].click(list_layers, [b["model"], b["weights"]], [b["layers"], status], api_name="list_layers",
                       **dream)
-    b["go"].click(try_layers, [b["image"], b["model"], b["weights"], b["layers"]], [b["gallery"], status, b["tried"]],
-                  api_name="try_layers", **dream)
+    form_images = [forms[c]["fields"]["input"] for c in ("image", "zoom")]
+    b["go"].click(try_layers, [b["image"], b["model"], b["weights"], b["layers"], *form_images],
+                  [b["gallery"], status, b["tried"]], api_name="try_layers", **dream)
     b["gallery"].select(pick, [b["tried"], b["picked"]], b["picked"], api_visibility="private")
     targets = [form["fields"]["layers"] for form in forms.values()]
     b["use"].click(lambda picked: [picked] * len(targets), b["picked"], targets, api_visibility="private")
