@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import threading
 import time
 import traceback
@@ -23,6 +22,7 @@ import numpy as np
 
 from zoomdream.config import FIELDS, Job, load_toml, make_job
 from zoomdream.errors import Stopped, ZoomdreamError
+from zoomdream.media.files import atomic_copy
 
 TABS = ("image", "zoom", "video")
 FORMATS = {"image": (".png", ".jpg"), "zoom": (".mp4", ".gif"), "video": (".mp4", ".gif")}
@@ -94,8 +94,7 @@ def keep_upload(path: str, uploads: Path) -> str:
     kept = uploads / f"{digest}-{source.name}"
     if not kept.exists():
         uploads.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, kept.with_name(kept.name + ".part"))
-        os.replace(kept.with_name(kept.name + ".part"), kept)
+        atomic_copy(source, kept)
     return str(kept)
 
 
@@ -130,6 +129,11 @@ class Progress:
         self.latest: tuple[int, np.ndarray] | None = None
         self.first_new: tuple[int, float] | None = None  # the first frame this run made, and when
 
+    @property
+    def made(self) -> int:
+        """Frames made or replayed so far."""
+        return self.latest[0] + 1 if self.latest else 0
+
     def frame(self, index: int, frame: np.ndarray) -> None:
         if self.first_new is None and index >= self.kept:
             self.first_new = (index, time.monotonic())
@@ -139,7 +143,7 @@ class Progress:
         elapsed = time.monotonic() - self.started
         if self.latest is None:
             return f"starting ({elapsed:.0f} s: loading the model, then the first frame)"
-        done = self.latest[0] + 1
+        done = self.made
         text = f"frame {done}" + (f" of {self.total}" if self.total else "")
         first, since = self.first_new or (done, 0.0)
         if done - 1 > first:
@@ -189,11 +193,13 @@ class Studio:
 
     def new_output(self, command: str, extension: str) -> Path:
         """A fresh output name in the work folder: COMMAND-YYYYmmdd-HHMMSS[-n].EXT."""
+        from zoomdream.runner import work_folder
+
         if extension not in FORMATS[command]:
             raise ZoomdreamError(f"cannot write {extension} for {command} (choose {', '.join(FORMATS[command])})")
         stem, n = f"{command}-{time.strftime('%Y%m%d-%H%M%S')}", 1
         path = self.workdir / f"{stem}{extension}"
-        while path.exists() or path.with_name(path.name + ".zoomdream").exists():
+        while path.exists() or work_folder(path).exists():
             n += 1
             path = self.workdir / f"{stem}-{n}{extension}"
         return path
@@ -279,7 +285,7 @@ class Studio:
                 self.stopped = None  # resumed to the end (another render leaves it to Resume)
             if not record_path(output).exists():  # a still from the CLI keeps none; the page offers one
                 save_job(job, record_path(output))
-            made = progress.latest[0] + 1 if progress.latest else 0
+            made = progress.made
             return Update("done", f"done: {made} frame{'s' * (made != 1)} in "
                                   f"{_duration(time.monotonic() - progress.started)}: {output.name}",
                           frame, output, record_path(output))
@@ -287,8 +293,7 @@ class Studio:
             if job.command == "image":
                 return Update("stopped", "stopped (a still image starts over: press its Render again)", frame)
             self.stopped = job
-            kept = progress.latest[0] + 1 if progress.latest else 0
-            return Update("stopped", f"stopped after frame {kept}" + (f" of {progress.total}" if progress.total
+            return Update("stopped", f"stopped after frame {progress.made}" + (f" of {progress.total}" if progress.total
                                                                        else "") + ": press Resume to continue",
                           frame)
         return Update("error", error_line(error), frame)
@@ -358,7 +363,7 @@ class Studio:
         if job.command not in TABS:
             raise ZoomdreamError(f"the studio has no {job.command} form (render this job with `zoomdream render`)")
         kept = {}
-        for name in ("input", "guide", "audio"):
+        for name in FILES:
             value = getattr(job, name)
             if value:
                 if not Path(value).is_file():
@@ -448,6 +453,15 @@ def build_app(studio: Studio):
     def failed(error: Exception):
         yield _noticed(gr, error_line(error)), skip, skip, skip, skip
 
+    def answer(action, done: str, job_of):
+        """A form's values made a Job and given to ``action``: its result and ``done``, or none and the error."""
+        def run(*values):
+            try:
+                return action(job_of(values)), done
+            except Exception as e:
+                return None, _noticed(gr, error_line(e))
+        return run
+
     forms: dict[str, dict[str, Any]] = {}
     with gr.Blocks(title="zoomdream studio", analytics_enabled=False) as app:
         gr.Markdown("## zoomdream studio\nDream an image, an infinite zoom or a video. Every field is a setting "
@@ -464,7 +478,8 @@ def build_app(studio: Studio):
                                            elem_id="job-file")
             with gr.Column(scale=2):
                 status = gr.Textbox(label="progress", interactive=False, elem_id="status")
-                preview = gr.Image(label="latest frame", interactive=False, format="jpeg", elem_id="preview")  # 1 ms to encode, PNG 30
+                # JPEG: 1 ms to encode a 640x360 frame, PNG 30 ms
+                preview = gr.Image(label="latest frame", interactive=False, format="jpeg", elem_id="preview")
                 with gr.Row():
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
                     resume = gr.Button("Resume", elem_id="resume")
@@ -492,24 +507,14 @@ def build_app(studio: Studio):
             def job_of(values, command=command, names=names) -> Job:
                 return job_from_form(command, dict(zip(names, values)), None, studio.uploads)
 
-            if "motion" in form:
-                def motion(*values, job_of=job_of):
-                    try:
-                        return str(studio.motion_preview(job_of(values))), "motion preview: no dreaming"
-                    except Exception as e:
-                        return None, _noticed(gr, error_line(e))
-
-                form["motion"].click(motion, list(form["fields"].values()), [form["motion_video"], status],
-                                     api_name=f"motion_{command}", concurrency_limit=None)
-            if "curves" in form:
-                def curves(*values, job_of=job_of):
-                    try:
-                        return studio.curves(job_of(values)), "schedules plotted"
-                    except Exception as e:
-                        return None, _noticed(gr, error_line(e))
-
-                form["curves"].click(curves, list(form["fields"].values()), [form["plot"], status],
-                                     api_name=f"curves_{command}", concurrency_limit=None)
+            extras = [("motion", "motion_video", lambda job: str(studio.motion_preview(job)),
+                       "motion preview: no dreaming"),
+                      ("curves", "plot", studio.curves, "schedules plotted")]
+            for button, shown_in, action, done in extras:
+                if button in form:
+                    form[button].click(answer(action, done, job_of), list(form["fields"].values()),
+                                       [form[shown_in], status], api_name=f"{button}_{command}",
+                                       concurrency_limit=None)
 
         def resumed():
             yield from shown(studio.resume())

@@ -4,6 +4,7 @@ numbered frame folders renders keep (the frame naming lives here and nowhere els
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import re
 from pathlib import Path
@@ -74,10 +75,18 @@ def check_output_target(p: Path) -> None:
 def atomic_write_bytes(p: Path, data) -> None:
     """Write to a temp sibling then rename, so a kill never leaves a truncated file under the real name. The
     temp name is this writer's own (process and thread), so two writers of one file never share it."""
+    _atomically(p, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_copy(source: Path, p: Path) -> None:
+    """Copy ``source`` to ``p`` as ``atomic_write_bytes`` writes, without holding the file in memory."""
+    _atomically(p, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def _atomically(p: Path, fill) -> None:
     tmp = temp_sibling(p, f"part-{os.getpid()}-{threading.get_ident()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        fill(tmp)
         os.replace(tmp, p)
     except OSError as e:
         remove_quietly(tmp)
