@@ -283,22 +283,6 @@ def spread(values: list[float], fmt: str = "{:.3f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
-def cpu_summary() -> str:
-    flags = set()
-    name = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name == (platform.processor() or "unknown CPU"):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni"]
-    return f"{name}; {os.cpu_count()} cores; " + " ".join(f for f in wanted if f in flags)
-
-
 def torch_python(requested: str | None) -> str:
     if requested:
         return requested
@@ -353,6 +337,8 @@ def main() -> None:
         name, _, assignments = spec.partition(":")
         zd_variants[name] = dict(a.split("=", 1) for a in assignments.split(",") if a)
     me = [str(Path(__file__).resolve()), "--steps", str(args.steps), "--threads", str(args.threads)]
+    from bench_engine import cpu_summary  # the scripts folder is this script's own path entry
+
     print(f"cpu: {cpu_summary()}")
     print(f"python {platform.python_version()}; torch python: {python}")
 
