@@ -336,7 +336,9 @@ def follow(values: np.ndarray, fps: float, attack: float, release: float) -> np.
     out = np.empty(len(values))
     level = 0.0
     for i, x in enumerate(values.tolist()):
-        level += (up if x > level else down) * (x - level)
+        rate = up if x > level else down
+        # A rate of 1 sets the level: level + 1.0 * (x - level) can differ from x in the last bit.
+        level = x if rate == 1.0 else level + rate * (x - level)
         out[i] = level
     return out
 
