@@ -41,7 +41,10 @@ def main() -> None:
     def timed_dream(self, *a, **k):
         start = time.perf_counter()
         try:
-            return dream(self, *a, **k)
+            result = dream(self, *a, **k)
+            if hasattr(result, "block_until_ready"):  # JAX returns before the device is done
+                result.block_until_ready()
+            return result
         finally:
             spent.append(time.perf_counter() - start)
 

@@ -123,14 +123,15 @@ class Dreamer:
 
     def dream(self, image: np.ndarray, settings: DreamSettings = DreamSettings(), seed: int | None = 0,
               weights: np.ndarray | None = None, rng: np.random.Generator | None = None,
-              on_step: Callable[[], None] | None = None) -> np.ndarray:
+              on_step: Callable[[], None] | None = None, on_device: bool = False) -> np.ndarray:
         """Dream a [-1, 1] image over the octave pyramid, re-injecting the detail each downscale lost.
 
         At each octave the image is that octave's downscale of the original plus the dream's own detail
-        carried up from the octave below, so the output keeps the input's size and sharpness.
+        carried up from the octave below, so the output keeps the input's size and sharpness. ``image`` may
+        be a backend tensor; ``on_device`` returns one too, left on the device for the next step's work.
         """
         rng = rng if rng is not None else np.random.default_rng(seed)
-        original = ops.convert_to_tensor(np.asarray(image, np.float32))
+        original = ops.convert_to_tensor(image, "float32")
         shapes = octave_shapes(image.shape[0], image.shape[1], settings.octaves, settings.octave_scale)
         detail = None
         for shape in shapes:
@@ -139,8 +140,11 @@ class Dreamer:
             current = self.ascend(current, settings.steps, settings.step_size, rng, weights,
                                   settings.max_loss, on_step)
             detail = current - base
-        result = np.asarray(ops.convert_to_numpy(ops.clip(original + detail, -1.0, 1.0)))
-        if not np.isfinite(result).all():  # a NaN step or weights: never write a broken frame
+        result = ops.clip(original + detail, -1.0, 1.0)
+        if not on_device:
+            result = np.asarray(ops.convert_to_numpy(result))
+        finite = bool(ops.all(ops.isfinite(result))) if on_device else np.isfinite(result).all()
+        if not finite:  # a NaN step or weights: never write a broken frame
             raise ZoomdreamError("the dream became NaN (not a number): lower --step-size, or check the model's "
                                  "weights file")
         return result

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from dataclasses import replace
 from importlib import import_module
 from pathlib import Path
@@ -25,7 +26,8 @@ from zoomdream.errors import Stopped, ZoomdreamError
 from zoomdream.media.files import FRAME_PATTERN
 from zoomdream.models import LoadedModel, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
-from zoomdream.sinks import EncoderSink, FrameStore, ImageSink, MemorySink, PreviewSink, Resume, Sink, read_state
+from zoomdream.sinks import (EncoderSink, FrameStore, FramesDirSink, ImageSink, MemorySink, PreviewSink, Resume,
+                             SegmentStore, Sink, read_state)
 
 
 class FrameSource(Protocol):
@@ -74,6 +76,9 @@ def _restore_rng(seed: int, state: dict | None) -> np.random.Generator:
     return rng
 
 
+KEEP_QUEUE = 4  # frames waiting to be kept at most: a slow encoder holds the source back instead of memory
+
+
 def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None = None,
         store: FrameStore | None = None, settings: str = "", resume: bool = False, start: Resume | None = None,
         warmup: int = 0, progress: bool = True, stop: Callable[[], bool] | None = None) -> int:
@@ -81,14 +86,13 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
 
     The store, when given, is the resume point (for ``settings``, the job's hash): frames it already holds are
     replayed into the sinks and the source continues after them. Otherwise ``start`` (from an earlier piece)
-    or ``warmup`` frames before the span (dreamed and discarded) give the first frame what it needs. Keeping
-    a frame runs on a worker thread while the next one is dreamed. On any exception every kept frame stays and
-    the sinks are aborted. ``stop``, asked before each frame, ends the render there the same way (``Stopped``).
-    Returns the number of frames made.
+    or ``warmup`` frames before the span (dreamed and discarded) give the first frame what it needs. Frames
+    are kept on a thread of their own (``_Keeper``) while the source makes the next ones, so the source is
+    the only serial work. On any exception every kept frame stays and the sinks are aborted. ``stop``, asked
+    before each frame, ends the render there the same way (``Stopped``). Returns the number of frames made.
     """
     span = span or range(0, source.total if source.total is not None else 2 ** 62)
-    worker = ThreadPoolExecutor(max_workers=1)
-    pending = None
+    keeper = None
     try:
         resumed = store.open(settings, span, resume) if store else None
         point = resumed or start
@@ -106,10 +110,10 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
             t = max(restart, span.start + 1)
             previous = store.load(t - 1)
         rng = _restore_rng(seed, point.carry["rng"] if point and point.carry else None)
-        for index in range(span.start, t):  # frames an interrupted render already kept
-            frame = store.load(index)
+        for index, frame in (store.kept(span.start, t) if store else ()):  # what an interrupted render kept
             for sink in sinks:
                 sink.write(index, frame)
+        keeper = _Keeper(store, sinks)
         total = len(span) if source.total is not None or span.stop < 2 ** 62 else None
         with tqdm(total=total, initial=t - span.start, desc="frames", unit="frame", disable=not progress,
                   dynamic_ncols=True) as bar:
@@ -119,29 +123,70 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
                 if frame is None:
                     break
                 carry = {"rng": rng.bit_generator.state, "source": source.carry()}
-                if pending is not None:
-                    pending.result()
-                pending = worker.submit(_keep, store, sinks, t, frame, carry)
+                keeper.put(t, frame, carry, source.restart_at(t + 1) == t + 1)
                 previous, t = frame, t + 1
                 bar.update()
-        if pending is not None:
-            pending.result()
+        keeper.finish()
+        if store is not None:
+            store.flush()
         for sink in sinks:
             sink.close()
         return t - span.start
     except BaseException:
         try:
-            if pending is not None:
-                pending.result()
+            if keeper is not None:
+                keeper.finish(raise_error=False)  # what was dreamed is kept as far as the store can
         finally:
+            if store is not None:
+                store.abort()
             for sink in sinks:
                 sink.abort()
         raise
     finally:
-        worker.shutdown()
         source.close()
-        if store is not None:
-            store.release()
+
+
+class _Keeper:
+    """Keeps frames in order on a thread of its own (the store's checkpoint, then each sink) while the source
+    makes the next ones. At most ``KEEP_QUEUE`` frames wait: a slow sink makes ``put`` wait, so memory stays
+    bounded. An error in keeping stops keeping; it is raised in the render at its next ``put`` or ``finish``."""
+
+    def __init__(self, store: FrameStore | None, sinks: list[Sink]):
+        self.store, self.sinks = store, sinks
+        self.queue: queue.Queue = queue.Queue(KEEP_QUEUE)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="zoomdream-keeper", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:  # after an error the queue is only drained, so put never blocks for good
+                try:
+                    _keep(self.store, self.sinks, *item)
+                except BaseException as e:  # handed to the render's thread, KeyboardInterrupt included
+                    self.error = e
+
+    def put(self, *item) -> None:
+        while True:
+            self._raise()
+            try:
+                self.queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                pass
+
+    def finish(self, raise_error: bool = True) -> None:
+        """Wait until every frame given is kept."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if raise_error:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
 
 def _check_stop(stop: Callable[[], bool] | None) -> None:
@@ -149,9 +194,10 @@ def _check_stop(stop: Callable[[], bool] | None) -> None:
         raise Stopped("stopped on request (resume to continue)")
 
 
-def _keep(store: FrameStore | None, sinks: list[Sink], index: int, frame: np.ndarray, carry: dict) -> None:
+def _keep(store: FrameStore | None, sinks: list[Sink], index: int, frame: np.ndarray, carry: dict,
+          restartable: bool) -> None:
     if store is not None:
-        store.keep(index, frame, carry)
+        store.keep(index, frame, carry, restartable)
     for sink in sinks:
         sink.write(index, frame)
 
@@ -289,21 +335,27 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
     if not job.output:
         raise ZoomdreamError("no output file given (add -o OUT)")
     work = work_folder(Path(job.output))
-    store = FrameStore(work, Path(job.frames_dir) if job.frames_dir else None)
+    frames_dir = Path(job.frames_dir) if job.frames_dir else None
+    store = SegmentStore(work, frames_dir)
     try:
         job, source, output = prepare(job, model, protected, store)
     except BaseException:
         store.release_unused()
         raise
-    outs = [encoder(output, source)]
+    store.fps, store.crf = source.fps, output.crf  # the segments are encoded as the output will be
+    outs = [FramesDirSink(frames_dir)] if frames_dir else []
     if output.preview:
         outs.append(PreviewSink(preview_path(output.path), output.preview))
-    run(source, [*outs, *sinks, _JobRecord(job, work)], seed=job.seed, store=store,
-        settings=job.settings_hash() + input_digest(job.input), span=range(0, source.total or 2 ** 62),
-        resume=output.resume, progress=progress, stop=stop)
-    if not any(same_file(Path(p), record_path(output.path)) for p in protected):
-        save_job(job, record_path(output.path))
-    store.remove()
+    try:
+        run(source, [*outs, *sinks, _JobRecord(job, work)], seed=job.seed, store=store,
+            settings=job.settings_hash() + input_digest(job.input), span=range(0, source.total or 2 ** 62),
+            resume=output.resume, progress=progress, stop=stop)
+        store.write_output(encoder(output, source).writer)  # the segments copied into the output, the audio added
+        if not any(same_file(Path(p), record_path(output.path)) for p in protected):
+            save_job(job, record_path(output.path))
+        store.remove()
+    finally:
+        store.release()
 
 
 class _JobRecord(Sink):
@@ -340,8 +392,12 @@ def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None =
         before.release()
         if start is None or start.next != span.start:
             raise ZoomdreamError(f"piece '{start_from}' does not end at frame {span.start} (render it first)")
-    run(source, list(sinks), seed=job.seed, span=span, store=FrameStore(Path(work)), settings=job.settings_hash(),
-        resume=True, start=start, warmup=warmup, progress=progress)
+    store = FrameStore(Path(work))
+    try:
+        run(source, list(sinks), seed=job.seed, span=span, store=store, settings=job.settings_hash(), resume=True,
+            start=start, warmup=warmup, progress=progress)
+    finally:
+        store.release()
     return Path(work)
 
 

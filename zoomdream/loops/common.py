@@ -1,6 +1,8 @@
 """Checks every loop kind makes the same way while resolving a job."""
 from __future__ import annotations
 
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import numpy as np
@@ -95,3 +97,57 @@ class ClipFrames:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
+
+
+def flow_workers(requested: int | None) -> int:
+    """Threads for source-only work ahead of the dream: the cores the dream leaves free (one for the render's
+    own thread and the encoder's), at most 8; 0 does it in line."""
+    if requested is not None:
+        return requested
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+class Ahead:
+    """Work that depends only on the source, for frame k = 1, 2, ..., done ahead of the dream on worker
+    threads: ``work(*inputs(k))`` for up to ``depth`` frames past the one asked for, results in order.
+
+    Threads, not processes: OpenCV's flow and warps and numpy's array loops release the GIL, so threads run
+    them in parallel without copying frames between processes, and a spawned process would first import
+    the whole program (TensorFlow included: 10 s). ``inputs(k)`` runs on the render's thread (it reads
+    frames) and returns ``work``'s arguments, or None past the clip's end. With no workers, ``get`` just
+    calls ``work``. Results equal the in-line ones exactly: the same function on the same frames."""
+
+    def __init__(self, work: Callable, inputs: Callable[[int], tuple | None], workers: int, depth: int = 0):
+        self.work, self.inputs = work, inputs
+        self.depth = depth or 2 * workers
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="zoomdream-ahead") if workers > 0 else None
+        self.pending: dict[int, Future] = {}
+        self.next = 0  # the next frame to hand to a worker
+
+    def get(self, k: int):
+        """``work``'s result for frame k (None past the end)."""
+        if self.pool is None:
+            args = self.inputs(k)
+            return None if args is None else self.work(*args)
+        if k not in self.pending and k != self.next:  # a jump (a resume, a restart): start over from k
+            self._drop()
+            self.next = k
+        while self.next <= k + self.depth:
+            args = self.inputs(self.next)
+            if args is None:
+                break
+            self.pending[self.next] = self.pool.submit(self.work, *args)
+            self.next += 1
+        future = self.pending.pop(k, None)
+        return None if future is None else future.result()
+
+    def _drop(self) -> None:
+        for future in self.pending.values():
+            future.cancel()
+        self.pending = {}
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self._drop()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None

@@ -15,7 +15,7 @@ from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import coherent_init, motion_between, temporal_blend
 from zoomdream.interpolation import between_sources, blend
-from zoomdream.loops.common import ClipFrames, LoopSource, last_dreamed, seed_and_max_size
+from zoomdream.loops.common import Ahead, ClipFrames, LoopSource, flow_workers, last_dreamed, seed_and_max_size
 from zoomdream.models import LoadedModel
 from zoomdream.motion import Schedule, parse_schedule
 from zoomdream.settings import MAX_STEPS, DreamSettings, EngineSettings, check_frame_size, dream_settings, number
@@ -39,6 +39,7 @@ class VideoSettings:
     engine: EngineSettings
     seed: int
     audio: audio.Track | None = None  # the music schedules read and the output plays (--audio, else the clip's)
+    workers: int = 0  # threads computing the source's flow ahead (0: in line)
     steps: Schedule | None = None  # keyframed steps and step size (None: the dream's, every frame)
     step_size: Schedule | None = None
 
@@ -81,7 +82,9 @@ def resolve(job: Job) -> VideoSettings:
         every=number(job.every, "every", low=1, high=10_000, integer=True), max_size=max_size,
         blend=number(job.blend, "blend", low=0, high=1), smooth=number(job.smooth, "smooth", low=0, high=1),
         flow=job.flow, interpolate=number(job.interpolate, "interpolate", low=1, high=16, integer=True),
-        dream=DreamSettings(), engine=resolve_engine(job), seed=seed)
+        dream=DreamSettings(), engine=resolve_engine(job), seed=seed,
+        workers=flow_workers(None if job.flow_workers is None else number(job.flow_workers, "flow_workers", low=0,
+                                                                          high=64, integer=True)))
     return with_music(settings, job)
 
 
@@ -110,8 +113,11 @@ class Source(LoopSource):
         self.audio = settings.audio.writer_options() if settings.audio else {}
         self.dreamer = build_dreamer(settings.engine, model)
         s = settings
+        workers = s.workers if s.flow != "none" and self.step == 1 else 0
+        self.motion = Ahead(_motion, self._pair, workers)  # the source's flow, ahead of the dream
         self.sources = ClipFrames(lambda: media.read_video(s.input, start=s.start, duration=s.duration,
-                                                           every=s.every, max_size=s.max_size), keep=self.step + 2)
+                                                           every=s.every, max_size=s.max_size),
+                                  keep=self.step + 2 + self.motion.depth)
         self.origin = 0  # where dreaming last started afresh: dreamed frames are origin + multiples of n
         self.segment = None  # (first, last, their dreamed frames)
 
@@ -144,7 +150,12 @@ class Source(LoopSource):
         before, source = self.sources.get(t0), self.sources.get(t)
         if source is None:
             return None
-        motion = None if s.flow == "none" else motion_between(before, source, method=s.flow)
+        if s.flow == "none":
+            motion = None
+        elif t == t0 + 1:
+            motion = self.motion.get(t)
+        else:
+            motion = motion_between(before, source, method=s.flow)
         init = coherent_init(dreamed_t0, before, source, blend=s.blend, method=s.flow, motion=motion)
         # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
         dreamed = to_uint8(self.dreamer.dream(to_unit(init), s.dream_at(t), seed=s.seed))
@@ -162,5 +173,15 @@ class Source(LoopSource):
     def restore(self, carry: dict) -> None:
         self.origin = carry.get("origin", 0)
 
+    def _pair(self, k: int) -> tuple | None:
+        """What the flow into source frame k needs: frames k - 1 and k, and the method."""
+        before, source = self.sources.get(k - 1), self.sources.get(k)
+        return None if before is None or source is None else (before, source, self.settings.flow)
+
     def close(self) -> None:
+        self.motion.close()
         self.sources.close()
+
+
+def _motion(before: np.ndarray, source: np.ndarray, method: str):
+    return motion_between(before, source, method=method)

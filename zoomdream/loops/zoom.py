@@ -12,7 +12,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from zoomdream import audio, media
+from zoomdream import audio, backend, device, media
 from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, check_terms, resolve_engine
@@ -216,6 +216,8 @@ class Source(LoopSource):
         self.closing = None  # frame 0 as the frame before the wrap must show it (see loop_target)
         self.segment = None  # (first, last, their frames): the dreamed pair the frames between come from
         self.end = settings.frames if settings.loop else settings.frames - 1  # the last dreamed frame's index
+        self.on_device = backend.has_accelerator()  # warp and colours where the dream is (zoomdream.device)
+        self.held = None  # (the last frame made on the device, as kept, and its tensor there)
 
     def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
         s = self.settings
@@ -247,15 +249,30 @@ class Source(LoopSource):
         s = self.settings
         u = t % s.frames  # schedules are periodic in a loop; elsewhere t < frames
         check_frame(s.motion, s.steps, s.step_size, u, s.size)
-        moved = warp_affine(to_unit(image), self.path(t0, t))
         settings = replace(s.later, steps=max(0, round(s.steps.at(u))), step_size=s.step_size.at(u))
-        dreamed = self.dreamer.dream(moved, settings, weights=self.weights_at(u), rng=rng)
         if reference is None:
             if self.reference is None:  # from frame 0 as kept, so a resumed run matches exactly
                 self.reference = stats(to_unit(self.first))
             reference = self.reference
+        weight = self.pull(t) if pull else 0.0
+        if self.on_device and weight <= 0:  # a loop's closing pull stays on the CPU (a few frames)
+            return self.dreamed_on_device(image, self.path(t0, t), settings, self.weights_at(u), rng, reference)
+        moved = warp_affine(to_unit(image), self.path(t0, t))
+        dreamed = self.dreamer.dream(moved, settings, weights=self.weights_at(u), rng=rng)
         matched = color_match(dreamed, reference, s.color_match)
-        return to_uint8(self.close_loop(matched, t, weight=self.pull(t)) if pull else matched)
+        return to_uint8(self.close_loop(matched, t, weight=weight))
+
+    def dreamed_on_device(self, image: np.ndarray, matrix: np.ndarray, settings: DreamSettings,
+                          weights: np.ndarray, rng: np.random.Generator, reference) -> np.ndarray:
+        """``dreamed`` with the warp and colour match on the device: the frame crosses to it only when it was
+        not made there, and comes back once, as the uint8 frame to keep."""
+        held = self.held[1] if self.held is not None and self.held[0] is image else device.to_device(image)
+        moved = device.warp_affine(held, matrix)
+        dreamed = self.dreamer.dream(moved, settings, weights=weights, rng=rng, on_device=True)
+        matched = device.color_match(dreamed, reference, self.settings.color_match)
+        frame, kept = device.to_host(matched)
+        self.held = (frame, kept)
+        return frame
 
     def warm_up(self, still: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A loop's frame 0: the still's dream carried WARM_UP frames along the loop's own path into frame 0,

@@ -44,6 +44,7 @@ class FfmpegWriter:
         self.size: tuple[int, int] | None = None  # (width, height) of the frames given
         self.frames_written = 0
         self._closed = False
+        self._aborted = False
 
     def __enter__(self) -> FfmpegWriter:
         return self
@@ -88,6 +89,8 @@ class FfmpegWriter:
         """Finish encoding and any later pass, then move the result onto the real name. A second call does
         nothing."""
         if self._closed:
+            if self._aborted:  # the file was dropped after an error: nothing was written
+                raise ZoomdreamError(f"cannot write '{show(self.path)}': it was abandoned after an error")
             return
         self._closed = True
         if self._ff is None:
@@ -96,7 +99,8 @@ class FfmpegWriter:
             )
         try:
             try:
-                self._ff.proc.stdin.close()
+                if self._ff.proc.stdin is not None:  # None: the input was files (write_segments)
+                    self._ff.proc.stdin.close()
             except OSError:
                 pass
             rc = self._ff.wait()
@@ -121,7 +125,7 @@ class FfmpegWriter:
 
     def abort(self) -> None:
         """Stop ffmpeg and delete everything written so far; the final path is left untouched."""
-        self._closed = True
+        self._closed = self._aborted = True
         self._cleanup()
 
     def _cleanup(self) -> None:
@@ -136,9 +140,31 @@ class FfmpegWriter:
                 "-i", "pipe:0", "-map", "0:v:0", *self._encode_args(w, h), file_arg(self._first_pass)]
         self._ff = Ffmpeg(args, stdin=subprocess.PIPE)
 
+    def write_segments(self, segments: list[Path], frames: int) -> None:
+        """Make the file from H.264 segments this project encoded (``H264Segment``) instead of from frames,
+        then close it: joined by ffmpeg's concat demuxer, the video stream copied where the format is H.264
+        (nothing is encoded twice), decoded for other formats. ``frames``: how many the segments hold."""
+        if self._closed or self._ff is not None:
+            raise ValueError("write_segments() on a writer that already has frames")
+        listing = temp_sibling(self.path, "segments.txt")
+        try:
+            quoted = (os.path.abspath(p).replace("\\", "/").replace("'", "'\\''") for p in segments)
+            listing.write_text("".join(f"file '{q}'\n" for q in quoted))
+            args = ["-y", "-f", "concat", "-safe", "0", "-i", file_arg(listing), "-map", "0:v:0",
+                    *self._copy_args(), file_arg(self._first_pass)]
+            self._ff = Ffmpeg(args)
+            self.frames_written = frames
+            self.close()
+        finally:
+            remove_quietly(listing)
+
     def _encode_args(self, w: int, h: int) -> list[str]:
         """ffmpeg output options for frames of w x h."""
         raise NotImplementedError
+
+    def _copy_args(self) -> list[str]:
+        """ffmpeg output options for an input that is already H.264 (``write_segments``)."""
+        return self._encode_args(0, 0)
 
     def _finish(self) -> None:
         """Runs after the encoder succeeded, before the rename."""
@@ -192,6 +218,10 @@ class H264Writer(FfmpegWriter):
             args += ["-movflags", "+faststart"]
         return args
 
+    def _copy_args(self) -> list[str]:
+        args = ["-c:v", "copy", "-an"]
+        return args + (["-movflags", "+faststart"] if self._ext in _FASTSTART and self._audio is None else [])
+
     def _finish(self) -> None:
         if self._audio is not None:
             self._mux_audio()
@@ -244,6 +274,14 @@ class GifWriter(FfmpegWriter):
             ",split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=sierra2_4a"
         )
         return ["-vf", graph, "-loop", "0"]
+
+
+class H264Segment(H264Writer):
+    """A piece of a longer H.264 stream (MP4, no audio): its own closed group of pictures, encoded with the
+    final file's settings, so that ``write_segments`` joins pieces into the file without encoding again."""
+
+    def __init__(self, path: Path, rate: Fraction, *, crf: int, preset: str = "medium"):
+        super().__init__(path, rate, crf=crf, preset=preset, audio_from=None, audio_start=0.0, audio_duration=None)
 
 
 WRITERS: dict[str, type[FfmpegWriter]] = {".mp4": H264Writer, ".mov": H264Writer, ".mkv": H264Writer,
