@@ -189,7 +189,8 @@ def test_device_warp_and_colours_match_the_cpu_ones():
     kept, held = device.to_host(device.color_match(moved, reference, 0.7))
     expected = to_uint8(color_match(on_device, reference, 0.7))
     assert kept.dtype == np.uint8 and np.abs(kept.astype(int) - expected).max() <= 1
-    np.testing.assert_array_equal(np.asarray(held), to_unit(kept))
+    np.testing.assert_array_equal(np.asarray(held), np.asarray(device.to_device(kept)))  # what a resume reads
+    np.testing.assert_allclose(np.asarray(held), to_unit(kept), atol=1e-6)
 
 
 def test_a_zoom_on_an_accelerator_keeps_its_frames_on_the_device(tmp_path, lite0, monkeypatch, whole):
@@ -198,13 +199,16 @@ def test_a_zoom_on_an_accelerator_keeps_its_frames_on_the_device(tmp_path, lite0
     monkeypatch.setattr(backend, "has_accelerator", lambda: True)  # the device path, run here by Keras ops
     uploads = []
     to_device = device.to_device
-    monkeypatch.setattr(device, "to_device", lambda frame: uploads.append(1) or to_device(frame))
+    monkeypatch.setattr(device, "to_device",
+                        lambda frame: (uploads.append(1) if isinstance(frame, np.ndarray) else 0) or to_device(frame))
     out = tmp_path / "z.mp4"
     runner.render(make_job(dict(ZOOM, output=str(out))), progress=False, model=lite0)
     assert len(uploads) == 1  # frame 0 goes over once; every later frame is made there
     frames = frames_of(out)
     assert frames.shape == whole.shape
-    assert np.abs(frames.astype(int) - whole).mean() < 2.0  # the same zoom, to rounding
+    differ = np.abs(frames.astype(int) - whole).mean(axis=(1, 2, 3))
+    assert differ[0] == 0 and differ[1] < 1.0  # the same zoom, to rounding and the mirrored border...
+    assert differ.max() < 10  # ...which the feedback carries on, at 48x48 a large part of the frame
 
 
 def test_flow_computed_ahead_in_processes_gives_the_same_video(tmp_path, lite0):

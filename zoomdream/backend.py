@@ -47,6 +47,18 @@ def compile_step(feature_model: keras.Model, step: Callable) -> Callable:
     raise RuntimeError(f"zoomdream supports the tensorflow and jax Keras backends, not {name()}")
 
 
+def compile_function(fn: Callable) -> Callable:
+    """``fn`` of backend tensors compiled into one program (traced once per input shape): eager ops would
+    each be a dispatch of their own, and a warp made of them cost more than the dream."""
+    if name() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    import tensorflow as tf
+
+    return tf.function(fn, reduce_retracing=True)
+
+
 def _as_list(outputs):
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
