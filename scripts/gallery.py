@@ -37,7 +37,9 @@ MUSIC_FLAGS = ("--noise --size 192x112 --fps 12 --audio beat.wav --audio-start 1
                "--step-size '0.01 + 0.03*smooth(bass, 0.1, 0.4)'")
 MUSIC = f"zoomdream zoom {MUSIC_FLAGS} -o music.mp4 --frames-dir music-frames"
 MUSIC_CURVES = f"zoomdream curves zoom {MUSIC_FLAGS} -o music-curves.png --export-schedules music.csv"
-VIDEO = "zoomdream video tests/data/example.mp4 -o dreamy.mp4 --max-size 160 --duration 1 --frames-dir dreamy-frames"
+CLIP = "tests/data/big_buck_bunny_432_433.webm"
+IMAGES = "images/gallery"  # where the page finds its pictures
+VIDEO = f"zoomdream video {CLIP} -o dreamy.mp4 --max-size 192 --step-size 0.03 --frames-dir dreamy-frames"
 
 
 def run(command: str) -> None:
@@ -81,6 +83,13 @@ def strip(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.concatenate(parts[:-1], axis=1)
 
 
+def grid(images: list[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
+    rows = [strip(images[i:i + columns], gap) for i in range(0, len(images), columns)]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows)[:-gap]
+
+
 def save_jpeg(path: Path, image: np.ndarray, quality: int = 82) -> str:
     cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return path.name
@@ -110,8 +119,21 @@ def write_gif(path: Path, frames: list[np.ndarray], fps: float) -> str:
     return path.name
 
 
+def wrapped(command: str, width: int = 100) -> str:
+    """A long command over several lines, each broken before an option once past 60 characters, as a shell
+    reads it (`\\` at line ends)."""
+    if len(command) <= width:
+        return command
+    lines, words = [""], shlex.split(command)
+    for i, word in enumerate(words):
+        if word.startswith("-") and words[i - 1] != "-o" and len(lines[-1]) > 60:
+            lines.append(" ")
+        lines[-1] += " " * bool(lines[-1]) + shlex.quote(word)
+    return " \\\n".join(lines)
+
+
 def block(*commands: str) -> str:
-    return "```bash\n" + "\n".join(commands) + "\n```\n"
+    return "```bash\n" + "\n".join(map(wrapped, commands)) + "\n```\n"
 
 
 def make(out: Path) -> str:
@@ -130,10 +152,11 @@ def make(out: Path) -> str:
     for command in STILLS:
         run(command)
     names = [*LAYERS, "guided"]
-    pictures = [save_jpeg(out / f"still-{name}.jpg", read(f"{name}.png")) for name in names]
-    page += ["| " + " | ".join(f"`{n}`" if n != "guided" else "guided by coffee" for n in names) + " |",
-             "| " + " | ".join("---" for _ in names) + " |",
-             "| " + " | ".join(f"![{n}](images/gallery/{p})" for n, p in zip(names, pictures)) + " |", ""]
+    size = (read("block3.png").shape[1], read("block3.png").shape[0])
+    sheet = [label(cv2.resize(read("samples/chelsea.png"), size, interpolation=cv2.INTER_AREA), "input")]
+    sheet += [label(read(f"{name}.png"), name if name != "guided" else "guided by coffee") for name in names]
+    picture = save_jpeg(out / "stills.jpg", grid(sheet, 4))
+    page += [f"![the input and its dreams on each layer]({IMAGES}/{picture})", ""]
 
     run(ZOOM)
     frames = frames_at("zoom-frames")
@@ -141,13 +164,13 @@ def make(out: Path) -> str:
     picture = save_jpeg(out / "zoom-strip.jpg", strip(shown))
     page += ["## A zoom", "", "Frame 0 is a full still-image dream; each later frame is the one before, zoomed "
              "in by 2% and dreamed again with 2 octaves of 5 steps ([zoom](zoom.md)).", "", block(ZOOM),
-             f"![frames {', '.join(map(str, ZOOM_SHOWN))} of the zoom](images/gallery/{picture})", ""]
+             f"![frames {', '.join(map(str, ZOOM_SHOWN))} of the zoom]({IMAGES}/{picture})", ""]
 
     run(LOOP)
     shutil.copyfile("loop.gif", out / "loop.gif")
     page += ["## A seamless loop", "", "The last frame flows into the first, so the GIF plays forever without a "
              "seam; `--interpolate 2` dreams every other frame ([Loops and interpolation](loops.md)).", "",
-             block(LOOP), "![a 48-frame loop](images/gallery/loop.gif)", ""]
+             block(LOOP), f"![a 48-frame loop]({IMAGES}/loop.gif)", ""]
 
     run(TRACK)
     run(MUSIC_CURVES)
@@ -159,8 +182,8 @@ def make(out: Path) -> str:
     beats = [int(float(r["frame"])) for r in rows if float(r["beat"]) > 0.999]
     picked = beats[:: max(1, len(beats) // 6)][:6]
     frames = frames_at("music-frames")
-    shown = [label(read(frames[i]), f"{float(rows[i]['seconds']):.2f} s") for i in picked]
-    beat_strip = save_jpeg(out / "music-beats.jpg", strip(shown))
+    shown = [label(read(frames[i]), f"beat at {float(rows[i]['seconds']):.2f} s") for i in picked]
+    beat_strip = save_jpeg(out / "music-beats.jpg", grid(shown, 3))
     curves = read("music-curves.png")
     curves = cv2.resize(curves, (900, round(curves.shape[0] * 900 / curves.shape[1])), interpolation=cv2.INTER_AREA)
     curve_picture = save_jpeg(out / "music-curves.jpg", curves, 80)
@@ -170,20 +193,20 @@ def make(out: Path) -> str:
              "`zoomdream curves` draws every schedule and feature before anything is dreamed; below it, frames "
              "of the render on beats the tracker found.", "",
              block(TRACK, MUSIC_CURVES, MUSIC),
-             f"![every schedule and feature of the music zoom](images/gallery/{curve_picture})", "",
-             f"![frames of the music zoom on its beats](images/gallery/{beat_strip})", ""]
+             f"![every schedule and feature of the music zoom]({IMAGES}/{curve_picture})", "",
+             f"![frames of the music zoom on its beats]({IMAGES}/{beat_strip})", ""]
 
     run(VIDEO)
     dreamed = [read(p) for p in frames_at("dreamy-frames")]
     h, w = dreamed[0].shape[:2]
-    source = video_frames("tests/data/example.mp4", len(dreamed), (w, h))
+    source = video_frames(CLIP, len(dreamed), (w, h))
     pairs = [strip([label(s, "source"), label(d, "zoomdream video")]) for s, d in zip(source, dreamed)]
-    clip = write_gif(out / "video-side-by-side.gif", pairs[::2], 12.5)
+    clip = write_gif(out / "video-side-by-side.gif", pairs[::2], 12)
     page += ["## A stylized clip beside its source", "",
              "Each frame starts from the previous dreamed frame carried along the source's optical flow, so the "
-             "dream sticks to what moves instead of flickering ([video](video.md)). Every other frame of one "
-             "second, source left:", "", block(VIDEO),
-             f"![the source clip and the dreamed clip side by side](images/gallery/{clip})", ""]
+             "dream sticks to what moves instead of flickering ([video](video.md)). One second of *Big Buck "
+             "Bunny* (CC BY 3.0, Blender Foundation), every other frame, source left:", "", block(VIDEO),
+             f"![the source clip and the dreamed clip side by side]({IMAGES}/{clip})", ""]
     return "\n".join(page)
 
 

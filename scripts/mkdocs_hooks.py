@@ -2,7 +2,7 @@
 build time, so they cannot drift from it.
 
 A page holds a marker such as ``<!-- generated: job-keys -->``; ``on_page_markdown`` replaces it with the
-table below. ``job-keys``: every field of ``config.Job`` (name, kind, default, commands, help).
+table below. ``job-keys``: every field of ``config.Job`` (name, flag, kind, each command's default, commands, help).
 ``schedule-functions`` and ``schedule-variables``: what a schedule expression may call and read
 (``motion.FUNCTIONS``, ``motion.BINARY_OPERATORS``, ``motion.CONSTANTS``, ``audio.NAMES``).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,13 +28,20 @@ def job_keys() -> str:
     """Every ``config.Job`` field as a table row: the TOML key, its flag, kind, default, commands and help."""
     from zoomdream.config import ALL, COMMANDS, RENAMED, Job
 
+    made = {name: Job(command=name) for name in COMMANDS}  # defaults differ by command (zoom: 2 octaves)
     rows = ["| key | flag | kind | default | commands | what it does |", "| --- | --- | --- | --- | --- | --- |"]
     for f in fields(Job):
         meta = f.metadata
-        default = "" if f.default is MISSING or f.default is None else f"`{f.default!r}`"
-        for command in COMMANDS.values():  # per-command defaults (zoom: octaves 2, steps 5)
-            if f.name in command.defaults:
-                default += f" ({command.name}: `{command.defaults[f.name]!r}`)"
+        shown = {name: getattr(made[name], f.name) for name in meta["commands"]}  # what a Job really holds
+        if f.name == "command":
+            shown = {"": f.default}
+        values = set(map(repr, shown.values()))
+        if values == {"None"}:
+            default = ""
+        elif len(values) == 1:
+            default = f"`{next(iter(shown.values()))!r}`"
+        else:
+            default = ", ".join(f"{name}: `{value!r}`" for name, value in shown.items())
         commands = "all" if tuple(meta["commands"]) == ALL else ", ".join(meta["commands"])
         flag = "" if f.name in ("command", "input") else f"`--{f.name.replace('_', '-')}`"
         if meta["choices"]:

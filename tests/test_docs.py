@@ -9,8 +9,11 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import wave
 from dataclasses import fields
 from pathlib import Path
@@ -20,6 +23,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^ *```([a-z]*)\n(.*?)^ *```", re.M | re.S)
 SHELL = ("", "bash", "sh", "shell", "console")
@@ -74,6 +78,8 @@ def test_readme_is_short_and_keeps_the_two_set_up_commands():
     assert "pip install . && zoomdream image samples/chelsea.png -o dream.png" in text
     assert "(command -v chromium >/dev/null || apt-get install -y chromium) && pip install '.[test]' && pytest" in text
     assert len([c for w, c in COMMANDS if w.startswith("README")]) >= 5
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+    assert targets and [t for t in targets if not (ROOT / t).exists()] == []  # mkdocs does not check the README
 
 
 def stand_in(path: Path) -> None:
@@ -86,7 +92,7 @@ def stand_in(path: Path) -> None:
     elif suffix in AUDIO:
         with wave.open(str(path.with_suffix(".wav")) if suffix != ".wav" else str(path), "wb") as w:
             w.setnchannels(1), w.setsampwidth(2), w.setframerate(22050)
-            t = np.arange(22050 * 2) / 22050
+            t = np.arange(22050 * 30) / 22050  # 30 s: long enough for the ranges the pages pick
             w.writeframes((np.sin(2 * np.pi * 220 * t) * 8000).astype("<i2").tobytes())
         if suffix != ".wav":
             path.with_suffix(".wav").rename(path)  # ffmpeg reads by content, whatever the name says
@@ -172,7 +178,7 @@ def test_generated_tables_list_every_name_the_code_allows():
 
 
 def build_site(target: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(target)],
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(target)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT)})
 
@@ -220,7 +226,56 @@ def test_strict_build_fails_on_a_broken_link(tmp_path):
     shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
     os.symlink(ROOT / "zoomdream", copy / "zoomdream")
     (copy / "docs" / "music.md").write_text((copy / "docs" / "music.md").read_text() + "\n[gone](no-such-page.md)\n")
-    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(tmp_path / "s")],
+    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "s")],
                            cwd=copy, capture_output=True, text=True, timeout=600,
                            env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert built.returncode != 0 and "no-such-page.md" in built.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(site):
+    """The built site on a local `python -m http.server` (loopback only), as a reader's browser gets it."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(site)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_site_opens_in_chromium_with_search_and_gallery_images(served):
+    """Debian's Chromium through Playwright (never a downloaded browser): the search finds the music page,
+    and every picture of the gallery is decoded. A screenshot is kept in test-artifacts/docs-gallery.png."""
+    pytest.importorskip("playwright.sync_api")
+    from test_studio_browser import chromium_page
+
+    with chromium_page(served) as page:
+        page.keyboard.press("/")  # Material's shortcut: focus the search box
+        page.wait_for_function(  # its index is built in a web worker: typed before, a query is not run
+            "document.querySelector('.md-search-result__meta').textContent.includes('Type to start')", timeout=60_000)
+        page.locator("input.md-search__input").press_sequentially("kick drum onset", delay=20)
+        page.wait_for_selector(".md-search-result__item", timeout=30_000)
+        links = page.eval_on_selector_all(".md-search-result__item a", "items => items.map(a => a.href)")
+        assert any("/music/" in link for link in links), links
+        page.goto(served + "gallery/")
+        page.wait_for_load_state("load")
+        images = page.eval_on_selector_all(
+            "article img", "items => items.map(i => ({src: i.src, complete: i.complete, width: i.naturalWidth}))")
+        assert len(images) == (ROOT / "docs" / "gallery.md").read_text().count("![") >= 5, images
+        assert all(i["complete"] and i["width"] > 0 for i in images), [i for i in images if not i["width"]]
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "docs-gallery.png"), full_page=True)
