@@ -12,7 +12,6 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass, field, fields
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -307,11 +306,6 @@ def save_job(job: Job, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(job_to_toml(job))
     tmp.replace(path)
-
-
-def loop_module(command: str):
-    """The frame-source module of a command (``COMMANDS[command].module``), imported on first use."""
-    return import_module(COMMANDS[command].module)
 
 
 def job_inputs(job: Job) -> list[Path]:

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from zoomdream.audio import SERIES, Track
-from zoomdream.config import job_inputs, loop_module
+from zoomdream.config import job_inputs
 from zoomdream.errors import ZoomdreamError
+from zoomdream.loops import loop_module
 from zoomdream.media.files import atomic_write_bytes, same_file, show
 from zoomdream.motion import Schedule, TextSchedule
 

@@ -18,9 +18,10 @@ import numpy as np
 from tqdm import tqdm
 
 from zoomdream import media, precision
-from zoomdream.config import LOOPS, Job, job_inputs, loop_module, save_job
+from zoomdream.config import LOOPS, Job, job_inputs, save_job
 from zoomdream.engine import machine_tile
 from zoomdream.errors import Stopped, ZoomdreamError
+from zoomdream.loops import loop_module
 from zoomdream.media.files import FRAME_PATTERN, same_file
 from zoomdream.models import LoadedModel, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
