@@ -39,19 +39,26 @@ def fill(page, field: str, value: str) -> None:
 
 
 @contextmanager
-def studio_page(studio):
-    """The studio's page, loaded in headless Chromium."""
+def chromium_page(url: str):
+    """``url`` loaded in headless Debian Chromium (the docs' browser test uses it too)."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: install it with `apt-get install -y chromium` (README)")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(studio[1])
-            page.wait_for_selector("#render-zoom")
+            page.goto(url)
             yield page
         finally:
             browser.close()
+
+
+@contextmanager
+def studio_page(studio):
+    """The studio's page, loaded in headless Chromium."""
+    with chromium_page(studio[1]) as page:
+        page.wait_for_selector("#render-zoom")
+        yield page
 
 
 def test_a_render_started_in_the_browser_shows_its_frames_and_plays(studio):

@@ -7,12 +7,12 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import partial
 
 from zoomdream import cluster
 from zoomdream.config import COMMANDS, FIELDS, LOOPS, RENAMED, Job, load_toml, make_job
-from zoomdream.errors import ZoomdreamError
+from zoomdream.errors import ZoomdreamError, error_line
 
 RENDER_EXAMPLES = """examples:
   zoomdream render job.toml                    # every option from the file
@@ -55,6 +55,8 @@ def _add_job_flags(parser: argparse.ArgumentParser, command: str | None) -> None
         group.add_argument(*names, dest=f.name, type=conv, default=argparse.SUPPRESS, choices=meta["choices"],
                            metavar=meta["metavar"] or (None if meta["choices"] else f.name.upper()),
                            help=meta["help"] + default_text)
+    parser.add_argument("--check", action="store_true",
+                        help="check the settings, inputs and output, then stop before the model loads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,27 +190,15 @@ def plot_curves(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     from zoomdream.curves import write_curves
 
     job = job_from_args(args)
+    if args.check:
+        from zoomdream import runner
+
+        runner.check_job(replace(job, output=None, export_schedules=None))
+        print(f"checked {job.output}", file=sys.stderr)
+        return 0
     write_curves(job)
     print(f"wrote {job.output}" + (f" and {job.export_schedules}" if job.export_schedules else ""), file=sys.stderr)
     return 0
-
-
-def one_line(text: str) -> str:
-    """A message stays one line whatever a user's file or setting held (newlines, control characters)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def error_line(error: ZoomdreamError | OSError | MemoryError) -> str:
-    """The one line a user sees for an error of their input or machine (the CLI and the studio alike)."""
-    if isinstance(error, OSError):  # a disk that fills up or a path that vanishes mid-render: kept frames stay
-        where = f" ('{error.filename}')" if error.filename else ""
-        text = (f"{error.strerror or error}{where} (check the path, permissions and free disk space; zoom and "
-                f"video renders continue with --resume)")
-    elif isinstance(error, MemoryError):
-        text = "out of memory (use a smaller --size, --max-size or --tile)"
-    else:
-        text = str(error)
-    return f"zoomdream: error: {one_line(text)}"
 
 
 def _terminate(signum, frame):
@@ -236,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         files = args.job_file if args.command == "render" else [None]
         jobs = [job_from_args(args, f) for f in files]
         protected = tuple(files) if args.command == "render" else ()
-        if cluster.requested(args):  # every job at once on Ray workers
+        if cluster.requested(args) and not args.check:  # every job at once on Ray workers
             cluster.main(args, jobs, [f or args.command for f in files], protected)
             print("\n".join(f"wrote {job.output}" for job in jobs), file=sys.stderr)
             return 0
@@ -248,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         for job in jobs:
             if not job.output:
                 raise ZoomdreamError("no output file given (add -o OUT)")
+            if args.check:
+                runner.check_job(job, protected)
+                print(f"checked {job.output}", file=sys.stderr)
+                continue
             runner.render(job, protected=protected)
             print(f"wrote {job.output}", file=sys.stderr)
         return 0

@@ -309,3 +309,8 @@ def save_job(job: Job, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(job_to_toml(job))
     tmp.replace(path)
+
+
+def job_inputs(job: Job) -> list[Path]:
+    """The files a job reads, which nothing it writes may be."""
+    return [Path(p) for p in (job.input, job.guide, job.weights, job.audio) if p and p != "random"]

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from zoomdream.audio import SERIES, Track
+from zoomdream.config import job_inputs
 from zoomdream.errors import ZoomdreamError
-from zoomdream.media.files import atomic_write_bytes, show
+from zoomdream.loops import loop_module
+from zoomdream.media.files import atomic_write_bytes, same_file, show
 from zoomdream.motion import Schedule, TextSchedule
 
 PLOT_EXTENSIONS = (".png", ".svg", ".pdf")
@@ -63,8 +65,6 @@ def layer_weights(layers: TextSchedule, frames: int) -> dict[str, np.ndarray]:
 
 def _checked_path(path: str, extensions: tuple[str, ...], flag: str, job) -> Path:
     """An output path with a known extension that is none of the job's inputs."""
-    from zoomdream.runner import job_inputs, same_file
-
     p = Path(path)
     if p.suffix.lower() not in extensions:
         raise ZoomdreamError(f"{flag} '{show(p)}' must end in {' or '.join(extensions)}")
@@ -158,8 +158,6 @@ def plot(columns: dict[str, np.ndarray], fps: float, title: str):
 def write_curves(job):
     """``zoomdream curves``: resolve the job as its render would, write ``--export-schedules`` if asked, and
     plot every schedule to ``job.output``. Returns the Figure."""
-    from zoomdream.runner import loop_module
-
     if not job.output:
         raise ZoomdreamError("no output file given (add -o curves.png)")
     out = _checked_path(job.output, PLOT_EXTENSIONS, "curves output", job)

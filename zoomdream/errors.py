@@ -7,3 +7,21 @@ class ZoomdreamError(Exception):
 
 class Stopped(Exception):
     """A render stopped on request (the studio's Stop): like Ctrl-C, its kept frames stay and it resumes."""
+
+
+def one_line(text: str) -> str:
+    """A message stays one line whatever a user's file or setting held (newlines, control characters)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def error_line(error: ZoomdreamError | OSError | MemoryError) -> str:
+    """The one line a user sees for an error of their input or machine (the CLI and the studio alike)."""
+    if isinstance(error, OSError):  # a disk that fills up or a path that vanishes mid-render: kept frames stay
+        where = f" ('{error.filename}')" if error.filename else ""
+        text = (f"{error.strerror or error}{where} (check the path, permissions and free disk space; zoom and "
+                f"video renders continue with --resume)")
+    elif isinstance(error, MemoryError):
+        text = "out of memory (use a smaller --size, --max-size or --tile)"
+    else:
+        text = str(error)
+    return f"zoomdream: error: {one_line(text)}"

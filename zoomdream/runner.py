@@ -12,7 +12,6 @@ import os
 import queue
 import threading
 from dataclasses import replace
-from importlib import import_module
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -20,10 +19,11 @@ import numpy as np
 from tqdm import tqdm
 
 from zoomdream import media, precision
-from zoomdream.config import COMMANDS, LOOPS, Job, save_job
+from zoomdream.config import LOOPS, Job, job_inputs, save_job
 from zoomdream.engine import machine_tile
 from zoomdream.errors import Stopped, ZoomdreamError
-from zoomdream.media.files import FRAME_PATTERN
+from zoomdream.loops import loop_module
+from zoomdream.media.files import FRAME_PATTERN, same_file
 from zoomdream.models import LoadedModel, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
 from zoomdream.sinks import (EncoderSink, FrameStore, FramesDirSink, ImageSink, MemorySink, PreviewSink, Resume,
@@ -52,10 +52,6 @@ class FrameSource(Protocol):
     def restore(self, carry: dict) -> None: ...
     def restart_at(self, t: int) -> int: ...
     def close(self) -> None: ...
-
-
-def loop_module(command: str):
-    return import_module(COMMANDS[command].module)
 
 
 def pin_machine(job: Job) -> Job:
@@ -271,20 +267,6 @@ def preview_path(output: Path) -> Path:
 def record_path(output: Path) -> Path:
     """Where a render's resolved settings are saved: ``OUT.job.toml``."""
     return output.with_name(output.stem + ".job.toml")
-
-
-def job_inputs(job: Job) -> list[Path]:
-    """The files a job reads, which nothing it writes may be."""
-    return [Path(p) for p in (job.input, job.guide, job.weights, job.audio) if p and p != "random"]
-
-
-def same_file(a: Path, b: Path) -> bool:
-    try:
-        if os.path.exists(a) and os.path.exists(b):
-            return os.path.samefile(a, b)
-        return os.path.realpath(a) == os.path.realpath(b)
-    except (OSError, ValueError):
-        return False
 
 
 def check_job(job: Job, protected: tuple[str, ...] = ()):

@@ -22,6 +22,7 @@ import numpy as np
 
 from zoomdream.config import FIELDS, Job, load_toml, make_job
 from zoomdream.errors import Stopped, ZoomdreamError
+from zoomdream.errors import error_line as known_error_line
 from zoomdream.media.files import atomic_copy
 
 TABS = ("image", "zoom", "video")
@@ -100,10 +101,8 @@ def keep_upload(path: str, uploads: Path) -> str:
 
 def error_line(error: BaseException) -> str:
     """The CLI's one line for an error of input or machine; an unexpected one is named, its traceback logged."""
-    from zoomdream.cli import error_line as cli_error_line
-
     if isinstance(error, (ZoomdreamError, OSError, MemoryError)):
-        return cli_error_line(error)
+        return known_error_line(error)
     traceback.print_exception(error)
     return f"zoomdream: error: unexpected {type(error).__name__}: {error} (please report it, with the job file)"
 

@@ -72,6 +72,16 @@ def check_output_target(p: Path) -> None:
         )
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (existing: by inode; else by resolved path)."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+        return os.path.realpath(a) == os.path.realpath(b)
+    except (OSError, ValueError):
+        return False
+
+
 def atomic_write_bytes(p: Path, data) -> None:
     """Write to a temp sibling then rename, so a kill never leaves a truncated file under the real name. The
     temp name is this writer's own (process and thread), so two writers of one file never share it."""
