@@ -22,7 +22,7 @@ from zoomdream import media, precision
 from zoomdream.config import COMMANDS, LOOPS, Job, save_job
 from zoomdream.engine import machine_tile
 from zoomdream.errors import Stopped, ZoomdreamError
-from zoomdream.media.files import FRAME_PATTERN
+from zoomdream.media.files import FRAME_PATTERN, WriteFailed
 from zoomdream.models import LoadedModel, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
 from zoomdream.sinks import EncoderSink, FrameStore, ImageSink, MemorySink, PreviewSink, Resume, Sink, read_state
@@ -290,20 +290,21 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
         raise ZoomdreamError("no output file given (add -o OUT)")
     work = work_folder(Path(job.output))
     store = FrameStore(work, Path(job.frames_dir) if job.frames_dir else None)
-    try:
+    try:  # the store's folders stay locked from before the model loads until the work folder is gone
         job, source, output = prepare(job, model, protected, store)
-    except BaseException:
-        store.release_unused()
-        raise
-    outs = [encoder(output, source)]
-    if output.preview:
-        outs.append(PreviewSink(preview_path(output.path), output.preview))
-    run(source, [*outs, *sinks, _JobRecord(job, work)], seed=job.seed, store=store,
-        settings=job.settings_hash() + input_digest(job.input), span=range(0, source.total or 2 ** 62),
-        resume=output.resume, progress=progress, stop=stop)
-    if not any(same_file(Path(p), record_path(output.path)) for p in protected):
-        save_job(job, record_path(output.path))
-    store.remove()
+        outs = [encoder(output, source)]
+        if output.preview:
+            outs.append(PreviewSink(preview_path(output.path), output.preview))
+        run(source, [*outs, *sinks, _JobRecord(job, work)], seed=job.seed, store=store,
+            settings=job.settings_hash() + input_digest(job.input), span=range(0, source.total or 2 ** 62),
+            resume=output.resume, progress=progress, stop=stop)
+        if not any(same_file(Path(p), record_path(output.path)) for p in protected):
+            save_job(job, record_path(output.path))
+        store.remove()
+    except (WriteFailed, OSError) as error:  # a full disk, a read-only or vanished folder: its own line
+        raise store.fault(error) from None
+    finally:
+        store.release_unused()  # after a failure: unlock, and take away only what this render made
 
 
 class _JobRecord(Sink):

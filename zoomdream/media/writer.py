@@ -5,6 +5,7 @@ A new format is a new FfmpegWriter subclass and a row in WRITERS, never a branch
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import subprocess
@@ -16,7 +17,7 @@ import numpy as np
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import Ffmpeg, file_arg, fps_fraction, rate_arg, run_ffmpeg
 from zoomdream.media.files import (
-    PathArg, check_output_target, output_extension, remove_quietly, show, temp_sibling,
+    PathArg, WriteFailed, check_output_target, output_extension, remove_quietly, show, temp_sibling,
 )
 from zoomdream.media.images import check_frame
 from zoomdream.media.probe import read_header
@@ -25,6 +26,11 @@ from zoomdream.media.probe import read_header
 # Matroska takes nearly everything; a failed copy there falls back to AAC as well.
 _COPYABLE_AUDIO = {".mp4": {"aac", "mp3", "alac"}, ".mov": {"aac", "mp3", "alac"}, ".mkv": None}
 _FASTSTART = (".mp4", ".mov")  # containers whose index can move to the front, for playback while downloading
+
+
+def _errno(tail: str) -> int | None:
+    """The errno behind an ffmpeg failure where its words name one (a full disk)."""
+    return errno.ENOSPC if "No space left on device" in tail else None
 
 
 class FfmpegWriter:
@@ -78,10 +84,8 @@ class FfmpegWriter:
             self._ff.wait()
             tail = self._ff.tail()
             self.abort()
-            raise ZoomdreamError(
-                f"cannot write '{show(self.path)}': ffmpeg stopped: {tail} "
-                "(check free disk space and the options)"
-            ) from None
+            raise WriteFailed(f"cannot write '{show(self.path)}': ffmpeg stopped: {tail} (check free disk space "
+                              f"and the options)", _errno(tail), self.path) from None
         self.frames_written += 1
 
     def close(self) -> None:
@@ -101,17 +105,15 @@ class FfmpegWriter:
                 pass
             rc = self._ff.wait()
             if rc != 0:
-                raise ZoomdreamError(
-                    f"cannot write '{show(self.path)}': ffmpeg said: {self._ff.tail()} "
-                    "(check free disk space and the options)"
-                )
+                tail = self._ff.tail()
+                raise WriteFailed(f"cannot write '{show(self.path)}': ffmpeg said: {tail} (check free disk space and "
+                                  f"the options)", _errno(tail), self.path)
             self._finish()
             os.replace(self._temp, self.path)
         except OSError as e:
             self._cleanup()
-            raise ZoomdreamError(
-                f"cannot write '{show(self.path)}': {e.strerror or e} (check folder permissions)"
-            ) from None
+            raise WriteFailed(f"cannot write '{show(self.path)}': {e.strerror or e} (check folder permissions)",
+                              e.errno, self.path) from None
         except BaseException:
             self._cleanup()
             raise
@@ -125,8 +127,9 @@ class FfmpegWriter:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        if self._ff is not None:
-            self._ff.kill()
+        if self._ff is None:  # nothing started: the temp name may be another writer's, never this one's
+            return
+        self._ff.kill()
         remove_quietly(self._temp)
         remove_quietly(self._first_pass)
 
