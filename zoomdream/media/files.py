@@ -36,6 +36,12 @@ def temp_sibling(path: Path, tag: str = "part") -> Path:
     return path.with_name(f".{path.stem}.{tag}{path.suffix}")
 
 
+def own_temp(path: Path, tag: str = "part") -> Path:
+    """``temp_sibling`` under a name of this writer's own (process and thread): two writers of one file, or a
+    writer and the leftover of a killed one, never write into each other's temporary file."""
+    return temp_sibling(path, f"{tag}-{os.getpid()}-{threading.get_ident()}")
+
+
 def remove_quietly(path: Path | None) -> None:
     if path is not None:
         try:
@@ -99,7 +105,7 @@ def atomic_copy(source: Path, p: Path) -> None:
 
 
 def _atomically(p: Path, fill) -> None:
-    tmp = temp_sibling(p, f"part-{os.getpid()}-{threading.get_ident()}")
+    tmp = own_temp(p)
     try:
         fill(tmp)
         os.replace(tmp, p)

@@ -17,7 +17,7 @@ import numpy as np
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import Ffmpeg, file_arg, fps_fraction, rate_arg, run_ffmpeg
 from zoomdream.media.files import (
-    PathArg, WriteFailed, check_output_target, output_extension, remove_quietly, show, temp_sibling,
+    PathArg, WriteFailed, check_output_target, output_extension, own_temp, remove_quietly, show,
 )
 from zoomdream.media.images import check_frame
 from zoomdream.media.probe import read_header
@@ -44,7 +44,7 @@ class FfmpegWriter:
     def __init__(self, path: Path, rate: Fraction):
         self.path = path
         self.rate = rate
-        self._temp = temp_sibling(path)
+        self._temp = own_temp(path)
         self._first_pass = self._temp  # where the encoder writes
         self._ff: Ffmpeg | None = None
         self.size: tuple[int, int] | None = None  # (width, height) of the frames given
@@ -179,7 +179,7 @@ class H264Writer(FfmpegWriter):
         self._audio: tuple[Path, str] | None = audio
         self._ext = path.suffix.lower()
         if audio is not None:
-            self._first_pass = temp_sibling(path, "video.part")  # the audio pass then writes _temp
+            self._first_pass = own_temp(path, "video.part")  # the audio pass then writes _temp
 
     def _encode_args(self, w: int, h: int) -> list[str]:
         ew, eh = w - w % 2, h - h % 2
