@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import socket
 import threading
@@ -141,25 +140,37 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
     if total is None:
         raise ZoomdreamError(f"the length of '{job.input}' is unknown, so it cannot be split into chunks (re-mux it "
                              f"into an .mp4 or .mkv, or render it without --chunks)")
-    if job.export_schedules:  # written once, here, before any frame: the chunks and the join leave it out
-        from zoomdream.curves import export_schedules
+    from zoomdream.sinks import FrameStore
 
-        export_schedules(settings, job.export_schedules, checked)
     work = _work_folder(job)
-    step = job.interpolate  # chunks start on dreamed frames where the frames between are interpolated
-    with _pool(pool, address, workers, chunks) as p:
-        spans = chunk_spans(total, chunks or len(p.actors), step)
-        # One precision and tile for every chunk; any work folder left now is the caller's to resume (checked).
-        pinned = replace(p.call("pin", job), resume=True, export_schedules=None)
-        pieces = chunk_pieces(spans, warmup, fade, step)
-        folders = [str(work / f"chunk-{a:08d}-{b:08d}-warmup{w}") for a, b, w in pieces]
-        # Only the first chunk rewrites the preview: two workers writing one file would race on its temporary.
-        tasks = [Task(i, "piece", (replace(pinned, preview=pinned.preview if i == 0 else 0), (a, b), folder, w),
-                      f"frames {a}-{b - 1}") for i, ((a, b, w), folder) in enumerate(zip(pieces, folders))]
-        p.run(tasks, total=sum(b - a for a, b, _ in pieces), progress=progress, on_progress=on_progress,
-              stop_on_error=True)
-        p.call("join", pinned, folders)
-    shutil.rmtree(work, ignore_errors=True)
+    # The driver holds the output's work folder until it is gone: a second driver, or a render of the same
+    # output, is refused here, before any worker starts or any file is written (see sinks.FrameStore).
+    claim = FrameStore(work, frames_dir=work)
+    claim.lock()
+    try:
+        if job.export_schedules:  # written once, here, before any frame: the chunks and the join leave it out
+            from zoomdream.curves import export_schedules
+
+            export_schedules(settings, job.export_schedules, checked)
+        step = job.interpolate  # chunks start on dreamed frames where the frames between are interpolated
+        with _pool(pool, address, workers, chunks) as p:
+            spans = chunk_spans(total, chunks or len(p.actors), step)
+            # One precision and tile for every chunk; any work folder left now is the caller's to resume
+            # (checked).
+            pinned = replace(p.call("pin", job), resume=True, export_schedules=None)
+            pieces = chunk_pieces(spans, warmup, fade, step)
+            folders = [str(work / f"chunk-{a:08d}-{b:08d}-warmup{w}") for a, b, w in pieces]
+            # Only the first chunk rewrites the preview: two workers writing one file would race on its
+            # temporary.
+            tasks = [Task(i, "piece", (replace(pinned, preview=pinned.preview if i == 0 else 0), (a, b), folder,
+                                       w), f"frames {a}-{b - 1}")
+                     for i, ((a, b, w), folder) in enumerate(zip(pieces, folders))]
+            p.run(tasks, total=sum(b - a for a, b, _ in pieces), progress=progress, on_progress=on_progress,
+                  stop_on_error=True)
+            p.call("join", pinned, folders)
+        claim.remove()
+    finally:
+        claim.release_unused()
     return spans
 
 

@@ -23,7 +23,7 @@ from zoomdream.config import LOOPS, Job, job_inputs, save_job
 from zoomdream.engine import machine_tile
 from zoomdream.errors import Stopped, ZoomdreamError
 from zoomdream.loops import loop_module
-from zoomdream.media.files import FRAME_PATTERN, same_file
+from zoomdream.media.files import FRAME_PATTERN, WriteFailed, same_file
 from zoomdream.models import LoadedModel, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
 from zoomdream.sinks import (EncoderSink, FrameStore, FramesDirSink, ImageSink, MemorySink, PreviewSink, Resume,
@@ -319,16 +319,12 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
     work = work_folder(Path(job.output))
     frames_dir = Path(job.frames_dir) if job.frames_dir else None
     store = SegmentStore(work, frames_dir)
-    try:
+    try:  # the store's folders stay locked from before the model loads until the work folder is gone
         job, source, output = prepare(job, model, protected, store)
-    except BaseException:
-        store.release_unused()
-        raise
-    store.fps, store.crf = source.fps, output.crf  # the segments are encoded as the output will be
-    outs = [FramesDirSink(frames_dir)] if frames_dir else []
-    if output.preview:
-        outs.append(PreviewSink(preview_path(output.path), output.preview))
-    try:
+        store.fps, store.crf = source.fps, output.crf  # the segments are encoded as the output will be
+        outs = [FramesDirSink(frames_dir)] if frames_dir else []
+        if output.preview:
+            outs.append(PreviewSink(preview_path(output.path), output.preview))
         run(source, [*outs, *sinks, _JobRecord(job, work)], seed=job.seed, store=store,
             settings=job.settings_hash() + input_digest(job.input), span=range(0, source.total or 2 ** 62),
             resume=output.resume, progress=progress, stop=stop)
@@ -336,8 +332,10 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
         if not any(same_file(Path(p), record_path(output.path)) for p in protected):
             save_job(job, record_path(output.path))
         store.remove()
+    except (WriteFailed, OSError) as error:  # a full disk, a read-only or vanished folder: its own line
+        raise store.fault(error) from None
     finally:
-        store.release()
+        store.release_unused()  # after a failure: unlock, and take away only what this render made
 
 
 class _JobRecord(Sink):

@@ -12,7 +12,9 @@
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 
 from zoomdream import media
 from zoomdream.errors import ZoomdreamError
-from zoomdream.media.files import atomic_write_bytes, remove_quietly
+from zoomdream.media.files import WriteFailed, atomic_write_bytes, remove_quietly
 
 try:
     import fcntl
@@ -111,18 +113,43 @@ class EncoderSink(Sink):
         self.writer.abort()
 
 
+LOCK_NAME = ".zoomdream.lock"
+
+
 def _lock(folder: Path):
-    """An exclusive OS lock on ``folder``, released by the OS on any exit, so a crash leaves no stale lock."""
+    """An exclusive OS lock on ``folder``, released by the OS on any exit, so a crash leaves no stale lock.
+
+    The render holding a lock may delete its lock file (it takes its folder away when done), so a lock taken on
+    a file that is no longer the one at that path protects nothing: then it is let go and taken again on the
+    file there now (made afresh, with its folder, where they are gone)."""
     if fcntl is None:
         return None
-    handle = open(folder / ".zoomdream.lock", "a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    path = folder / LOCK_NAME
+    for _ in range(20):
+        media.make_folder(folder)
+        try:
+            handle = open(path, "a")
+        except FileNotFoundError:  # its folder was taken away between the two lines
+            continue
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            break
+        if _same_file(handle, path):
+            return handle
         handle.close()
-        raise ZoomdreamError(f"another render is using '{folder}' (wait for it to finish, or give this one "
-                             f"another output or --frames-dir)") from None
-    return handle
+    raise ZoomdreamError(f"another render is using '{folder}' (wait for it to finish, or give this one "
+                         f"another output or --frames-dir)")
+
+
+def _same_file(handle, path: Path) -> bool:
+    """Whether the open ``handle`` is still the file at ``path`` (not deleted or replaced since it was opened)."""
+    try:
+        here, there = os.fstat(handle.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 @dataclass(frozen=True)
@@ -141,6 +168,17 @@ class FrameStore:
     The state holds the settings hash, the span, how many frames are done and the carry after the last one (the
     RNG state and whatever the frame source needs, such as the zoom's colour reference). A frame's PNG is written
     (atomically) before the state that counts it, so a kill at any moment leaves a consistent folder.
+
+    Who owns what. A work folder (``OUT.zoomdream/``) and a frames folder belong to the render that holds their
+    locks (``.zoomdream.lock`` in each, an OS lock): only it writes or deletes anything in them, and only while
+    it holds both. A render that cannot take a lock changes nothing on disk. The holder owns what earlier
+    renders of the same output left (a resumed render takes over their frames); when it completes it deletes
+    the work folder and the frames folder's lock file, and keeps the frames of a user's ``--frames-dir``. A
+    render that fails before its first frame is kept deletes only the folders it made itself (and only while
+    empty); one that fails later keeps everything for ``--resume``. Temporary files are their writer's own
+    (``.NAME.part-PID-THREAD.EXT`` beside the target, see ``media.files``) and never outlive a failed write.
+    Holds nest: ``lock``/``open`` take them (the first call locks), ``release`` gives one back (the last one
+    unlocks), so the runner can hold the folders from before the model loads until the work folder is gone.
     """
 
     def __init__(self, work: Path, frames_dir: Path | None = None):
@@ -148,14 +186,21 @@ class FrameStore:
         self.frames_dir = frames_dir or work / "frames"
         self.state_path = work / "state.json"
         self.settings, self.span, self.done = "", range(0), 0
-        self._locks = []
+        self._folders = list(dict.fromkeys((self.frames_dir, self.work)))
+        self._made: set[Path] = set()  # the folders this store created, which it may take away again
+        self._handles: dict[Path, object] = {}  # folder -> its lock, held
+        self._holds = 0
+        self.frame_bytes = 0  # the size of the last frame kept, for the space a full disk needs
 
     def lock(self) -> None:
-        """Create and lock the folders (taken before the model loads, so a second render fails at once)."""
-        if not self._locks:
-            for folder in dict.fromkeys((self.frames_dir, self.work)):
-                media.make_folder(folder)
-                self._locks.append(_lock(folder))
+        """Create and lock the folders (taken before the model loads, so a second render fails at once). A
+        second call nests: each ``lock`` or ``open`` is given back by one ``release``."""
+        if self._holds == 0:
+            self._made |= {folder for folder in self._folders if not folder.exists()}
+            for folder in self._folders:
+                if folder not in self._handles:
+                    self._handles[folder] = _lock(folder)
+        self._holds += 1
 
     def open(self, settings: str, span: range, resume: bool) -> Resume | None:
         """Lock the folders; returns where an interrupted render of ``span`` under ``settings`` (a hash) left
@@ -209,8 +254,13 @@ class FrameStore:
         media.write_image(self.work / "first.png", frame)
 
     def keep(self, index: int, frame: np.ndarray, carry: dict, restartable: bool = True) -> None:
-        """PNG first (atomic), then the state that says it exists."""
-        media.write_image(media.frame_path(self.frames_dir, index), frame)
+        """PNG first (atomic), then the state that says it exists; never into folders this store no longer
+        holds (deleted, or made afresh by another render, since it locked them)."""
+        self._check_held()
+        path = media.frame_path(self.frames_dir, index)
+        self.frame_bytes = frame.nbytes  # at most this much a frame, until one is kept
+        media.write_image(path, frame)
+        self.frame_bytes = os.path.getsize(path)
         self._write_state(index, carry)
 
     def _write_state(self, index: int, carry: dict, **more) -> None:
@@ -219,29 +269,72 @@ class FrameStore:
                  "done": self.done, "carry": carry, **more}
         atomic_write_bytes(self.state_path, json.dumps(state).encode())
 
+    def _check_held(self) -> None:
+        for folder in reversed(self._folders):  # the work folder first: it may hold the frames folder
+            handle = self._handles.get(folder)
+            if handle is not None and not _same_file(handle, folder / LOCK_NAME):
+                raise ZoomdreamError(f"the folder '{folder}' was deleted while this render was writing into it "
+                                     f"(the frames kept there are lost: run the command again, without --resume)")
+
+    def fault(self, error: OSError | WriteFailed) -> ZoomdreamError:
+        """The one line for a write the machine refused while this store held the render: a folder deleted
+        under it, or a full disk (saying where and how much the frames left need) or a read-only one; the kept
+        frames and state stay valid for ``--resume``. Any other error is returned as it is."""
+        try:
+            self._check_held()
+        except ZoomdreamError as deleted:
+            return deleted
+        where = Path(error.filename).parent if error.filename else self.frames_dir
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            left = self.span.stop - self.span.start - self.done if self.span.stop < 2 ** 62 else None
+            need = (f"about {_size(self.frame_bytes * left)} for the {left} frames left" if left is not None
+                    else f"about {_size(self.frame_bytes)} a frame")
+            return ZoomdreamError(f"the disk holding '{where}' is full: this render needs {need}, and room for "
+                                  f"the video (free that space, then run the same command with --resume)")
+        if error.errno == errno.EROFS or isinstance(error, WriteFailed) and error.errno in (errno.EACCES,
+                                                                                             errno.EPERM):
+            return ZoomdreamError(f"cannot write into '{where}': it is read-only (make it writable, then run the "
+                                  f"same command with --resume)")
+        return error
+
     def release(self) -> None:
-        for handle in self._locks:
+        """Give back one hold; the last one unlocks the folders."""
+        self._holds = max(0, self._holds - 1)
+        if self._holds == 0:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        for handle in self._handles.values():
             if handle is not None:
                 handle.close()
-        self._locks = []
+        self._handles, self._holds = {}, 0
+
+    def _holding(self, folder: Path) -> bool:
+        return folder in self._handles
 
     def remove(self) -> None:
-        """The render is complete: drop the work folder (frames in a user's --frames-dir stay)."""
-        remove_quietly(self.frames_dir / ".zoomdream.lock")
-        shutil.rmtree(self.work, ignore_errors=True)
-        self.release()
+        """The render is complete: drop the work folder (frames in a user's --frames-dir stay), then unlock."""
+        if self._holding(self.work) and self._holding(self.frames_dir):
+            remove_quietly(self.frames_dir / LOCK_NAME)
+            shutil.rmtree(self.work, ignore_errors=True)
+        self._unlock()
 
     def release_unused(self) -> None:
-        """Unlock, and take away the folders made for a render that failed before its first frame."""
+        """Unlock. A render that kept no frame also takes away the folders it made itself, while it still holds
+        them; another render's folders (such as those of a live render that refused this one) stay untouched."""
         if not self.state_path.exists():
-            for folder in dict.fromkeys((self.work, self.frames_dir)):
-                remove_quietly(folder / ".zoomdream.lock")
-            for folder in dict.fromkeys((self.frames_dir, self.work)):
-                try:
-                    folder.rmdir()  # only if empty: a user's frames stay
-                except OSError:
-                    pass
-        self.release()
+            for folder in self._folders:  # the frames folder first: it may lie inside the work folder
+                if folder in self._made and self._holding(folder):
+                    remove_quietly(folder / LOCK_NAME)
+                    try:
+                        folder.rmdir()  # only if empty
+                    except OSError:
+                        pass
+        self._unlock()
+
+
+def _size(n: int) -> str:
+    return f"{n / 2 ** 20:.1f} MB" if n >= 2 ** 20 else f"{max(1, round(n / 1024))} KB"
 
 
 class SegmentStore(FrameStore):
@@ -311,6 +404,9 @@ class SegmentStore(FrameStore):
         from zoomdream.media.ffmpeg import fps_fraction
         from zoomdream.media.writer import H264Segment
 
+        self._check_held()
+        if not self.segments:
+            self.frame_bytes = frame.nbytes  # at most this much a frame, until a segment is closed
         if self._writer is None:
             media.make_folder(self.segments_dir)
             self._start = index
@@ -331,6 +427,7 @@ class SegmentStore(FrameStore):
         self._writer.close()
         self._writer = None
         self.segments.append([self._start, index + 1])
+        self.frame_bytes = self._segment(self._start).stat().st_size // (index + 1 - self._start)
         media.write_image(self._last(index), frame)
         self._write_state(index, carry, segments=self.segments)
         for old in self.work.glob("last-*.png"):

@@ -6,9 +6,10 @@ Decisions that callers can rely on:
   so results do not depend on whatever ffmpeg a machine happens to have. Every ffmpeg exit status is checked;
   a failure becomes a one-line ``ZoomdreamError`` quoting the end of ffmpeg's own message.
 * Frames stream one at a time through pipes; no function holds a whole video in memory.
-* No final file is ever half-written: output goes to a hidden sibling ``.NAME.part.EXT`` (the real extension
-  stays last so ffmpeg and OpenCV pick the right format) and is ``os.replace``-d onto the real name only after
-  everything succeeded. Errors and aborts delete the temporary file.
+* No final file is ever half-written: output goes to a hidden sibling ``.NAME.part-PID-THREAD.EXT`` of this
+  writer's own (the real extension stays last so ffmpeg and OpenCV pick the right format; beside the target, so
+  the rename never crosses file systems) and is ``os.replace``-d onto the real name only after everything
+  succeeded. Errors and aborts delete the temporary file.
 * Transparent images are composited over white (hidden colour under transparent pixels is often garbage);
   16-bit images are scaled to 8 bit; JPEG EXIF orientation is applied.
 * Video frames are decoded at a constant rate equal to the source's average rate, so variable-rate phone

@@ -3,6 +3,7 @@ numbered frame folders renders keep (the frame naming lives here and nowhere els
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -16,6 +17,15 @@ PathArg = Union[str, "os.PathLike[str]"]  # what every path argument accepts
 FRAME_PATTERN = re.compile(r"^frame_(\d{8,})\.png$")
 
 
+class WriteFailed(ZoomdreamError):
+    """A write the machine refused (a full disk, a read-only or vanished folder): one line, with the ``errno``
+    and ``filename`` of the OSError behind it, so a render can say what to free or fix."""
+
+    def __init__(self, message: str, errno: int | None, filename: PathArg):
+        super().__init__(message)
+        self.errno, self.filename = errno, filename
+
+
 def show(path) -> str:
     """A path as it goes inside a one-line message."""
     return str(path).replace("\n", "\\n").replace("\r", "\\r")
@@ -24,6 +34,12 @@ def show(path) -> str:
 def temp_sibling(path: Path, tag: str = "part") -> Path:
     """Hidden temporary name next to `path`, real extension last: out.mp4 -> .out.part.mp4."""
     return path.with_name(f".{path.stem}.{tag}{path.suffix}")
+
+
+def own_temp(path: Path, tag: str = "part") -> Path:
+    """``temp_sibling`` under a name of this writer's own (process and thread): two writers of one file, or a
+    writer and the leftover of a killed one, never write into each other's temporary file."""
+    return temp_sibling(path, f"{tag}-{os.getpid()}-{threading.get_ident()}")
 
 
 def remove_quietly(path: Path | None) -> None:
@@ -70,6 +86,9 @@ def check_output_target(p: Path) -> None:
         raise ZoomdreamError(
             f"cannot write '{show(p)}': folder '{show(parent)}' does not exist (create it first)"
         )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ZoomdreamError(f"cannot write '{show(p)}': folder '{show(parent)}' is read-only (make it writable, "
+                             f"or choose an output in another folder)")
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -84,7 +103,9 @@ def same_file(a: Path, b: Path) -> bool:
 
 def atomic_write_bytes(p: Path, data) -> None:
     """Write to a temp sibling then rename, so a kill never leaves a truncated file under the real name. The
-    temp name is this writer's own (process and thread), so two writers of one file never share it."""
+    temp name is this writer's own (process and thread), so two writers of one file never share it, and it lies
+    beside the target, so the rename never crosses file systems. A failure removes the temp file and raises
+    ``WriteFailed``."""
     _atomically(p, lambda tmp: tmp.write_bytes(data))
 
 
@@ -94,15 +115,14 @@ def atomic_copy(source: Path, p: Path) -> None:
 
 
 def _atomically(p: Path, fill) -> None:
-    tmp = temp_sibling(p, f"part-{os.getpid()}-{threading.get_ident()}")
+    tmp = own_temp(p)
     try:
         fill(tmp)
         os.replace(tmp, p)
     except OSError as e:
         remove_quietly(tmp)
-        raise ZoomdreamError(
-            f"cannot write '{show(p)}': {e.strerror or e} (check free disk space and folder permissions)"
-        ) from None
+        raise WriteFailed(f"cannot write '{show(p)}': {e.strerror or e} (check free disk space and folder "
+                          f"permissions)", e.errno, p) from None
     except BaseException:
         remove_quietly(tmp)
         raise
@@ -138,6 +158,9 @@ def make_folder(directory: PathArg) -> Path:
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise ZoomdreamError(f"cannot create folder '{show(p)}': its folder is read-only (make it writable, or "
+                                 f"choose an output or --frames-dir in another folder)") from None
         raise ZoomdreamError(
             f"cannot create folder '{show(p)}': {e.strerror or e} (check the path and permissions)"
         ) from None

@@ -5,6 +5,7 @@ A new format is a new FfmpegWriter subclass and a row in WRITERS, never a branch
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import subprocess
@@ -16,7 +17,7 @@ import numpy as np
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import Ffmpeg, file_arg, fps_fraction, rate_arg, run_ffmpeg
 from zoomdream.media.files import (
-    PathArg, check_output_target, output_extension, remove_quietly, show, temp_sibling,
+    PathArg, WriteFailed, check_output_target, output_extension, own_temp, remove_quietly, show,
 )
 from zoomdream.media.images import check_frame
 from zoomdream.media.probe import read_header
@@ -31,6 +32,11 @@ _FASTSTART = (".mp4", ".mov")
 PRESET = "veryfast"  # containers whose index can move to the front, for playback while downloading
 
 
+def _errno(tail: str) -> int | None:
+    """The errno behind an ffmpeg failure where its words name one (a full disk)."""
+    return errno.ENOSPC if "No space left on device" in tail else None
+
+
 class FfmpegWriter:
     """Streams raw RGB frames into one ffmpeg that writes a hidden temp sibling, renamed onto the real name
     only when close() succeeded; an error or abort() deletes every temp file. The first frame fixes the size.
@@ -42,7 +48,7 @@ class FfmpegWriter:
     def __init__(self, path: Path, rate: Fraction):
         self.path = path
         self.rate = rate
-        self._temp = temp_sibling(path)
+        self._temp = own_temp(path)
         self._first_pass = self._temp  # where the encoder writes
         self._ff: Ffmpeg | None = None
         self.size: tuple[int, int] | None = None  # (width, height) of the frames given
@@ -83,10 +89,8 @@ class FfmpegWriter:
             self._ff.wait()
             tail = self._ff.tail()
             self.abort()
-            raise ZoomdreamError(
-                f"cannot write '{show(self.path)}': ffmpeg stopped: {tail} "
-                "(check free disk space and the options)"
-            ) from None
+            raise WriteFailed(f"cannot write '{show(self.path)}': ffmpeg stopped: {tail} (check free disk space "
+                              f"and the options)", _errno(tail), self.path) from None
         self.frames_written += 1
 
     def close(self) -> None:
@@ -109,17 +113,15 @@ class FfmpegWriter:
                 pass
             rc = self._ff.wait()
             if rc != 0:
-                raise ZoomdreamError(
-                    f"cannot write '{show(self.path)}': ffmpeg said: {self._ff.tail()} "
-                    "(check free disk space and the options)"
-                )
+                tail = self._ff.tail()
+                raise WriteFailed(f"cannot write '{show(self.path)}': ffmpeg said: {tail} (check free disk space and "
+                                  f"the options)", _errno(tail), self.path)
             self._finish()
             os.replace(self._temp, self.path)
         except OSError as e:
             self._cleanup()
-            raise ZoomdreamError(
-                f"cannot write '{show(self.path)}': {e.strerror or e} (check folder permissions)"
-            ) from None
+            raise WriteFailed(f"cannot write '{show(self.path)}': {e.strerror or e} (check folder permissions)",
+                              e.errno, self.path) from None
         except BaseException:
             self._cleanup()
             raise
@@ -133,8 +135,9 @@ class FfmpegWriter:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        if self._ff is not None:
-            self._ff.kill()
+        if self._ff is None:  # nothing started: the temp name may be another writer's, never this one's
+            return
+        self._ff.kill()
         remove_quietly(self._temp)
         remove_quietly(self._first_pass)
 
@@ -206,7 +209,7 @@ class H264Writer(FfmpegWriter):
         self._audio: tuple[Path, str] | None = audio
         self._ext = path.suffix.lower()
         if audio is not None:
-            self._first_pass = temp_sibling(path, "video.part")  # the audio pass then writes _temp
+            self._first_pass = own_temp(path, "video.part")  # the audio pass then writes _temp
 
     def _encode_args(self, w: int, h: int) -> list[str]:
         ew, eh = w - w % 2, h - h % 2
