@@ -424,8 +424,11 @@ class SegmentStore(FrameStore):
         if self._writer is None:
             return
         index, frame, carry = self._pending
-        self._writer.close()
-        self._writer = None
+        writer, self._writer = self._writer, None
+        writer.close()
+        if writer.aborted:  # dropped after an encoder error: its frames are dreamed again on resume
+            raise ZoomdreamError(f"cannot write '{writer.path}': its encoder failed (run the same command with "
+                                 f"--resume)")
         self.segments.append([self._start, index + 1])
         self.frame_bytes = self._segment(self._start).stat().st_size // (index + 1 - self._start)
         media.write_image(self._last(index), frame)
@@ -440,15 +443,15 @@ class SegmentStore(FrameStore):
         (its frames are dreamed again on resume)."""
         if self._writer is None:
             return
+        writer = self._writer
         try:
             if self._restartable:
                 self.flush()
                 return
         except (ZoomdreamError, OSError):
             pass
-        if self._writer is not None:
-            self._writer.abort()
-            self._writer = None
+        writer.abort()
+        self._writer = None
 
     def write_output(self, writer) -> None:
         """Make the output file from the segments (``media.VideoWriter.write_segments``)."""

@@ -97,8 +97,6 @@ class FfmpegWriter:
         """Finish encoding and any later pass, then move the result onto the real name. A second call does
         nothing."""
         if self._closed:
-            if self._aborted:  # the file was dropped after an error: nothing was written
-                raise ZoomdreamError(f"cannot write '{show(self.path)}': it was abandoned after an error")
             return
         self._closed = True
         if self._ff is None:
@@ -129,6 +127,11 @@ class FfmpegWriter:
             if self._first_pass != self._temp:
                 remove_quietly(self._first_pass)
 
+    @property
+    def aborted(self) -> bool:
+        """Whether the file was dropped (by ``abort`` or after an error): then ``close`` writes nothing."""
+        return self._aborted
+
     def abort(self) -> None:
         """Stop ffmpeg and delete everything written so far; the final path is left untouched."""
         self._closed = self._aborted = True
@@ -153,7 +156,7 @@ class FfmpegWriter:
         (nothing is encoded twice), decoded for other formats. ``frames``: how many the segments hold."""
         if self._closed or self._ff is not None:
             raise ValueError("write_segments() on a writer that already has frames")
-        listing = temp_sibling(self.path, "segments.txt")
+        listing = own_temp(self.path, "segments.txt")
         try:
             quoted = (os.path.abspath(p).replace("\\", "/").replace("'", "'\\''") for p in segments)
             listing.write_text("".join(f"file '{q}'\n" for q in quoted))
