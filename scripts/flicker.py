@@ -77,7 +77,8 @@ def main() -> None:
               f"{seconds / len(paths):.2f} s/frame; steps {job.steps}, octaves {job.octaves}, flow {job.flow}, "
               f"blend {job.blend}, smooth {job.smooth})", flush=True)
     reference = dream.get("reference", dream["zoomdream"])
-    print(f"over_naive={errors['zoomdream'] / errors['naive']:.3f} over_input={errors['zoomdream'] / errors['input']:.3f} "
+    ours = errors["zoomdream"]
+    print(f"over_naive={ours / errors['naive']:.3f} over_input={ours / errors['input']:.3f} "
           f"dream={dream['zoomdream'] / reference:.3f}")
 
 

@@ -50,8 +50,8 @@ def between_affine(a: np.ndarray, b: np.ndarray, s: float, a_to_t: np.ndarray, t
                        trust_b=inside)
 
 
-def sharp_blend(a: np.ndarray, b: np.ndarray, s: float, carry_a: Carry, carry_b: Carry, trust_a: np.ndarray | None = None,
-                trust_b: np.ndarray | None = None) -> np.ndarray:
+def sharp_blend(a: np.ndarray, b: np.ndarray, s: float, carry_a: Carry, carry_b: Carry,
+                trust_a: np.ndarray | None = None, trust_b: np.ndarray | None = None) -> np.ndarray:
     """``blend`` of ``a`` and ``b`` carried to the in-between time by ``carry_a`` and ``carry_b`` (each maps
     an HxW(xC) float32 array of its frame onto the in-between's grid), with the blend's pixel-scale detail
     brought back, locally, to the energy its two neighbours carry there (``keep_detail``)."""
