@@ -3,9 +3,9 @@
 1. Loop seam: a 96-frame 256x256 noise zoom with --loop; the warping error (Lai et al., with the exact camera
    map in place of optical flow) from the last frame to the first, over the median error between consecutive
    frames inside the loop; with and without rotation, and with --interpolate 2. Also the worst step of the
-   closing span (the steps into its last 48 frames, and the wrap), where the loop turns back toward its
-   start, over the same median; and on frames blurred by 3 px, where the morph of whole shapes shows, over
-   the median blurred step before the span.
+   closing span (the steps into its frames, the last three quarters of the loop, and the wrap), where the
+   loop turns back toward its start, over the same median; and on frames blurred by 3 px, where the morph
+   of whole shapes shows, over the median blurred step before the span.
 2. Interpolation quality: a zoom and a clip rendered normally; every other frame rebuilt from its two
    neighbours; PSNR against the dreamed frame for zoomdream's interpolation, a plain cross-fade and ffmpeg's
    minterpolate (motion-compensated, the bundled ffmpeg). And the in-betweens' sharpness: the variance of the
