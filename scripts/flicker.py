@@ -2,19 +2,27 @@
 
 E = mean over consecutive frames of |O_t - warp(O_{t-1})| over pixels that are not occluded, with the flow
 and the occlusion mask taken from the *source* frames (values in [0, 1]). Prints it for the input itself,
-for naive per-frame dreaming (each frame dreamed independently from its source) and for zoomdream's
-flow-coherent output, all on the same clip and dream settings.
+for naive per-frame dreaming (each frame dreamed independently from its source: --blend 0 --smooth 0
+--flow none), for zoomdream at the given (default: the default) settings, and for a reference setting
+(``--reference``, default the defaults before issue 22: blend 0.5, smooth 0.5). Beside each, how visible the
+dream is: the mean absolute difference from the source (0..1).
 
-    python scripts/flicker.py CLIP [--duration 2] [--max-size 256] [--steps 8]
+    python scripts/flicker.py CLIP [--duration 2] [--max-size 256] [--steps 8] [--blend B --smooth S]
+
+The last line: ``over_naive=`` and ``over_input=`` (zoomdream's error over naive dreaming's and over the
+input's) and ``dream=`` (its visibility over the reference's).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's zoomdream
 
 
 def main() -> None:
@@ -24,8 +32,12 @@ def main() -> None:
     parser.add_argument("--max-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=None, help="default: zoomdream video's")
     parser.add_argument("--blend", type=float, default=None, help="default: zoomdream video's")
+    parser.add_argument("--smooth", type=float, default=None, help="default: zoomdream video's")
+    parser.add_argument("--reference", default="0.5,0.5", help="BLEND,SMOOTH of the reference row ('' for none)")
     parser.add_argument("--keep", help="keep the outputs in this folder")
     args = parser.parse_args()
+
+    import numpy as np
 
     from zoomdream import media, runner
     from zoomdream.config import make_job
@@ -36,26 +48,38 @@ def main() -> None:
     common = dict(command="video", input=args.clip, duration=args.duration, max_size=args.max_size)
     if args.steps is not None:
         common["steps"] = args.steps
-    ours = dict(common, **({"blend": args.blend} if args.blend is not None else {}))
-    runs = {"naive": dict(common, flow="none", blend=0.0), "zoomdream": ours}
+    ours = dict(common, **{k: v for k, v in (("blend", args.blend), ("smooth", args.smooth)) if v is not None})
+    runs = {"naive": dict(common, flow="none", blend=0.0, smooth=0.0), "zoomdream": ours}
+    if args.reference:
+        blend, smooth = (float(v) for v in args.reference.split(","))
+        runs["reference"] = dict(common, blend=blend, smooth=smooth)
 
     def sources():
         return media.read_video(args.clip, duration=args.duration, max_size=args.max_size)
 
     print(f"clip {args.clip}, {args.duration} s at max side {args.max_size}")
-    print(f"input     warping error {warping_error(sources(), sources()):.4f}")
+    errors = {"input": warping_error(sources(), sources())}
+    print(f"input     warping error {errors['input']:.4f}")
     model = load_model()
+    dream = {}
     for name, values in runs.items():
         frames = os.path.join(work, name)
         job = make_job(dict(values, output=os.path.join(work, f"{name}.mp4"), frames_dir=frames))
         start = time.perf_counter()
         runner.render(job, progress=False, model=model)
         seconds = time.perf_counter() - start
-        outputs = (media.read_image(p) for p in media.list_frames(frames))
-        count = len(media.list_frames(frames))
-        print(f"{name:9s} warping error {warping_error(outputs, sources()):.4f} "
-              f"({count} frames, {seconds / count:.2f} s/frame; steps {job.steps}, octaves {job.octaves}, "
-              f"flow {job.flow}, blend {job.blend})")
+        paths = media.list_frames(frames)
+        errors[name] = warping_error((media.read_image(p) for p in paths), sources())
+        dream[name] = float(np.mean([np.abs(media.read_image(p).astype(np.float32) - s.astype(np.float32)).mean()
+                                     for p, s in zip(paths, sources())]) / 255)
+        print(f"{name:9s} warping error {errors[name]:.4f} ({errors[name] / errors['naive']:.2f}x naive, "
+              f"{errors[name] / errors['input']:.2f}x input), dream {dream[name]:.4f} ({len(paths)} frames, "
+              f"{seconds / len(paths):.2f} s/frame; steps {job.steps}, octaves {job.octaves}, flow {job.flow}, "
+              f"blend {job.blend}, smooth {job.smooth})", flush=True)
+    reference = dream.get("reference", dream["zoomdream"])
+    ours = errors["zoomdream"]
+    print(f"over_naive={ours / errors['naive']:.3f} over_input={ours / errors['input']:.3f} "
+          f"dream={dream['zoomdream'] / reference:.3f}")
 
 
 if __name__ == "__main__":

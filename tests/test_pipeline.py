@@ -176,13 +176,13 @@ def test_device_warp_and_colours_match_the_cpu_ones():
     from zoomdream import device
     from zoomdream.ascent import to_uint8, to_unit
     from zoomdream.loops.zoom import color_match, stats
-    from zoomdream.motion import as_3x3, transform_matrix, warp_affine
+    from zoomdream.motion import as_3x3, transform_matrix, warp_evenly
 
     rng = np.random.default_rng(3)
     frame = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
     matrix = as_3x3(transform_matrix(56, 40, zoom=1.05, angle=3.0, tx=1.5, ty=-2.0, center=None))
-    cpu = warp_affine(to_unit(frame), matrix)
-    moved = device.warp_affine(device.to_device(frame), matrix)
+    cpu = warp_evenly(to_unit(frame), matrix)
+    moved = device.warp_evenly(device.to_device(frame), matrix)
     on_device = np.asarray(moved)
     np.testing.assert_allclose(on_device[4:-4, 4:-4], cpu[4:-4, 4:-4], atol=1e-4)  # borders mirror differently
     reference = stats(to_unit(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)))

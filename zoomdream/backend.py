@@ -56,7 +56,7 @@ def compile_function(fn: Callable) -> Callable:
         return jax.jit(fn)
     import tensorflow as tf
 
-    return tf.function(fn, reduce_retracing=True)
+    return tf.function(fn)
 
 
 def _as_list(outputs):

@@ -4,18 +4,19 @@ these on the CPU (and moving the frame across and back for them) cost as much ag
 an accelerator, a frame goes to the device once as uint8 and comes back once as uint8, to be kept. OpenCV
 does the same on a CPU.
 
-The maps match ``motion.warp_affine`` (bilinear; mirrored borders, see ``warp_affine``), ``zoom.color_match``
-and ``ascent.to_uint8`` to float rounding, so a frame differs from the CPU path's by at most a level here and
-there.
+The maps match ``motion.warp_evenly`` (bilinear, evened; mirrored borders, see ``warp_evenly``),
+``zoom.color_match`` and ``ascent.to_uint8`` to float rounding, so a frame differs from the CPU path's by at
+most a level here and there.
 """
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 from keras import ops
 
 from zoomdream import backend
+from zoomdream.motion import missing_blur
 
 
 def to_device(frame):
@@ -25,12 +26,22 @@ def to_device(frame):
     return _compiled()[0](frame)
 
 
-def warp_affine(image, matrix: np.ndarray):
-    """``motion.warp_affine`` on a tensor: the 3x3 forward map (source pixel -> output pixel), bilinear,
-    borders mirrored (repeating the edge pixel, where OpenCV's BORDER_REFLECT_101 does not: Keras offers only
-    this one on every backend; the two differ only where the map reaches outside the frame)."""
+def warp_evenly(image, matrix: np.ndarray):
+    """``motion.warp_evenly`` on a tensor: the 3x3 forward map (source pixel -> output pixel), bilinear, then
+    the blur bilinear weights left out added per pixel. Borders are mirrored repeating the edge pixel, where
+    OpenCV's BORDER_REFLECT_101 does not (Keras offers only this one on every backend); the two differ only
+    where the map reaches outside the frame."""
     inverse = np.linalg.inv(matrix)  # affine_transform takes the map from output pixels back to the source
-    return _compiled()[1](image, np.array([*inverse[0], *inverse[1], 0.0, 0.0], np.float32))
+    transform = np.array([*inverse[0], *inverse[1], 0.0, 0.0], np.float32)
+    shape = tuple(image.shape[:2])
+    return _compiled()[1](image, transform, *_missing_blur(shape, np.asarray(matrix, np.float64).tobytes()))
+
+
+@lru_cache(maxsize=2)
+def _missing_blur(shape: tuple[int, int], matrix: bytes):
+    """``motion.missing_blur``'s maps, on the device for as long as the motion stays the same."""
+    maps = missing_blur(shape, np.frombuffer(matrix).reshape(3, 3))
+    return tuple(ops.convert_to_tensor(m[..., None]) for m in maps)
 
 
 def color_match(image, reference: tuple[np.ndarray, np.ndarray], strength: float):
@@ -54,9 +65,15 @@ def _compiled():
     def unit(frame):
         return ops.cast(frame, "float32") / 127.5 - 1.0
 
-    def warp(image, transform):
-        return ops.image.affine_transform(image[None], transform[None], interpolation="bilinear",
-                                          fill_mode="reflect")[0]
+    def warp(image, transform, missing_x, missing_y):
+        out = ops.image.affine_transform(image[None], transform[None], interpolation="bilinear",
+                                         fill_mode="reflect")[0]
+        for axis, missing in ((1, missing_x), (0, missing_y)):  # as motion.warp_evenly, x then y
+            padded = ops.pad(out, [(1, 1) if a == axis else (0, 0) for a in range(3)], mode="reflect")
+            size = out.shape[axis]
+            before, after = (ops.take(padded, ops.arange(k, k + size), axis=axis) for k in (0, 2))
+            out = out + missing * (0.25 * before + 0.25 * after - 0.5 * out)
+        return out
 
     def match(image, ref_mean, ref_std, strength):
         mean = ops.mean(image, axis=(0, 1))

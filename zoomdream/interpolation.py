@@ -11,11 +11,15 @@ No network: RIFE and FILM weights would download at run time. Frames are uint8 H
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
 
 from zoomdream.flow import consistency_mask, flow_between, motion_between, warp
 from zoomdream.motion import warp_affine
+
+Carry = Callable[[np.ndarray], np.ndarray]  # maps an array on a frame's grid onto the in-between's
 
 
 def blend(a: np.ndarray, b: np.ndarray, s: float, trust_a: np.ndarray | None = None,
@@ -39,16 +43,23 @@ def as_frame(img: np.ndarray) -> np.ndarray:
 
 def between_affine(a: np.ndarray, b: np.ndarray, s: float, a_to_t: np.ndarray, t_to_b: np.ndarray) -> np.ndarray:
     """The frame at ``s`` (0..1) from ``a`` to ``b``, given the 3x3 camera maps from a to it and from it to b:
-    ``a`` is carried forward, ``b`` backward, and b counts only where its backward map brings it in; then
-    its pixel-scale detail is brought back to what its neighbours carry (``keep_detail``)."""
+    ``a`` is carried forward, ``b`` backward, and b counts only where its backward map brings it in."""
     back = np.linalg.inv(t_to_b)
-    from_a = warp_affine(a.astype(np.float32), a_to_t)
-    from_b = warp_affine(b.astype(np.float32), back)
     inside = warp_affine(np.ones(a.shape[:2] + (1,), np.float32), back, reflect=False).reshape(a.shape[:2] + (1,))
-    made = mix(from_a, from_b, s, trust_b=inside)
-    wb = s * inside[..., 0]
-    expected = ((1.0 - s) * warp_affine(detail_energy(a), a_to_t) + wb * warp_affine(detail_energy(b), back))
-    return as_frame(keep_detail(made, expected / np.maximum(1.0 - s + wb, 1e-3)))
+    return sharp_blend(a, b, s, lambda img: warp_affine(img, a_to_t), lambda img: warp_affine(img, back),
+                       trust_b=inside)
+
+
+def sharp_blend(a: np.ndarray, b: np.ndarray, s: float, carry_a: Carry, carry_b: Carry,
+                trust_a: np.ndarray | None = None, trust_b: np.ndarray | None = None) -> np.ndarray:
+    """``blend`` of ``a`` and ``b`` carried to the in-between time by ``carry_a`` and ``carry_b`` (each maps
+    an HxW(xC) float32 array of its frame onto the in-between's grid), with the blend's pixel-scale detail
+    brought back, locally, to the energy its two neighbours carry there (``keep_detail``)."""
+    made = mix(carry_a(a.astype(np.float32)), carry_b(b.astype(np.float32)), s, trust_a, trust_b)
+    wa = (1.0 - s) * (1.0 if trust_a is None else trust_a[..., 0])
+    wb = s * (1.0 if trust_b is None else trust_b[..., 0])
+    expected = (wa * carry_a(detail_energy(a)) + wb * carry_b(detail_energy(b))) / np.maximum(wa + wb, 1e-3)
+    return as_frame(keep_detail(made, expected))
 
 
 DETAIL_SIGMA = 1.0  # the pixel-scale band: a frame less its Gaussian blur of this sigma
@@ -71,7 +82,8 @@ def keep_detail(made: np.ndarray, expected: np.ndarray, most: float = 3.0) -> np
     resampling blurs it: a zoom's in-between frames had 45% of their dreamed neighbours' pixel-scale energy
     (Laplacian), so the detail pulsed at every other frame. With the neighbours' own energy carried along the
     same maps they have 74%, and rebuild dreamed frames 0.4 dB closer (bench_loops); the rest lay near the
-    Nyquist frequency, which the bilinear resampling removed."""
+    Nyquist frequency, which the bilinear resampling removed. Along optical flow (``interpolate``) the
+    in-betweens' Laplacian variance rose from 35% of the originals' to 61% (63% on the camera path)."""
     made = np.asarray(made, dtype=np.float32)
     band = made - cv2.GaussianBlur(made, (0, 0), DETAIL_SIGMA)
     energy = _energy(cv2.cvtColor(band, cv2.COLOR_RGB2GRAY))
@@ -87,7 +99,7 @@ def between_sources(a: np.ndarray, b: np.ndarray, s: float, source_a: np.ndarray
     each carried along the source's flow to ``source_t``, trusted where that flow passes its checks."""
     flow_a, trust_a = motion_between(source_a, source_t, method=method)
     flow_b, trust_b = motion_between(source_b, source_t, method=method)
-    return blend(warp(a.astype(np.float32), flow_a), warp(b.astype(np.float32), flow_b), s, trust_a, trust_b)
+    return sharp_blend(a, b, s, lambda img: warp(img, flow_a), lambda img: warp(img, flow_b), trust_a, trust_b)
 
 
 def between_frames(a: np.ndarray, b: np.ndarray, s: float, method: str = "dis",
@@ -99,7 +111,7 @@ def between_frames(a: np.ndarray, b: np.ndarray, s: float, method: str = "dis",
     t_to_b = (1.0 - s) ** 2 * a_to_b - s * (1.0 - s) * b_to_a
     seen_a = warp(consistency_mask(a_to_b, b_to_a)[..., None], t_to_a).reshape(a.shape[:2] + (1,))
     seen_b = warp(consistency_mask(b_to_a, a_to_b)[..., None], t_to_b).reshape(a.shape[:2] + (1,))
-    return blend(warp(a.astype(np.float32), t_to_a), warp(b.astype(np.float32), t_to_b), s, seen_a, seen_b)
+    return sharp_blend(a, b, s, lambda img: warp(img, t_to_a), lambda img: warp(img, t_to_b), seen_a, seen_b)
 
 
 def pair_flows(a: np.ndarray, b: np.ndarray, method: str = "dis") -> tuple[np.ndarray, np.ndarray]:

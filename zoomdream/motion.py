@@ -30,6 +30,7 @@ import math
 import operator
 import re
 from bisect import bisect_right
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -551,3 +552,40 @@ def warp_affine(img: np.ndarray, matrix: np.ndarray, *, reflect: bool = True) ->
     out = cv2.warpAffine(np.ascontiguousarray(img), matrix[:2], (width, height), flags=cv2.INTER_LINEAR,
                          borderMode=border)
     return out.reshape(img.shape)
+
+
+def warp_evenly(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``warp_affine``, then each pixel blurred along x and y by what its bilinear weights left out, so every
+    pixel gets the blur of a half-pixel offset (variance 1/4 per axis; a ``[1/4, 1/2, 1/4]`` kernel has 1/2).
+
+    Bilinear resampling blurs by ``f * (1 - f)`` for a sample ``f`` past a whole pixel: on the row and column
+    through the zoom's fixed point ``f`` stays near 0 frame after frame, so the feedback kept their detail and
+    faint lines crossed the centre of long zooms (zoom_health's centre-line ratio 1.5-2.6 at 160x160)."""
+    out = warp_affine(image, matrix)
+    for kernel, missing in zip(EVEN_KERNELS, missing_blur(image.shape[:2], matrix)):
+        blurred = cv2.filter2D(out, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+        out = out + missing[..., None] * (blurred - out)
+    return out.astype(np.float32)
+
+
+EVEN_KERNELS = (np.array([[0.25, 0.5, 0.25]], np.float32), np.array([[0.25], [0.5], [0.25]], np.float32))
+
+
+def missing_blur(shape: tuple[int, int], matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the share of ``EVEN_KERNELS``' blur along x and along y that bilinear sampling under
+    ``matrix`` left out (see ``warp_evenly``). Cached: a zoom's motion is mostly the same every frame, and
+    these maps cost more than the warp."""
+    return _missing_blur(tuple(shape), np.asarray(matrix, np.float64).tobytes())
+
+
+@lru_cache(maxsize=2)
+def _missing_blur(shape: tuple[int, int], matrix: bytes) -> tuple[np.ndarray, np.ndarray]:
+    h, w = shape
+    y, x = np.mgrid[:h, :w].astype(np.float32)
+    back = np.linalg.inv(np.frombuffer(matrix).reshape(3, 3))
+    maps = []
+    for axis in (0, 1):  # x, then y
+        source = back[axis, 0] * x + back[axis, 1] * y + back[axis, 2]
+        f = source - np.floor(source)
+        maps.append((2.0 * (0.25 - f * (1.0 - f))).astype(np.float32))
+    return tuple(maps)
