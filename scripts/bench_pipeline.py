@@ -94,6 +94,7 @@ def main() -> None:
 
     sys.path.insert(0, os.path.dirname(__file__))
     from bench_engine import cpu_summary
+    from bench_zoom import timed
 
     precision = resolve("auto", args.model)
     kind = "real dream" if args.real else "simulated dream (sleeps, no CPU)"
@@ -102,25 +103,13 @@ def main() -> None:
     real_dream = Dreamer.dream
     spent: list[float] = []
 
-    def timed(dream):
-        def wrapper(self, *a, **k):
-            start = time.perf_counter()
-            try:
-                result = dream(self, *a, **k)
-                if hasattr(result, "block_until_ready"):  # JAX returns before the device is done
-                    result.block_until_ready()
-                return result
-            finally:
-                spent.append(time.perf_counter() - start)
-        return wrapper
-
     ratios, idles = {}, {}
     with tempfile.TemporaryDirectory() as work:
         for case in args.cases.split(","):
             for size in args.sizes.split(","):
                 seconds = args.dream_s or (ZOOM_DREAM_S.get(size, 0.05) if case == "zoom" else VIDEO_DREAM_S)
                 simulated = SimulatedDream(seconds)
-                Dreamer.dream = timed(real_dream if args.real else simulated)
+                Dreamer.dream = timed(real_dream if args.real else simulated, spent)
                 out = os.path.join(work, f"{case}-{size}.mp4")
                 if case == "zoom":
                     values = dict(command="zoom", noise=True, size=size, frames=args.frames + 1)

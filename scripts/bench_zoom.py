@@ -16,6 +16,20 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def timed(dream, spent: list[float]):
+    """``Dreamer.dream`` that adds the seconds of each call to ``spent``, the device's work included."""
+    def wrapper(self, *a, **k):
+        start = time.perf_counter()
+        try:
+            result = dream(self, *a, **k)
+            if hasattr(result, "block_until_ready"):  # JAX returns before the device is done
+                result.block_until_ready()
+            return result
+        finally:
+            spent.append(time.perf_counter() - start)
+    return wrapper
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=100)
@@ -35,20 +49,8 @@ def main() -> None:
     precision = resolve("auto", args.model)
     print(f"cpu: {cpu_summary()}; backend {backend.name()}; precision {precision} (auto)")
     model = load_model(args.model, precision=precision)
-    dream = Dreamer.dream
     spent = []
-
-    def timed_dream(self, *a, **k):
-        start = time.perf_counter()
-        try:
-            result = dream(self, *a, **k)
-            if hasattr(result, "block_until_ready"):  # JAX returns before the device is done
-                result.block_until_ready()
-            return result
-        finally:
-            spent.append(time.perf_counter() - start)
-
-    Dreamer.dream = timed_dream
+    Dreamer.dream = timed(Dreamer.dream, spent)
     for size in args.sizes.split(","):
         with tempfile.TemporaryDirectory() as work:
             job = make_job(dict(command="zoom", noise=True, size=size, frames=args.frames + 1, model=args.model,
