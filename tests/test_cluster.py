@@ -14,7 +14,7 @@ import pytest
 
 from zoomdream import cluster, media, runner
 from zoomdream.cli import main
-from zoomdream.config import make_job, save_job
+from zoomdream.config import load_toml, make_job, save_job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import ffmpeg_exe
 
@@ -48,6 +48,10 @@ def video_job(tmp_path, name, **overrides):
     values = dict(command="video", input=WEBM, output=str(tmp_path / name), max_size=64, duration=0.5, **TINY)
     values.update(overrides)
     return make_job(values)
+
+
+def load_toml_job(path):
+    return make_job(load_toml(path))
 
 
 def pngs(directory):
@@ -153,6 +157,23 @@ def test_chunked_video_equals_its_chunks_and_keeps_count_fps_and_audio(tmp_path,
     assert (tmp_path / "chunked.preview.png").is_file() and (tmp_path / "chunked.job.toml").is_file()
     assert len((tmp_path / "schedules.csv").read_text().splitlines()) == 1 + 12  # written once, by the driver
     assert not (tmp_path / "chunked.mp4.zoomdream").exists()  # the chunks' work folders go once joined
+
+
+def test_chunks_on_one_cpu_workers_equal_the_local_render_of_their_pieces(tmp_path, pool, lite0, monkeypatch):
+    """Two workers with one CPU each compute with the threads a local render has: TensorFlow's sums depend on
+    its thread count, and 2 octaves x 4 steps are enough for 1 thread and 2 to differ (TINY is not)."""
+    monkeypatch.setattr(cluster, "_pool", lambda *args: cluster._Borrowed(pool))
+    out = tmp_path / "chunked.mp4"
+    assert main(["video", WEBM, "-o", str(out), "--max-size", "64", "--duration", "0.5", "--precision", "float32",
+                 "--octaves", "2", "--steps", "4", "--frames-dir", str(tmp_path / "frames"), "--chunks", "2",
+                 "--warmup", "2", "--cluster"]) == 0
+    job = load_toml_job(runner.record_path(out))  # the saved job, as the issue re-rendered it
+    frames = pngs(tmp_path / "frames")
+    assert len(frames) == 12
+    first = runner.render_piece(job, range(0, 4), tmp_path / "first", warmup=0, progress=False, model=lite0)
+    np.testing.assert_array_equal(frames[:4], pngs(first / "frames"))  # up to the fade into the second chunk
+    second = runner.render_piece(job, range(6, 12), tmp_path / "second", warmup=2, progress=False, model=lite0)
+    np.testing.assert_array_equal(frames[6:], pngs(second / "frames"))  # after its warm-up
 
 
 def test_killed_worker_is_restarted_and_its_chunk_retried(tmp_path, pool, lite0):
