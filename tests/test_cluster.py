@@ -270,3 +270,54 @@ def test_bad_cluster_input_is_one_line_before_any_work(tmp_path, capsys):
     with pytest.raises(ZoomdreamError, match="feedback chain"):
         cluster.render_chunks(make_job(dict(command="zoom", noise=True, output=str(tmp_path / "z.mp4"))), 2)
     assert sorted(os.listdir(tmp_path)) == ["a.toml", "b.toml", "c.toml"]
+
+
+@pytest.fixture
+def head_asking_for_a_token(monkeypatch):
+    """A stand-in for a Ray head in token mode: a gRPC server that refuses any request without 'secret'."""
+    grpc = pytest.importorskip("grpc")
+    ray_raylet = pytest.importorskip("ray._raylet")
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Head(grpc.GenericRpcHandler):
+        def service(self, details):
+            def answer(request, context):
+                if dict(context.invocation_metadata()).get("authorization") != "Bearer secret":
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "InvalidAuthToken: token missing or incorrect")
+                return b""
+            return grpc.unary_unary_rpc_method_handler(answer)
+
+    server = grpc.server(ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((Head(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    monkeypatch.setenv("RAY_AUTH_MODE", "unset")  # restored after the test, whatever the connection sets
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    loader = ray_raylet.AuthenticationTokenLoader.instance()
+    yield f"127.0.0.1:{port}", loader
+    server.stop(0)
+    monkeypatch.undo()
+    loader.reset_cache()  # the machine's own token again
+
+
+def test_a_head_asking_for_a_token_gets_this_machines_or_a_one_line_hint(head_asking_for_a_token, tmp_path,
+                                                                          capsys, monkeypatch):
+    """Ray's `ray start --head` asks for a token where its machine has one; a driver given an explicit address
+    sends none unless RAY_AUTH_MODE=token, and Ray retried for 26 s, then blamed the address."""
+    address, loader = head_asking_for_a_token
+    for env, message in (({"RAY_AUTH_TOKEN": "wrong"}, "refused this machine's authentication token"),
+                         ({"RAY_AUTH_TOKEN": "secret", "RAY_AUTH_MODE": "disabled"}, "RAY_AUTH_MODE=disabled")):
+        with monkeypatch.context() as m:
+            for name, value in env.items():
+                m.setenv(name, value)
+            loader.reset_cache()
+            argv = ["video", WEBM, "-o", str(tmp_path / "v.mp4"), f"--cluster={address}"]
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and f"the Ray cluster at '{address}'" in err and message in err, err
+            assert "RAY_AUTH_MODE=token" in err
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")  # the head's token is this machine's: connect in token mode
+    loader.reset_cache()
+    cluster._authenticate(address)
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert not (tmp_path / "v.mp4").exists()

@@ -480,6 +480,7 @@ def _connect(ray, address: str | None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _reachable(address)
+        _authenticate(address)
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: never report usage
@@ -497,21 +498,82 @@ def _connect(ray, address: str | None) -> bool:
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray cluster"
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ZoomdreamError(f"cannot start or reach {where}: {reason} (start one with `ray start --head`, or "
-                             f"leave out ADDRESS for a local cluster)") from None
+        hint = ("check that ADDRESS is the head's address and port that `ray start --head` printed, and that "
+                "this machine has the same Ray version as the cluster" if address else "see the Ray logs")
+        raise ZoomdreamError(f"cannot start or reach {where}: {reason} ({hint})") from None
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """HOST and PORT of a HOST:PORT address (``ray://`` too); None for "auto", "local" (Ray finds those)."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
 
 
 def _reachable(address: str) -> None:
     """A HOST:PORT address (``ray://`` too) must accept a connection: Ray itself would retry for minutes."""
-    host, _, port = address.split("://", 1)[-1].rpartition(":")
-    if not host or not port.isdigit():  # "auto", "local": Ray finds the cluster itself
+    if _host_port(address) is None:
         return
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+        socket.create_connection(_host_port(address), timeout=10).close()
     except OSError as e:
         raise ZoomdreamError(f"cannot reach the Ray cluster at '{address}': {e.strerror or e} (check the address and "
                              f"port, start the cluster with `ray start --head`, or leave out ADDRESS for a local "
                              f"cluster)") from None
+
+
+def _authenticate(address: str) -> None:
+    """Meet Ray's token authentication before ``ray.init``, which would otherwise retry for
+    half a minute and blame the address. A head started with ``ray start --head`` asks for a token whenever its
+    machine has one (``~/.ray/auth_token``, which any local ``ray.init`` creates), but a driver connecting to an
+    explicit address sends none unless ``RAY_AUTH_MODE=token``. So: ask the head once without a token; where
+    it refuses, offer this machine's token, read as ``ray get-auth-token`` reads it (``$RAY_AUTH_TOKEN``, the
+    file ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``), and where the head accepts it, connect in token
+    mode as ``RAY_AUTH_MODE=token`` would. ``RAY_AUTH_MODE=disabled`` never sends the token."""
+    where = _host_port(address)
+    if where is None or "://" in address:  # found by Ray itself, or a Ray Client address (not the head's GCS)
+        return
+    if _gcs_refuses(where, None) is not True:
+        return  # no token asked (or no answer: ray.init reports that)
+    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+    token = None if mode == "disabled" else _local_token()
+    fix = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token, which `ray get-auth-token` prints "
+           "on its head, or copy it to ~/.ray/auth_token here")
+    if token is None:
+        raise ZoomdreamError(f"the Ray cluster at '{address}' asks for an authentication token and "
+                             f"{'RAY_AUTH_MODE=disabled sends none' if mode == 'disabled' else 'this machine has none'}"
+                             f" ({fix})")
+    if _gcs_refuses(where, token):
+        raise ZoomdreamError(f"the Ray cluster at '{address}' refused this machine's authentication token ({fix})")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    from ray._raylet import Config
+
+    Config.initialize("")  # Ray reads its mode once: read it again, as Ray's own CLI does when it enables tokens
+
+
+def _local_token() -> str | None:
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:  # a Ray without token authentication
+        return None
+    loader = AuthenticationTokenLoader.instance()
+    return loader.get_raw_token(ignore_auth_mode=True) if loader.has_token(ignore_auth_mode=True) else None
+
+
+def _gcs_refuses(where: tuple[str, int], token: str | None) -> bool | None:
+    """Whether the Ray head (its GCS, on gRPC) at ``where`` refuses a request with ``token`` (None: without
+    one) as unauthenticated; None where it gives no answer to go by."""
+    try:
+        import grpc
+    except ImportError:
+        return None
+    host, port = where
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    with grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}") as channel:
+        try:
+            channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")(b"", timeout=10, metadata=metadata)
+            return False
+        except grpc.RpcError as e:
+            return True if e.code() == grpc.StatusCode.UNAUTHENTICATED else None
 
 
 def _layout(ray, workers: int | None, tasks: int | None) -> tuple[int, float, float, int]:
