@@ -10,7 +10,9 @@ frames folders) must name the same file on every machine, so a cluster needs a s
 file system) mounted at the same place everywhere; paths are made absolute where the command runs. Files make a
 chunk resumable: a worker that dies mid-chunk is restarted by Ray and its chunk retried, continuing from the
 frames it had kept (the runner's resume is exact), and Ctrl-C keeps every kept frame for ``--resume``. The
-object store carries only jobs, file names and a progress counter.
+object store carries only jobs, file names and a progress counter. For an H.264 output each chunk also encodes
+the frames the output takes from it alone into a stream of its own; the workers then encode the cross-faded
+seams, and the join copies every stream into the output without re-encoding, adding the audio once.
 
 Ray is the optional extra ``zoomdream[cluster]``: it is imported only when a cluster is asked for.
 """
@@ -153,14 +155,31 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
         pinned = replace(p.call("pin", job), resume=True, export_schedules=None)
         pieces = chunk_pieces(spans, warmup, fade, step)
         folders = [str(work / f"chunk-{a:08d}-{b:08d}-warmup{w}") for a, b, w in pieces]
+        streams = _streams(job, pieces)
         # Only the first chunk rewrites the preview: two workers writing one file would race on its temporary.
-        tasks = [Task(i, "piece", (replace(pinned, preview=pinned.preview if i == 0 else 0), (a, b), folder, w),
-                      f"frames {a}-{b - 1}") for i, ((a, b, w), folder) in enumerate(zip(pieces, folders))]
+        tasks = [Task(i, "piece", (replace(pinned, preview=pinned.preview if i == 0 else 0), (a, b), folder, w,
+                                   streams[i]), f"frames {a}-{b - 1}")
+                 for i, ((a, b, w), folder) in enumerate(zip(pieces, folders))]
         p.run(tasks, total=sum(b - a for a, b, _ in pieces), progress=progress, on_progress=on_progress,
               stop_on_error=True)
+        # The seams (W cross-faded frames each) encoded on the workers at once; the join then only copies.
+        p.run([Task(len(tasks) + i, "seams", (pinned, folders, folder), f"the seam in {folder}")
+               for i, folder in enumerate(folders)], total=None, progress=False, stop_on_error=True)
         p.call("join", pinned, folders)
     shutil.rmtree(work, ignore_errors=True)
     return spans
+
+
+def _streams(job: Job, pieces: list[tuple[int, int, int]]) -> list[tuple[int, int] | None]:
+    """The frames each chunk encodes on its worker for an H.264 output: those the output takes from it alone
+    (its range, less the frames cross-faded into the next chunk, which the join encodes). None for a GIF."""
+    from zoomdream import runner
+
+    if not runner.joins_streams(Path(job.output)):
+        return [None] * len(pieces)
+    alone = {k: (frames.start, frames.stop) for frames, k, faded in runner.join_parts([p[:2] for p in pieces])
+             if not faded}
+    return [alone.get(k) for k in range(len(pieces))]
 
 
 def chunk_pieces(spans: list[range], warmup: int, fade: bool = True, step: int = 1) -> list[tuple[int, int, int]]:
@@ -281,15 +300,21 @@ class _Worker:
         runner.render(job, progress=False, model=self._model(job), sinks=(self._counter(key),), protected=protected)
         return job.output
 
-    def piece(self, key: tuple, job: Job, span: tuple[int, int], work: str, warmup: int) -> str:
+    def piece(self, key: tuple, job: Job, span: tuple[int, int], work: str, warmup: int,
+              stream: tuple[int, int] | None) -> str:
         from zoomdream import runner
         from zoomdream.sinks import PreviewSink
 
         out = Path(job.output)
         preview = (PreviewSink(runner.preview_path(out), job.preview),) if job.preview else ()
         runner.render_piece(job, range(*span), Path(work), warmup=warmup, progress=False, model=self._model(job),
-                            sinks=(self._counter(key), *preview))
+                            sinks=(self._counter(key), *preview), stream=stream and range(*stream))
         return work
+
+    def seams(self, key: tuple, job: Job, pieces: list[str], folder: str) -> None:
+        from zoomdream import runner
+
+        runner.encode_seams(job, [Path(p) for p in pieces], model=self._model(job), folder=Path(folder))
 
     def join(self, job: Job, pieces: list[str]) -> None:
         from zoomdream import media, runner
@@ -366,7 +391,17 @@ class _Progress:
         return len(self.seen.get(run, ()))
 
 
-class Pool:
+class _Closes:
+    """A context manager that calls ``close`` on leaving."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Pool(_Closes):
     """Ray workers and one progress counter, on a running cluster (``address``, or ``$RAY_ADDRESS``; an
     already initialised Ray is used as it is) or on a local cluster started here and stopped by ``close``.
     ``workers`` (default: one per GPU, else ``tasks`` up to one per CPU) share the CPUs out as threads."""
@@ -392,12 +427,6 @@ class Pool:
         except BaseException:
             self.close()
             raise
-
-    def __enter__(self) -> Pool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def call(self, method: str, *args):
         """Run one call on the first worker and wait for it."""
@@ -556,6 +585,7 @@ def _local_token() -> str | None:
     except ImportError:  # a Ray without token authentication
         return None
     loader = AuthenticationTokenLoader.instance()
+    loader.reset_cache()  # read now, as a fresh `ray` command would
     return loader.get_raw_token(ignore_auth_mode=True) if loader.has_token(ignore_auth_mode=True) else None
 
 
@@ -574,6 +604,98 @@ def _gcs_refuses(where: tuple[str, int], token: str | None) -> bool | None:
             return False
         except grpc.RpcError as e:
             return True if e.code() == grpc.StatusCode.UNAUTHENTICATED else None
+
+
+class LocalNodes(_Closes):
+    """``count`` Ray nodes on this machine started as a running cluster is (``ray start --head``, then ``ray
+    start --address``), each with ``cpus`` CPUs, its own ports and temp folder, in token mode with a token of
+    their own, for tests and benchmarks of ``--cluster=ADDRESS`` (``address``). ``env``: more environment for
+    the nodes and so their workers (``PYTHONPATH``). ``close`` stops these nodes and nothing else."""
+
+    def __init__(self, count: int = 2, cpus: int = 1, env: dict | None = None, timeout_s: float = 120):
+        import secrets
+        import subprocess
+        import sys
+        import tempfile
+        import time
+
+        self.root = Path(tempfile.mkdtemp(prefix="zd-ray-"))  # short: Ray's socket paths must fit 107 bytes
+        self.token = self.root / "token"
+        self.token.write_text(secrets.token_hex(32))
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token),
+                    "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+        self.env.pop("RAY_ADDRESS", None)
+        port = _free_port()
+        self.address, self.nodes = f"127.0.0.1:{port}", []
+        try:
+            for i in range(count):
+                where = (["--head", "--port", str(port), "--include-dashboard", "false", "--dashboard-port",
+                          str(_free_port()), "--ray-client-server-port", str(_free_port())] if i == 0
+                         else ["--address", self.address])
+                ports = [arg for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                          "metrics-export-port", "runtime-env-agent-port")
+                         for arg in (f"--{name}", str(_free_port()))]
+                log = open(self.root / f"node{i}.log", "wb")
+                self.nodes.append(subprocess.Popen(
+                    [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--node-ip-address",
+                     "127.0.0.1", "--num-cpus", str(cpus), "--temp-dir", str(self.root / f"n{i}"), *where, *ports],
+                    env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                log.close()
+                deadline = time.monotonic() + timeout_s
+                while b"Ray runtime started" not in (self.root / f"node{i}.log").read_bytes():
+                    if self.nodes[-1].poll() is not None or time.monotonic() > deadline:
+                        tail = (self.root / f"node{i}.log").read_text(errors="replace").strip().splitlines()[-3:]
+                        raise RuntimeError(f"Ray node {i} did not start: {' / '.join(tail)}")
+                    time.sleep(0.2)
+        except BaseException:
+            self.close()
+            raise
+
+    def worker_pids(self) -> list[int]:
+        """The zoomdream workers running on these nodes: descendants of their processes (Linux' /proc)."""
+        parents = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+        ours, grown = {node.pid for node in self.nodes}, True
+        while grown:
+            more = {pid for pid, parent in parents.items() if parent in ours} - ours
+            ours, grown = ours | more, bool(more)
+        pids = []
+        for pid in sorted(ours):
+            try:
+                if b"_Worker" in (Path("/proc") / str(pid) / "cmdline").read_bytes():
+                    pids.append(pid)
+            except OSError:
+                pass
+        return pids
+
+    def close(self) -> None:
+        """Stop each node as Ctrl-C on ``ray start --block`` would; whatever is left of its session, by force."""
+        import subprocess
+
+        for node in reversed(self.nodes):
+            if node.poll() is None:
+                node.terminate()
+                try:
+                    node.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                os.killpg(node.pid, signal.SIGKILL)  # its own session: only what this node started
+            except OSError:
+                pass
+            node.wait()
+        self.nodes = []
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _layout(ray, workers: int | None, tasks: int | None) -> tuple[int, float, float, int]:
