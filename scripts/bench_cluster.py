@@ -20,9 +20,11 @@ kept and read back, the H.264 encode (each chunk's, on its worker) and the join'
 24 fps on 1, 8 and 64 workers that each cost that much per frame.
 
 ``--join``: today's join (every frame read back and encoded on one machine) against the new (each chunk's own
-H.264 stream joined without re-encoding, the cross-faded seams encoded), alternated ``--repeats`` times on the
-same ``--chunks``-chunk render of the 1280x720 test clip played ``--loops`` times; the chunk's encode per frame
-and the concatenation per frame; last line ``join_ratio=`` (new over old; target <= 0.2).
+H.264 stream joined without re-encoding, the cross-faded seams encoded), in turn ``--repeats`` times on the
+same ``--chunks``-chunk render of the 1280x720 test clip played ``--loops`` times: the new as the cluster runs
+it (each seam encoded on its worker at once, then the copy; the longest seam counted) and on one machine (the
+join encoding every seam); the chunk's encode per frame and the concatenation per frame; last line
+``join_ratio=`` (the new as on the cluster over today's; target <= 0.2).
 
 ``--nodes N``: the chunked render on N Ray nodes started here with ``ray start`` (a real running cluster, in
 token mode), one worker killed mid-chunk, against the same render on a local cluster; last line ``equal=``.
@@ -193,8 +195,9 @@ def join_figures(args) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-join-"))
     clip = looped_clip(work, args.loops)
     # The join's cost does not depend on how the frames were dreamed: steps = 0 (flow and blending only).
+    # The last half second is left out: a looped clip's last frame may not decode (its length says one more).
     job = make_job(dict(command="video", input=str(clip), output=str(work / "joined.mp4"), steps=0, octaves=1,
-                        precision="float32"))
+                        precision="float32", duration=args.loops - 0.5))
     model = load_model(job.model, precision="float32")
     total = cluster.check(job)[0]  # as the render counts them
     spans = cluster.chunk_spans(total, args.chunks)
@@ -216,19 +219,36 @@ def join_figures(args) -> None:
     print(f"{total} frames at 1280x720 ({clip.name}, audio), {args.chunks} chunks, W = {cluster.WARMUP}: "
           f"{seams} frames cross-faded at the seams; pieces rendered (steps 0) in {render_s:.0f} s; a chunk's "
           f"H.264 encode {encode_s * 1000:.0f} ms/frame")
-    times = {"old": [], "new": []}
+    def new_join(job, folders, model):  # as on the cluster: each worker its seam, at once; then the copy
+        seams = []
+        for folder in folders:
+            start = time.perf_counter()
+            runner.encode_seams(job, folders, model, folder=folder)
+            seams.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        runner.join_pieces(job, folders, model)
+        return max(seams), time.perf_counter() - start
+
+    times = {"old": [], "alone": [], "cluster": []}
     for _ in range(args.repeats):
-        for name, join in (("old", old_join), ("new", runner.join_pieces)):
+        for name in ("old", "alone", "cluster"):
             for seam in work.glob("chunk*/joined-*.mp4"):
                 seam.unlink()  # the new join encodes its seams each time
             start = time.perf_counter()
-            join(job, folders, model)
-            times[name].append(time.perf_counter() - start)
+            if name == "old":
+                old_join(job, folders, model)
+            elif name == "alone":  # one machine: the join encodes every seam itself
+                runner.join_pieces(job, folders, model)
+            else:
+                seam_s, copy_s = new_join(job, folders, model)
+            times[name].append(time.perf_counter() - start if name != "cluster" else seam_s + copy_s)
             assert media.probe_video(job.output).n_frames == total
-    old, new = statistics.median(times["old"]), statistics.median(times["new"])
-    print(f"join, median of {args.repeats}: every frame read and encoded {old:.2f} s "
-          f"({', '.join(f'{t:.2f}' for t in times['old'])}); streams joined, seams encoded {new:.2f} s "
-          f"({', '.join(f'{t:.2f}' for t in times['new'])}); load {os.getloadavg()[0]:.1f}")
+    old, alone, new = (statistics.median(times[name]) for name in ("old", "alone", "cluster"))
+    listed = {name: ", ".join(f"{t:.2f}" for t in values) for name, values in times.items()}
+    print(f"join, median of {args.repeats}: every frame read and encoded {old:.2f} s ({listed['old']}); streams "
+          f"joined, seams encoded by the join {alone:.2f} s ({listed['alone']}); as on the cluster (each seam on "
+          f"its worker at once, then the copy) {new:.2f} s ({listed['cluster']}); load {os.getloadavg()[0]:.1f}")
+    print(f"one machine: {alone / old:.3f} of today's join")
     first = range(*streams[0])
     concat_s = concat_cost(runner.stream_path(folders[0], first), len(first))
     print(f"streams concatenated without re-encoding: {concat_s * 1000:.2f} ms a frame")
