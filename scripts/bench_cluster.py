@@ -16,11 +16,25 @@ Default run (needs Ray, ``pip install '.[cluster]'``; starts a local cluster siz
 
 ``--frame-cost`` (no Ray needed; made to run on a GPU machine, any Keras backend): the parts of one video
 frame at ``--size`` (default 1920x1080) with the video defaults: optical flow and blending, the dream, the PNG
-kept and read back, and the H.264 encode of the join; then an estimate of the wall time of a 3-minute clip at
+kept and read back, the H.264 encode (each chunk's, on its worker) and the join's concatenation; then an estimate of the wall time of a 3-minute clip at
 24 fps on 1, 8 and 64 workers that each cost that much per frame.
+
+``--join``: today's join (every frame read back and encoded on one machine) against the new (each chunk's own
+H.264 stream joined without re-encoding, the cross-faded seams encoded), in turn ``--repeats`` times on the
+same ``--chunks``-chunk render of the 1280x720 test clip played ``--loops`` times: the new as the cluster runs
+it (each seam encoded on its worker at once, then the copy; the longest seam counted) and on one machine (the
+join encoding every seam); the chunk's encode per frame and the concatenation per frame; last line
+``join_ratio=`` (the new as on the cluster over today's; target <= 0.2).
+
+``--nodes N``: the chunked render on N Ray nodes started here with ``ray start`` (a real running cluster, in
+token mode), one worker killed mid-chunk, against the same render on a local cluster; last line ``equal=``.
+
+``--estimate STARTUP,FRAME,ENCODE,READ,CONCAT``: the 1/8/64-worker estimate from parts measured elsewhere.
 
     python scripts/bench_cluster.py [--clip tests/data/example.mp4] [--max-size 256] [--chunks 4]
     KERAS_BACKEND=jax python scripts/bench_cluster.py --frame-cost [--size 1920x1080]
+    python scripts/bench_cluster.py --join [--loops 8]
+    python scripts/bench_cluster.py --nodes 2 [--max-size 64]
 """
 from __future__ import annotations
 
@@ -147,6 +161,140 @@ def cluster_figures(args) -> None:
     print(f"  one piece in this process ({cpus} threads): {frames / one_piece_s:.2f} frames/s")
 
 
+def looped_clip(folder: Path, loops: int) -> Path:
+    """The 1 s, 1280x720 test clip (with its audio) played ``loops`` times over, as one file (stream copy)."""
+    from zoomdream.media.ffmpeg import file_arg, run_ffmpeg
+
+    clip = folder / f"bunny-x{loops}.mkv"
+    run_ffmpeg(["-y", "-stream_loop", str(loops - 1), "-i", file_arg(ROOT / "tests" / "data" /
+                "big_buck_bunny_432_433.webm"), "-c", "copy", file_arg(clip)], "cannot loop the test clip", "")
+    return clip
+
+
+def old_join(job, pieces: list[Path], model) -> None:
+    """The join before each chunk kept its own stream: every frame read back and encoded here."""
+    from zoomdream import runner
+
+    job, source, output = runner.prepare(job, model)
+    final = runner.encoder(output, source)
+    try:
+        for part in runner.join_parts(runner.piece_spans(job, pieces, source.total)):
+            for index, frame in runner.part_frames(pieces, part):
+                final.write(index, frame)
+        final.close()
+    finally:
+        source.close()
+
+
+def join_figures(args) -> None:
+    """Today's join against the new on the same ``--chunks``-chunk 1280x720 render, alternated."""
+    from zoomdream import cluster, media, runner
+    from zoomdream.config import make_job
+    from zoomdream.models import load_model
+
+    work = Path(tempfile.mkdtemp(prefix="bench-join-"))
+    clip = looped_clip(work, args.loops)
+    # The join's cost does not depend on how the frames were dreamed: steps = 0 (flow and blending only).
+    # The last half second is left out: a looped clip's last frame may not decode (its length says one more).
+    job = make_job(dict(command="video", input=str(clip), output=str(work / "joined.mp4"), steps=0, octaves=1,
+                        precision="float32", duration=args.loops - 0.5))
+    model = load_model(job.model, precision="float32")
+    total = cluster.check(job)[0]  # as the render counts them
+    spans = cluster.chunk_spans(total, args.chunks)
+    pieces = cluster.chunk_pieces(spans, cluster.WARMUP)
+    streams = cluster._streams(job, pieces)
+    folders = []
+    start = time.perf_counter()
+    for k, ((a, b, w), stream) in enumerate(zip(pieces, streams)):
+        folders.append(runner.render_piece(job, range(a, b), work / f"chunk{k}", warmup=w, progress=False,
+                                           model=model, stream=stream and range(*stream)))
+    render_s = time.perf_counter() - start
+    kept = [media.read_image(p) for p in media.list_frames(folders[0] / "frames")][:48]
+    start = time.perf_counter()
+    with media.VideoWriter(work / "encode.mp4", 24.0) as writer:
+        for frame in kept:
+            writer.write(frame)
+    encode_s = (time.perf_counter() - start) / len(kept)
+    seams = sum(len(frames) for frames, _, faded in runner.join_parts([p[:2] for p in pieces]) if faded)
+    print(f"{total} frames at 1280x720 ({clip.name}, audio), {args.chunks} chunks, W = {cluster.WARMUP}: "
+          f"{seams} frames cross-faded at the seams; pieces rendered (steps 0) in {render_s:.0f} s; a chunk's "
+          f"H.264 encode {encode_s * 1000:.0f} ms/frame")
+    def new_join(job, folders, model):  # as on the cluster: each worker its seam, at once; then the copy
+        seams = []
+        for folder in folders:
+            start = time.perf_counter()
+            runner.encode_seams(job, folders, model, folder=folder)
+            seams.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        runner.join_pieces(job, folders, model)
+        return max(seams), time.perf_counter() - start
+
+    times = {"old": [], "alone": [], "cluster": []}
+    for _ in range(args.repeats):
+        for name in ("old", "alone", "cluster"):
+            for seam in work.glob("chunk*/joined-*.mp4"):
+                seam.unlink()  # the new join encodes its seams each time
+            start = time.perf_counter()
+            if name == "old":
+                old_join(job, folders, model)
+            elif name == "alone":  # one machine: the join encodes every seam itself
+                runner.join_pieces(job, folders, model)
+            else:
+                seam_s, copy_s = new_join(job, folders, model)
+            times[name].append(time.perf_counter() - start if name != "cluster" else seam_s + copy_s)
+            assert media.probe_video(job.output).n_frames == total
+    old, alone, new = (statistics.median(times[name]) for name in ("old", "alone", "cluster"))
+    listed = {name: ", ".join(f"{t:.2f}" for t in values) for name, values in times.items()}
+    print(f"join, median of {args.repeats}: every frame read and encoded {old:.2f} s ({listed['old']}); streams "
+          f"joined, seams encoded by the join {alone:.2f} s ({listed['alone']}); as on the cluster (each seam on "
+          f"its worker at once, then the copy) {new:.2f} s ({listed['cluster']}); load {os.getloadavg()[0]:.1f}")
+    print(f"one machine: {alone / old:.3f} of today's join")
+    first = range(*streams[0])
+    concat_s = concat_cost(runner.stream_path(folders[0], first), len(first))
+    print(f"streams concatenated without re-encoding: {concat_s * 1000:.2f} ms a frame")
+    print(f"join_ratio={new / old:.3f}")
+
+
+def nodes_figures(args) -> None:
+    """The chunked render on ``--nodes`` Ray nodes started here as a running cluster is (``ray start``), one
+    worker killed mid-chunk, against the same chunks on a local cluster; prints ``equal=``."""
+    from zoomdream import cluster, media
+    from zoomdream.config import make_job
+
+    work = Path(tempfile.mkdtemp(prefix="bench-nodes-"))
+    settings = dict(command="video", input=args.clip, max_size=args.max_size, duration=args.duration or 1.0,
+                    precision="float32")
+    cpus = max(1, (os.cpu_count() or 1) // args.nodes)
+    local = make_job({**settings, "output": str(work / "local.mp4"), "frames_dir": str(work / "local")})
+    start = time.perf_counter()
+    cluster.render_chunks(local, args.chunks, workers=args.nodes, progress=False)
+    local_s = time.perf_counter() - start
+    job = make_job({**settings, "output": str(work / "nodes.mp4"), "frames_dir": str(work / "nodes")})
+    start = time.perf_counter()
+    with cluster.LocalNodes(args.nodes, cpus=cpus, env={"PYTHONPATH": str(ROOT)}) as nodes:
+        up_s = time.perf_counter() - start
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(nodes.token)  # as on a machine of that cluster
+        killed = []
+
+        def kill_once(done, total):
+            pids = nodes.worker_pids()
+            if done >= 1 and not killed and pids:
+                killed.append(pids[0])
+                os.kill(pids[0], 9)  # a worker dies mid-chunk
+
+        start = time.perf_counter()
+        cluster.render_chunks(job, args.chunks, address=nodes.address, workers=args.nodes, progress=False,
+                              on_progress=kill_once)
+        nodes_s = time.perf_counter() - start
+    frames = len(media.list_frames(work / "local"))
+    equal = bool(np.array_equal(pngs(work / "nodes"), pngs(work / "local")))
+    print(f"{frames} frames of {args.clip} at --max-size {args.max_size} in {args.chunks} chunks: on a local cluster "
+          f"of {args.nodes} workers {local_s:.1f} s; on {args.nodes} nodes started with `ray start` ({cpus} CPU "
+          f"each, up in {up_s:.0f} s) {nodes_s:.1f} s, worker {killed[0] if killed else None} killed mid-chunk; "
+          f"load {os.getloadavg()[0]:.1f}")
+    print(f"equal={equal}")
+
+
 def frame_cost(args) -> None:
     import cv2
 
@@ -193,22 +341,41 @@ def frame_cost(args) -> None:
         for t in range(args.encode_frames):
             writer.write(np.roll(frame, 8 * t, axis=1))
     encode_s = (time.perf_counter() - start) / args.encode_frames
+    concat_s = concat_cost(folder / "join.mp4", args.encode_frames)
     per_frame = flow_s + dream_s + blend_s  # the PNG is kept on a thread while the next frame dreams
-    join_frame = read_s + encode_s
+    seam_frame = 2 * read_s + encode_s  # a cross-faded frame: both chunks' PNGs read, faded, encoded
     print(f"per frame: flow + blend {flow_s + blend_s:.3f} s, dream {dream_s:.3f} s, PNG write {write_s:.3f} s "
-          f"(overlapped), worker total {per_frame:.3f} s; join: PNG read {read_s:.3f} s + H.264 encode "
-          f"{encode_s:.3f} s = {join_frame:.3f} s; start-up (model load, compile) {startup:.1f} s")
+          f"(overlapped), worker total {per_frame:.3f} s; H.264 encode {encode_s:.3f} s (the chunk's, on its "
+          f"worker); PNG read {read_s:.3f} s; join: streams concatenated {concat_s * 1000:.2f} ms a frame, a seam "
+          f"frame {seam_frame:.3f} s; start-up (model load, compile) {startup:.1f} s")
+    print_estimate(startup, per_frame, encode_s, read_s, concat_s)
 
+
+def concat_cost(stream: Path, frames: int, copies: int = 8) -> float:
+    """Seconds a frame of joining ``copies`` copies of ``stream`` without re-encoding (the new join's part)."""
+    from zoomdream import media
+
+    start = time.perf_counter()
+    media.VideoWriter(stream.with_name("joined.mp4"), 24.0).join([stream] * copies, frames * copies)
+    return (time.perf_counter() - start) / (frames * copies)
+
+
+def print_estimate(startup: float, per_frame: float, encode_s: float, read_s: float, concat_s: float) -> None:
+    """A 3-minute clip at 24 fps on 1, 8 and 64 workers from one frame's parts: each chunk dreams and encodes
+    its frames; the workers encode the W cross-faded frames of each seam at once; the join concatenates the
+    streams. Beside it, the join before: every frame read and encoded on one machine."""
     frames, warmup = 3 * 60 * 24, 8
     print(f"\nestimate, a 3-minute clip at 24 fps ({frames} frames), one chunk per worker, W = {warmup}, every "
-          f"worker as fast as this one:")
-    print("workers   chunk phase   join    total    speed-up")
-    alone = startup + frames * per_frame + frames * join_frame
+          f"worker as fast as this one (chunk: dream + encode each frame; join: streams + seams):")
+    print("workers   chunk phase   join    total    speed-up   (join before: every frame read and encoded)")
+    alone = startup + frames * (per_frame + encode_s)
     for workers in (1, 8, 64):
-        chunk = startup + (math.ceil(frames / workers) + (warmup if workers > 1 else 0)) * per_frame
-        total = chunk + frames * join_frame
-        print(f"{workers:>7d}   {chunk / 60:>9.1f} m   {frames * join_frame / 60:>4.1f} m   {total / 60:>5.1f} m   "
-              f"{alone / total:>6.1f}x")
+        chunk = startup + (math.ceil(frames / workers) + (warmup if workers > 1 else 0)) * (per_frame + encode_s)
+        join = frames * concat_s + (warmup * (2 * read_s + encode_s) if workers > 1 else 0)  # seams at once
+        before = startup + (math.ceil(frames / workers) + (warmup if workers > 1 else 0)) * per_frame + \
+            frames * (read_s + encode_s)
+        print(f"{workers:>7d}   {chunk / 60:>9.1f} m   {join / 60:>4.1f} m   {(chunk + join) / 60:>5.1f} m   "
+              f"{alone / (chunk + join):>6.1f}x     ({before / 60:.1f} m)")
 
 
 def main() -> None:
@@ -221,11 +388,26 @@ def main() -> None:
     parser.add_argument("--frame-cost", action="store_true", help="time one video frame's parts and estimate a "
                                                                   "long clip on many workers")
     parser.add_argument("--size", default="1920x1080", help="--frame-cost frame size")
+    parser.add_argument("--join", action="store_true", help="time today's join (every frame read and encoded) "
+                                                            "against the new (streams joined) on a 1280x720 clip")
+    parser.add_argument("--nodes", type=int, default=0, help="render on this many Ray nodes started here with "
+                                                              "`ray start`, a worker killed, against a local cluster")
+    parser.add_argument("--loops", type=int, default=8, help="--join: the 1 s test clip played this many times")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--estimate", default=None, metavar="STARTUP,FRAME,ENCODE,READ,CONCAT",
+                        help="print the estimate from these seconds (start-up, worker per frame, H.264 encode, PNG "
+                             "read, concat per frame), measured elsewhere")
     parser.add_argument("--encode-frames", type=int, default=48)
     args = parser.parse_args()
     args.warmups = [int(w) for w in args.warmups.split(",")]
-    frame_cost(args) if args.frame_cost else cluster_figures(args)
+    if args.estimate:
+        print_estimate(*(float(v) for v in args.estimate.split(",")))
+    elif args.nodes:
+        nodes_figures(args)
+    elif args.join:
+        join_figures(args)
+    else:
+        frame_cost(args) if args.frame_cost else cluster_figures(args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 
 from zoomdream import cluster, media, runner
 from zoomdream.cli import main
-from zoomdream.config import make_job, save_job
+from zoomdream.config import load_toml, make_job, save_job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import ffmpeg_exe
 
@@ -48,6 +48,10 @@ def video_job(tmp_path, name, **overrides):
     values = dict(command="video", input=WEBM, output=str(tmp_path / name), max_size=64, duration=0.5, **TINY)
     values.update(overrides)
     return make_job(values)
+
+
+def load_toml_job(path):
+    return make_job(load_toml(path))
 
 
 def pngs(directory):
@@ -155,6 +159,60 @@ def test_chunked_video_equals_its_chunks_and_keeps_count_fps_and_audio(tmp_path,
     assert not (tmp_path / "chunked.mp4.zoomdream").exists()  # the chunks' work folders go once joined
 
 
+def test_chunks_on_one_cpu_workers_equal_the_local_render_of_their_pieces(tmp_path, pool, lite0, monkeypatch):
+    """Two workers with one CPU each compute with the threads a local render has: TensorFlow's sums depend on
+    its thread count, and 2 octaves x 4 steps are enough for 1 thread and 2 to differ (TINY is not)."""
+    monkeypatch.setattr(cluster, "_pool", lambda *args: cluster._Borrowed(pool))
+    out = tmp_path / "chunked.mp4"
+    assert main(["video", WEBM, "-o", str(out), "--max-size", "64", "--duration", "0.5", "--precision", "float32",
+                 "--octaves", "2", "--steps", "4", "--frames-dir", str(tmp_path / "frames"), "--chunks", "2",
+                 "--warmup", "2", "--cluster"]) == 0
+    job = load_toml_job(runner.record_path(out))  # the saved job, as the issue re-rendered it
+    frames = pngs(tmp_path / "frames")
+    assert len(frames) == 12
+    first = runner.render_piece(job, range(0, 4), tmp_path / "first", warmup=0, progress=False, model=lite0)
+    np.testing.assert_array_equal(frames[:4], pngs(first / "frames"))  # up to the fade into the second chunk
+    second = runner.render_piece(job, range(6, 12), tmp_path / "second", warmup=2, progress=False, model=lite0)
+    np.testing.assert_array_equal(frames[6:], pngs(second / "frames"))  # after its warm-up
+
+
+def test_the_join_copies_each_pieces_stream_and_encodes_only_the_seams(tmp_path, lite0):
+    """Pieces that encode the frames the output takes from them alone join without those frames being read
+    again: the join encodes only the cross-faded overlaps, adds the audio once, and keeps a single render's
+    frame count, fps, duration and audio."""
+    whole = video_job(tmp_path, "whole.mp4")
+    runner.render(whole, progress=False, model=lite0)
+    job = video_job(tmp_path, "joined.mp4")
+    pieces = [(0, 5), (3, 9), (7, 12)]  # overlaps 3-4 and 7-8 are cross-faded
+    parts = runner.join_parts(pieces)
+    assert parts == [(range(0, 3), 0, False), (range(3, 5), 0, True), (range(5, 7), 1, False),
+                     (range(7, 9), 1, True), (range(9, 12), 2, False)]
+    folders = [runner.render_piece(job, range(*span), tmp_path / str(k), warmup=0, progress=False, model=lite0,
+                                   stream=frames) for (frames, k, faded), span in zip(parts[::2], pieces)]
+    frames = {k: pngs(folder / "frames") for k, folder in enumerate(folders)}
+    expected = joined([frames[0], frames[1], frames[2]], [range(0, 5), range(5, 9), range(9, 12)], 2)
+    for frames_of, k, faded in parts[::2]:  # the frames only a stream holds: gone, so the join cannot read them
+        for index in frames_of if len(frames_of) >= runner.MIN_STREAM else ():
+            os.remove(media.frame_path(folders[k] / "frames", index))
+    runner.join_pieces(job, folders, model=lite0)
+    a, b = media.probe_video(whole.output), media.probe_video(job.output)
+    assert (b.n_frames, b.fps, b.duration, b.width, b.height, b.video_codec, b.pix_fmt) == \
+           (a.n_frames, a.fps, a.duration, a.width, a.height, "h264", "yuv420p")
+    assert audio(job.output) == audio(whole.output) != b""
+    out = decoded(job.output).astype(int)
+    assert out.shape == expected.shape
+    with media.VideoWriter(tmp_path / "once.mp4", 24) as once:  # the same frames encoded in one go
+        for frame in expected:
+            once.write(frame)
+    once_error = np.abs(decoded(tmp_path / "once.mp4").astype(int) - expected).mean()
+    assert np.abs(out - expected).mean(axis=(1, 2, 3)).max() < 1.5 * once_error  # every frame in its place
+    # Streams under 3 frames would not join (x264's B-frame delay): the seams and the 2 frames between them
+    # are encoded at the join as one stream, in the folder of the piece its first frame came from.
+    assert sorted(p.name for p in folders[1].glob("*.mp4")) == ["joined-00000003-00000009.mp4",
+                                                                 "stream-00000005-00000007.mp4"]
+    assert b"moov" in Path(job.output).read_bytes()[:4096]  # faststart: the index first, for browsers
+
+
 def test_killed_worker_is_restarted_and_its_chunk_retried(tmp_path, pool, lite0):
     job = video_job(tmp_path, "killed.mp4", duration=1.0, frames_dir=str(tmp_path / "killed"))
     victim = pool.pids[0]
@@ -171,6 +229,44 @@ def test_killed_worker_is_restarted_and_its_chunk_retried(tmp_path, pool, lite0)
     np.testing.assert_array_equal(pngs(tmp_path / "killed"),
                                   joined(chunks_here(job, spans, 2, tmp_path / "here", lite0), spans, 2))
     assert len(decoded(job.output)) == 24
+
+
+def test_a_running_cluster_of_two_nodes_renders_chunks_through_a_killed_worker(tmp_path, lite0):
+    """Two Ray nodes started with Ray's CLI (in token mode, as `ray start --head` is where a token exists);
+    the CLI renders 4 chunks on them with --cluster=127.0.0.1:PORT, reading the token as Ray's CLI does; one
+    worker is killed mid-chunk. The output equals the chunks rendered here; only these nodes are stopped."""
+    pytest.importorskip("ray", reason="the cluster extra is not installed: pip install '.[cluster]'")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, for the workers too
+    out, frames = tmp_path / "nodes.mp4", tmp_path / "frames"
+    flags = [f"--{name}={value}" for name, value in TINY.items()]
+    with cluster.LocalNodes(2, cpus=1, env={"PYTHONPATH": root}) as nodes:
+        env = {**os.environ, "PYTHONPATH": root, "RAY_AUTH_TOKEN_PATH": str(nodes.token)}
+        env.pop("RAY_AUTH_MODE", None)  # the driver finds out that the head wants a token
+        cli = "import sys; from zoomdream.cli import main; sys.exit(main(sys.argv[1:]))"
+        log = open(tmp_path / "cli.log", "wb")
+        driver = subprocess.Popen([sys.executable, "-c", cli, "video", WEBM, "-o", str(out), "--max-size", "64",
+                                   "--duration", "1", *flags, "--frames-dir", str(frames), "--chunks", "4",
+                                   "--warmup", "2", "--workers", "2", f"--cluster={nodes.address}"],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+        killed = None
+        while driver.poll() is None:
+            kept = list((tmp_path / "nodes.mp4.zoomdream").glob("chunk-*/frames/*.png"))
+            if killed is None and kept and nodes.worker_pids():
+                killed = nodes.worker_pids()[0]
+                os.kill(killed, signal.SIGKILL)  # a worker dies mid-chunk
+            time.sleep(0.1)
+        log.close()
+        assert driver.returncode == 0, (tmp_path / "cli.log").read_text(errors="replace")[-2000:]
+        assert killed is not None and killed not in nodes.worker_pids()  # killed, and Ray started another
+        pids = [node.pid for node in nodes.nodes]
+    for pid in pids:  # the nodes are stopped
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    job = load_toml_job(runner.record_path(out))
+    spans = cluster.chunk_spans(24, 4)
+    np.testing.assert_array_equal(pngs(frames), joined(chunks_here(job, spans, 2, tmp_path / "here", lite0), spans, 2))
+    info = media.probe_video(out)
+    assert (info.n_frames, info.fps, info.has_audio) == (24, 24.0, True)
 
 
 def test_ctrl_c_stops_the_workers_keeps_their_frames_and_resumes(tmp_path, pool, lite0):
@@ -249,3 +345,54 @@ def test_bad_cluster_input_is_one_line_before_any_work(tmp_path, capsys):
     with pytest.raises(ZoomdreamError, match="feedback chain"):
         cluster.render_chunks(make_job(dict(command="zoom", noise=True, output=str(tmp_path / "z.mp4"))), 2)
     assert sorted(os.listdir(tmp_path)) == ["a.toml", "b.toml", "c.toml"]
+
+
+@pytest.fixture
+def head_asking_for_a_token(monkeypatch):
+    """A stand-in for a Ray head in token mode: a gRPC server that refuses any request without 'secret'."""
+    grpc = pytest.importorskip("grpc")
+    ray_raylet = pytest.importorskip("ray._raylet")
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Head(grpc.GenericRpcHandler):
+        def service(self, details):
+            def answer(request, context):
+                if dict(context.invocation_metadata()).get("authorization") != "Bearer secret":
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "InvalidAuthToken: token missing or incorrect")
+                return b""
+            return grpc.unary_unary_rpc_method_handler(answer)
+
+    server = grpc.server(ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((Head(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    monkeypatch.setenv("RAY_AUTH_MODE", "unset")  # restored after the test, whatever the connection sets
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    loader = ray_raylet.AuthenticationTokenLoader.instance()
+    yield f"127.0.0.1:{port}", loader
+    server.stop(0)
+    monkeypatch.undo()
+    loader.reset_cache()  # the machine's own token again
+
+
+def test_a_head_asking_for_a_token_gets_this_machines_or_a_one_line_hint(head_asking_for_a_token, tmp_path,
+                                                                          capsys, monkeypatch):
+    """Ray's `ray start --head` asks for a token where its machine has one; a driver given an explicit address
+    sends none unless RAY_AUTH_MODE=token, and Ray retried for 26 s, then blamed the address."""
+    address, loader = head_asking_for_a_token
+    for env, message in (({"RAY_AUTH_TOKEN": "wrong"}, "refused this machine's authentication token"),
+                         ({"RAY_AUTH_TOKEN": "secret", "RAY_AUTH_MODE": "disabled"}, "RAY_AUTH_MODE=disabled")):
+        with monkeypatch.context() as m:
+            for name, value in env.items():
+                m.setenv(name, value)
+            loader.reset_cache()
+            argv = ["video", WEBM, "-o", str(tmp_path / "v.mp4"), f"--cluster={address}"]
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and f"the Ray cluster at '{address}'" in err and message in err, err
+            assert "RAY_AUTH_MODE=token" in err
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")  # the head's token is this machine's: connect in token mode
+    loader.reset_cache()
+    cluster._authenticate(address)
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert not (tmp_path / "v.mp4").exists()

@@ -10,7 +10,9 @@ frames folders) must name the same file on every machine, so a cluster needs a s
 file system) mounted at the same place everywhere; paths are made absolute where the command runs. Files make a
 chunk resumable: a worker that dies mid-chunk is restarted by Ray and its chunk retried, continuing from the
 frames it had kept (the runner's resume is exact), and Ctrl-C keeps every kept frame for ``--resume``. The
-object store carries only jobs, file names and a progress counter.
+object store carries only jobs, file names and a progress counter. For an H.264 output each chunk also encodes
+the frames the output takes from it alone into a stream of its own; the workers then encode the cross-faded
+seams, and the join copies every stream into the output without re-encoding, adding the audio once.
 
 Ray is the optional extra ``zoomdream[cluster]``: it is imported only when a cluster is asked for.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -160,18 +163,34 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
             pinned = replace(p.call("pin", job), resume=True, export_schedules=None)
             pieces = chunk_pieces(spans, warmup, fade, step)
             folders = [str(work / f"chunk-{a:08d}-{b:08d}-warmup{w}") for a, b, w in pieces]
+            streams = _streams(job, pieces)
             # Only the first chunk rewrites the preview: two workers writing one file would race on its
             # temporary.
             tasks = [Task(i, "piece", (replace(pinned, preview=pinned.preview if i == 0 else 0), (a, b), folder,
-                                       w), f"frames {a}-{b - 1}")
+                                       w, streams[i]), f"frames {a}-{b - 1}")
                      for i, ((a, b, w), folder) in enumerate(zip(pieces, folders))]
             p.run(tasks, total=sum(b - a for a, b, _ in pieces), progress=progress, on_progress=on_progress,
                   stop_on_error=True)
+            # The seams (W cross-faded frames each) encoded on the workers at once; the join then only copies.
+            p.run([Task(len(tasks) + i, "seams", (pinned, folders, folder), f"the seam in {folder}")
+                   for i, folder in enumerate(folders)], total=None, progress=False, stop_on_error=True)
             p.call("join", pinned, folders)
         claim.remove()
     finally:
         claim.release_unused()
     return spans
+
+
+def _streams(job: Job, pieces: list[tuple[int, int, int]]) -> list[tuple[int, int] | None]:
+    """The frames each chunk encodes on its worker for an H.264 output: those the output takes from it alone
+    (its range, less the frames cross-faded into the next chunk, which the join encodes). None for a GIF."""
+    from zoomdream import runner
+
+    if not runner.joins_streams(Path(job.output)):
+        return [None] * len(pieces)
+    alone = {k: (frames.start, frames.stop) for frames, k, faded in runner.join_parts([p[:2] for p in pieces])
+             if not faded}
+    return [alone.get(k) for k in range(len(pieces))]
 
 
 def chunk_pieces(spans: list[range], warmup: int, fade: bool = True, step: int = 1) -> list[tuple[int, int, int]]:
@@ -292,15 +311,21 @@ class _Worker:
         runner.render(job, progress=False, model=self._model(job), sinks=(self._counter(key),), protected=protected)
         return job.output
 
-    def piece(self, key: tuple, job: Job, span: tuple[int, int], work: str, warmup: int) -> str:
+    def piece(self, key: tuple, job: Job, span: tuple[int, int], work: str, warmup: int,
+              stream: tuple[int, int] | None) -> str:
         from zoomdream import runner
         from zoomdream.sinks import PreviewSink
 
         out = Path(job.output)
         preview = (PreviewSink(runner.preview_path(out), job.preview),) if job.preview else ()
         runner.render_piece(job, range(*span), Path(work), warmup=warmup, progress=False, model=self._model(job),
-                            sinks=(self._counter(key), *preview))
+                            sinks=(self._counter(key), *preview), stream=stream and range(*stream))
         return work
+
+    def seams(self, key: tuple, job: Job, pieces: list[str], folder: str) -> None:
+        from zoomdream import runner
+
+        runner.encode_seams(job, [Path(p) for p in pieces], model=self._model(job), folder=Path(folder))
 
     def join(self, job: Job, pieces: list[str]) -> None:
         from zoomdream import media, runner
@@ -337,15 +362,30 @@ class _Worker:
 
 
 def _limit_threads(threads: int) -> None:
-    """Each worker computes on its share of the machine's cores (before TensorFlow starts in this process)."""
+    """Each worker keeps its share of the machine's cores (before TensorFlow starts in this process), except
+    where that would change its frames. OpenCV's optical flow gives the same result on any number of threads,
+    so it gets the share. TensorFlow's sums do not: they are split by its intra-op thread count, and a dream
+    step on 1 thread differs from one on 2 in the last bits, which the dream amplifies (0.7/255 by the second
+    frame of a 64 px clip, 5/255 at 512 px between 2 and 8 threads). So each worker computes with the threads
+    a local render on its machine has (TensorFlow's default: every core this process may run on), and a chunk
+    equals the local render of that piece; only the inter-op threads (which order ops, not sums) are shared."""
     import cv2
 
     cv2.setNumThreads(threads)
     if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_intra_op_parallelism_threads(local_threads())
         tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def local_threads() -> int:
+    """TensorFlow's intra-op threads in a process started here: ``$TF_NUM_INTRAOP_THREADS``, else the cores
+    this process may run on."""
+    try:
+        return int(os.environ["TF_NUM_INTRAOP_THREADS"])
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class _Progress:
@@ -362,7 +402,17 @@ class _Progress:
         return len(self.seen.get(run, ()))
 
 
-class Pool:
+class _Closes:
+    """A context manager that calls ``close`` on leaving."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Pool(_Closes):
     """Ray workers and one progress counter, on a running cluster (``address``, or ``$RAY_ADDRESS``; an
     already initialised Ray is used as it is) or on a local cluster started here and stopped by ``close``.
     ``workers`` (default: one per GPU, else ``tasks`` up to one per CPU) share the CPUs out as threads."""
@@ -388,12 +438,6 @@ class Pool:
         except BaseException:
             self.close()
             raise
-
-    def __enter__(self) -> Pool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def call(self, method: str, *args):
         """Run one call on the first worker and wait for it."""
@@ -476,6 +520,7 @@ def _connect(ray, address: str | None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _reachable(address)
+        _authenticate(address)
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: never report usage
@@ -493,21 +538,175 @@ def _connect(ray, address: str | None) -> bool:
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray cluster"
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ZoomdreamError(f"cannot start or reach {where}: {reason} (start one with `ray start --head`, or "
-                             f"leave out ADDRESS for a local cluster)") from None
+        hint = ("check that ADDRESS is the head's address and port that `ray start --head` printed, and that "
+                "this machine has the same Ray version as the cluster" if address else "see the Ray logs")
+        raise ZoomdreamError(f"cannot start or reach {where}: {reason} ({hint})") from None
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """HOST and PORT of a HOST:PORT address (``ray://`` too); None for "auto", "local" (Ray finds those)."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
 
 
 def _reachable(address: str) -> None:
     """A HOST:PORT address (``ray://`` too) must accept a connection: Ray itself would retry for minutes."""
-    host, _, port = address.split("://", 1)[-1].rpartition(":")
-    if not host or not port.isdigit():  # "auto", "local": Ray finds the cluster itself
+    if _host_port(address) is None:
         return
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+        socket.create_connection(_host_port(address), timeout=10).close()
     except OSError as e:
         raise ZoomdreamError(f"cannot reach the Ray cluster at '{address}': {e.strerror or e} (check the address and "
                              f"port, start the cluster with `ray start --head`, or leave out ADDRESS for a local "
                              f"cluster)") from None
+
+
+def _authenticate(address: str) -> None:
+    """Meet Ray's token authentication before ``ray.init``, which would otherwise retry for
+    half a minute and blame the address. A head started with ``ray start --head`` asks for a token whenever its
+    machine has one (``~/.ray/auth_token``, which any local ``ray.init`` creates), but a driver connecting to an
+    explicit address sends none unless ``RAY_AUTH_MODE=token``. So: ask the head once without a token; where
+    it refuses, offer this machine's token, read as ``ray get-auth-token`` reads it (``$RAY_AUTH_TOKEN``, the
+    file ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``), and where the head accepts it, connect in token
+    mode as ``RAY_AUTH_MODE=token`` would. ``RAY_AUTH_MODE=disabled`` never sends the token."""
+    where = _host_port(address)
+    if where is None or "://" in address:  # found by Ray itself, or a Ray Client address (not the head's GCS)
+        return
+    if _gcs_refuses(where, None) is not True:
+        return  # no token asked (or no answer: ray.init reports that)
+    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+    token = None if mode == "disabled" else _local_token()
+    fix = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token, which `ray get-auth-token` prints "
+           "on its head, or copy it to ~/.ray/auth_token here")
+    if token is None:
+        raise ZoomdreamError(f"the Ray cluster at '{address}' asks for an authentication token and "
+                             f"{'RAY_AUTH_MODE=disabled sends none' if mode == 'disabled' else 'this machine has none'}"
+                             f" ({fix})")
+    if _gcs_refuses(where, token):
+        raise ZoomdreamError(f"the Ray cluster at '{address}' refused this machine's authentication token ({fix})")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    from ray._raylet import Config
+
+    Config.initialize("")  # Ray reads its mode once: read it again, as Ray's own CLI does when it enables tokens
+
+
+def _local_token() -> str | None:
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:  # a Ray without token authentication
+        return None
+    loader = AuthenticationTokenLoader.instance()
+    loader.reset_cache()  # read now, as a fresh `ray` command would
+    return loader.get_raw_token(ignore_auth_mode=True) if loader.has_token(ignore_auth_mode=True) else None
+
+
+def _gcs_refuses(where: tuple[str, int], token: str | None) -> bool | None:
+    """Whether the Ray head (its GCS, on gRPC) at ``where`` refuses a request with ``token`` (None: without
+    one) as unauthenticated; None where it gives no answer to go by."""
+    try:
+        import grpc
+    except ImportError:
+        return None
+    host, port = where
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    with grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}") as channel:
+        try:
+            channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")(b"", timeout=10, metadata=metadata)
+            return False
+        except grpc.RpcError as e:
+            return True if e.code() == grpc.StatusCode.UNAUTHENTICATED else None
+
+
+class LocalNodes(_Closes):
+    """``count`` Ray nodes on this machine started as a running cluster is (``ray start --head``, then ``ray
+    start --address``), each with ``cpus`` CPUs, its own ports and temp folder, in token mode with a token of
+    their own, for tests and benchmarks of ``--cluster=ADDRESS`` (``address``). ``env``: more environment for
+    the nodes and so their workers (``PYTHONPATH``). ``close`` stops these nodes and nothing else."""
+
+    def __init__(self, count: int = 2, cpus: int = 1, env: dict | None = None, timeout_s: float = 120):
+        import secrets
+        import subprocess
+        import sys
+        import tempfile
+        import time
+
+        self.root = Path(tempfile.mkdtemp(prefix="zd-ray-"))  # short: Ray's socket paths must fit 107 bytes
+        self.token = self.root / "token"
+        self.token.write_text(secrets.token_hex(32))
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token),
+                    "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+        self.env.pop("RAY_ADDRESS", None)
+        port = _free_port()
+        self.address, self.nodes = f"127.0.0.1:{port}", []
+        try:
+            for i in range(count):
+                where = (["--head", "--port", str(port), "--include-dashboard", "false", "--dashboard-port",
+                          str(_free_port()), "--ray-client-server-port", str(_free_port())] if i == 0
+                         else ["--address", self.address])
+                ports = [arg for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                          "metrics-export-port", "runtime-env-agent-port")
+                         for arg in (f"--{name}", str(_free_port()))]
+                log = open(self.root / f"node{i}.log", "wb")
+                self.nodes.append(subprocess.Popen(
+                    [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--node-ip-address",
+                     "127.0.0.1", "--num-cpus", str(cpus), "--temp-dir", str(self.root / f"n{i}"), *where, *ports],
+                    env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                log.close()
+                deadline = time.monotonic() + timeout_s
+                while b"Ray runtime started" not in (self.root / f"node{i}.log").read_bytes():
+                    if self.nodes[-1].poll() is not None or time.monotonic() > deadline:
+                        tail = (self.root / f"node{i}.log").read_text(errors="replace").strip().splitlines()[-3:]
+                        raise RuntimeError(f"Ray node {i} did not start: {' / '.join(tail)}")
+                    time.sleep(0.2)
+        except BaseException:
+            self.close()
+            raise
+
+    def worker_pids(self) -> list[int]:
+        """The zoomdream workers running on these nodes: descendants of their processes (Linux' /proc)."""
+        parents = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+        ours, grown = {node.pid for node in self.nodes}, True
+        while grown:
+            more = {pid for pid, parent in parents.items() if parent in ours} - ours
+            ours, grown = ours | more, bool(more)
+        pids = []
+        for pid in sorted(ours):
+            try:
+                if b"_Worker" in (Path("/proc") / str(pid) / "cmdline").read_bytes():
+                    pids.append(pid)
+            except OSError:
+                pass
+        return pids
+
+    def close(self) -> None:
+        """Stop each node as Ctrl-C on ``ray start --block`` would; whatever is left of its session, by force."""
+        import subprocess
+
+        for node in reversed(self.nodes):
+            if node.poll() is None:
+                node.terminate()
+                try:
+                    node.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                os.killpg(node.pid, signal.SIGKILL)  # its own session: only what this node started
+            except OSError:
+                pass
+            node.wait()
+        self.nodes = []
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _layout(ray, workers: int | None, tasks: int | None) -> tuple[int, float, float, int]:

@@ -3,7 +3,7 @@
 ``render(job)`` resolves a Job through its command's loop module (``config.COMMANDS``), loads the model once,
 and runs the source's frames into the sinks the output settings ask for. ``render_piece`` renders frames
 ``[a, b)`` into a work folder of their own, started from the piece before it (or, for video, from warm-up
-frames dreamed and discarded), and ``join_pieces`` encodes such pieces into one output, audio added once.
+frames dreamed and discarded), and ``join_pieces`` joins such pieces into one output, audio added once.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from zoomdream.engine import machine_tile
 from zoomdream.errors import Stopped, ZoomdreamError
 from zoomdream.loops import loop_module
 from zoomdream.media.files import FRAME_PATTERN, WriteFailed, same_file
+from zoomdream.media.writer import WRITERS, H264Writer
 from zoomdream.models import LoadedModel, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
 from zoomdream.sinks import (EncoderSink, FrameStore, FramesDirSink, ImageSink, MemorySink, PreviewSink, Resume,
@@ -351,14 +352,52 @@ class _JobRecord(Sink):
             self.saved = True
 
 
+def stream_path(work: Path, frames: range, kind: str = "stream") -> Path:
+    """Where a piece keeps ``frames`` of the output encoded on their own (``kind`` "joined": by the join)."""
+    return Path(work) / f"{kind}-{frames.start:08d}-{frames.stop:08d}.mp4"
+
+
+class _Only(Sink):
+    """Hands ``sink`` the frames of ``frames`` only."""
+
+    def __init__(self, frames: range, sink: Sink):
+        self.frames, self.sink = frames, sink
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        if index in self.frames:
+            self.sink.write(index, frame)
+
+    def close(self) -> None:
+        self.sink.close()
+
+    def abort(self) -> None:
+        self.sink.abort()
+
+
+def _stream_encoder(path: Path, source: FrameSource, crf: int) -> EncoderSink:
+    """A part of the output encoded on its own: the output's H.264 settings, without audio (added once, at the
+    join), so the parts join without re-encoding."""
+    return EncoderSink(path, source.fps, crf=crf)
+
+
 def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None = None, warmup: int = 8,
-                 progress: bool = True, model: LoadedModel | None = None, sinks: tuple[Sink, ...] = ()) -> Path:
+                 progress: bool = True, model: LoadedModel | None = None, sinks: tuple[Sink, ...] = (),
+                 stream: range | None = None) -> Path:
     """Render frames ``[span.start, span.stop)`` into ``work`` (PNG frames and resume state), resumable on its
     own. Frame ``span.start`` starts from the last frame and carried state of the piece in ``start_from``,
-    or, for video, from ``warmup`` frames dreamed and discarded. Returns ``work``."""
+    or, for video, from ``warmup`` frames dreamed and discarded. ``stream``: frames of the span also encoded
+    as they are made, with the output's settings, into ``stream_path(work, stream)``, which ``join_pieces``
+    joins without re-encoding (the frames the output takes from this piece alone). Returns ``work``."""
     job, source, _ = prepare(replace(job, output=None), model)
     if source.total is not None and span.stop > source.total:
         raise ZoomdreamError(f"frames {span.start}-{span.stop - 1} go past the render's {source.total} frames")
+    outs = list(sinks)
+    if stream is not None:
+        if not span.start <= stream.start < stream.stop <= span.stop:
+            raise ZoomdreamError(f"the stream's frames {stream.start}-{stream.stop - 1} must lie in the piece's "
+                                 f"{span.start}-{span.stop - 1}")
+        Path(work).mkdir(parents=True, exist_ok=True)
+        outs.append(_Only(stream, _stream_encoder(stream_path(work, stream), source, job.crf)))
     start = None
     if start_from is not None and span.start > 0:
         if source.restart_at(span.start) != span.start:  # frame span.start is made from frames before span.start-1
@@ -374,59 +413,165 @@ def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None =
             raise ZoomdreamError(f"piece '{start_from}' does not end at frame {span.start} (render it first)")
     store = FrameStore(Path(work))
     try:
-        run(source, list(sinks), seed=job.seed, span=span, store=store, settings=job.settings_hash(), resume=True,
+        run(source, outs, seed=job.seed, span=span, store=store, settings=job.settings_hash(), resume=True,
             start=start, warmup=warmup, progress=progress)
     finally:
         store.release()
     return Path(work)
 
 
+def piece_spans(job: Job, pieces: list[Path], total: int | None) -> list[tuple[int, int]]:
+    """The frame span of each piece, checked: rendered with this job's settings, complete, in order, each
+    starting after the one before it starts and by the time it ends, the last ending with the render."""
+    spans, low = [], 0  # a piece may start from frame `low` (the end of the piece two back) to frame t
+    for work in pieces:
+        state = read_state(work)
+        first, end = state["span"]
+        t = spans[-1][1] if spans else 0
+        if state["settings"] != job.settings_hash():
+            raise ZoomdreamError(f"piece '{work}' was rendered with other settings than this job's")
+        if not low <= first <= t < end or state["done"] != end - first:
+            needs = f"frame {t} next" if low == t else f"a piece starting at frame {low} to {t}"
+            raise ZoomdreamError(f"piece '{work}' holds {state['done']} of frames {first}-{end - 1}, but the "
+                                 f"join needs {needs} (give the pieces in order, each complete)")
+        low = max(t, first + 1)
+        spans.append((first, end))
+    if not spans:
+        raise ZoomdreamError("no pieces to join (give the work folders of the pieces, in order)")
+    if total is not None and spans[-1][1] < total:
+        raise ZoomdreamError(f"the pieces end at frame {spans[-1][1] - 1} of the render's {total} (render the rest "
+                             f"first)")
+    return spans
+
+
+def join_parts(spans: list[tuple[int, int]]) -> list[tuple[range, int, bool]]:
+    """The output of pieces with ``spans``, in order, as (frames, piece, faded): the frames piece k holds
+    alone (from the end of the piece before it to the start of the next), then those it shares with the next
+    piece, cross-faded from it into the next (``faded``). Empty parts are left out."""
+    parts = []
+    for k, (first, end) in enumerate(spans):
+        t = spans[k - 1][1] if k else 0
+        fade = spans[k + 1][0] if k + 1 < len(spans) else end
+        parts += [(range(t, fade), k, False), (range(fade, end), k, True)]
+    return [part for part in parts if len(part[0])]
+
+
+def part_frames(pieces: list[Path], part: tuple[range, int, bool]):
+    """The output frames of one part of ``join_parts``, read from the pieces' frames, as (index, frame): a
+    faded part goes from piece k's frame to piece k + 1's over its frames."""
+    frames, k, faded = part
+    for index in frames:
+        frame = media.read_image(media.frame_path(pieces[k] / "frames", index))
+        if faded:
+            later = media.read_image(media.frame_path(pieces[k + 1] / "frames", index))
+            weight = (index - frames.start + 1) / (len(frames) + 1)
+            frame = np.rint((1 - weight) * frame + weight * later.astype(np.float32)).astype(np.uint8)
+        yield index, frame
+
+
+MIN_STREAM = 3  # x264 times its B-frame delay from a stream's first 3 frames: a shorter one would not join
+
+
+def _planned(pieces: list[Path], spans: list[tuple[int, int]]) -> list[tuple[list, Path, bool]]:
+    """The output as streams to join, in order: (parts, stream file, whether the join encodes it). A part a
+    piece kept a stream of is joined as it is; consecutive parts the join encodes (the seams) make one stream,
+    in the folder of the piece its first frame is from. Every stream has MIN_STREAM frames or more (a short one
+    takes in the next, else the one before), so all have the same B-frame delay."""
+    segments = []
+    for part in join_parts(spans):
+        frames, k, faded = part
+        kept = stream_path(pieces[k], frames)
+        if not faded and len(frames) >= MIN_STREAM and kept.is_file():
+            segments.append(([part], kept))
+        elif segments and segments[-1][1] is None:
+            segments[-1][0].append(part)
+        else:
+            segments.append(([part], None))
+    i = 0
+    while i < len(segments) and len(segments) > 1:
+        parts, stream = segments[i]
+        if stream is None and sum(len(frames) for frames, _, _ in parts) < MIN_STREAM:
+            low = min(i, len(segments) - 2)
+            segments[low:low + 2] = [(segments[low][0] + segments[low + 1][0], None)]
+            i = low
+        else:
+            i += 1
+    plan = []
+    for parts, stream in segments:
+        frames, k, faded = parts[0]
+        here = stream_path(pieces[k + faded], range(frames.start, parts[-1][0].stop), "joined")
+        plan.append((parts, stream or here, stream is None))
+    return plan
+
+
+def _write(pieces: list[Path], parts: list, outs: list[Sink], segment: Sink | None = None) -> None:
+    """Hand the frames of ``parts`` to ``outs`` and ``segment``; then close ``segment`` (abort it on failure)."""
+    try:
+        for part in parts:
+            for index, frame in part_frames(pieces, part):
+                for out in [*outs, *([segment] if segment else [])]:
+                    out.write(index, frame)
+        if segment is not None:
+            segment.close()
+    except BaseException:
+        if segment is not None:
+            segment.abort()
+        raise
+
+
+def joins_streams(output: Path) -> bool:
+    """Whether ``join_pieces`` joins streams for this output (H.264), rather than encoding every frame."""
+    return WRITERS.get(Path(output).suffix.lower()) is H264Writer
+
+
+def encode_seams(job: Job, pieces: list[Path], model: LoadedModel | None = None,
+                 folder: Path | None = None) -> None:
+    """Encode the streams the join of ``pieces`` makes itself (the cross-faded seams, and parts too short to
+    join as they are), those kept in the piece work folder ``folder`` only where given, so that workers share
+    them out before the join; a stream already made is kept. Nothing to do for an output that is not H.264."""
+    job, source, output = prepare(job, model)
+    try:
+        if not joins_streams(output.path):
+            return
+        for parts, stream, here in _planned(pieces, piece_spans(job, pieces, source.total)):
+            if here and not stream.is_file() and (folder is None or stream.parent == Path(folder)):
+                _write(pieces, parts, [], _stream_encoder(stream, source, output.crf))
+    finally:
+        source.close()
+
+
 def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
                 sinks: tuple[Sink, ...] = ()) -> None:
-    """Encode the frames of consecutive pieces into ``job.output`` (and hand them to any extra ``sinks``), with
-    the source's audio added once.
+    """Join consecutive pieces into ``job.output`` (and hand every frame to any extra ``sinks``), with the
+    source's audio added once.
 
     A piece may start before the one ahead of it ends (a video piece rendered from earlier frames on its own):
     over the frames both hold, the join cross-fades from the earlier piece to the later one, so the seam
-    dissolves over the overlap instead of cutting from one dream history to another."""
+    dissolves over the overlap instead of cutting from one dream history to another.
+
+    An H.264 output is joined from streams without re-encoding them (``H264Writer.join``): the frames a piece
+    holds alone come from its stream where it kept one (``render_piece``'s ``stream``); the cross-faded
+    overlaps, and parts with no stream (or one too short to join), are encoded here with the same settings into
+    streams of their own, unless ``encode_seams`` made them already. Only those frames are read, unless
+    ``sinks`` are given. Other outputs (GIF) encode every frame here."""
     job, source, output = prepare(job, model)
-    outs = [encoder(output, source), *sinks]
     pieces = [Path(work) for work in pieces]
+    final = encoder(output, source)
+    joins = joins_streams(output.path)
+    outs = [*sinks] + ([] if joins else [final])
     try:
-        spans, low = [], 0  # a piece may start from frame `low` (the end of the piece two back) to frame t
-        for work in pieces:
-            state = read_state(work)
-            first, end = state["span"]
-            t = spans[-1][1] if spans else 0
-            if state["settings"] != job.settings_hash():
-                raise ZoomdreamError(f"piece '{work}' was rendered with other settings than this job's")
-            if not low <= first <= t < end or state["done"] != end - first:
-                needs = f"frame {t} next" if low == t else f"a piece starting at frame {low} to {t}"
-                raise ZoomdreamError(f"piece '{work}' holds {state['done']} of frames {first}-{end - 1}, but the "
-                                     f"join needs {needs} (give the pieces in order, each complete)")
-            low = max(t, first + 1)
-            spans.append((first, end))
-        if not spans:
-            raise ZoomdreamError("no pieces to join (give the work folders of the pieces, in order)")
-        if source.total is not None and spans[-1][1] < source.total:
-            raise ZoomdreamError(f"the pieces end at frame {spans[-1][1] - 1} of the render's {source.total} "
-                                 f"(render the rest first)")
-        t = 0
-        for k, (work, (first, end)) in enumerate(zip(pieces, spans)):
-            fade = spans[k + 1][0] if k + 1 < len(spans) else end  # from here on, fade into the next piece
-            for index in range(t, end):
-                frame = media.read_image(media.frame_path(work / "frames", index))
-                if index >= fade:
-                    later = media.read_image(media.frame_path(pieces[k + 1] / "frames", index))
-                    weight = (index - fade + 1) / (end - fade + 1)
-                    frame = np.rint((1 - weight) * frame + weight * later.astype(np.float32)).astype(np.uint8)
-                for out in outs:
-                    out.write(index, frame)
-            t = end
+        spans = piece_spans(job, pieces, source.total)
+        plan = _planned(pieces, spans) if joins else [(join_parts(spans), None, False)]
+        for parts, stream, here in plan:
+            encode = here and not stream.is_file()
+            if encode or outs:
+                _write(pieces, parts, outs, _stream_encoder(stream, source, output.crf) if encode else None)
+        if joins:
+            final.writer.join([stream for _, stream, _ in plan], spans[-1][1])
         for out in outs:
             out.close()
     except BaseException:
-        for out in outs:
+        for out in [*outs, final]:
             out.abort()
         raise
     finally:

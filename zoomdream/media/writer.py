@@ -224,9 +224,27 @@ class H264Writer(FfmpegWriter):
         args = ["-vf", ",".join(chain), "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
                 "-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_primaries", "bt709",
                 "-color_trc", "bt709", "-color_range", "tv", "-an"]
-        if self._ext in _FASTSTART and self._audio is None:
-            args += ["-movflags", "+faststart"]
-        return args
+        return args + (self._faststart() if self._audio is None else [])
+
+    def _faststart(self) -> list[str]:
+        return ["-movflags", "+faststart"] if self._ext in _FASTSTART else []
+
+    def join(self, streams: list[Path], frames: int) -> None:
+        """Instead of frames: join the H.264 files of writers with these settings and frame size into this file
+        without re-encoding (ffmpeg's concat demuxer, stream copy), ``frames`` frames in all; then finish as
+        close() does (the audio pass, the rename). Each file starts with a key frame and x264's GOPs are
+        closed, so each joins onto the one before it as it is."""
+        listing = temp_sibling(self.path, "streams.txt")
+        try:
+            quoted = (file_arg(Path(s).resolve()).replace("'", "'\\''") for s in streams)
+            listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{q}'\n" for q in quoted))
+            self._ff = Ffmpeg(["-y", "-nostdin", "-f", "concat", "-safe", "0", "-i", file_arg(listing), "-map",
+                               "0:v:0", "-c", "copy", *([] if self._audio else self._faststart()),
+                               file_arg(self._first_pass)], stdin=subprocess.PIPE)
+            self.frames_written = frames
+            self.close()
+        finally:
+            remove_quietly(listing)
 
     def _copy_args(self) -> list[str]:
         args = ["-c:v", "copy", "-an"]
@@ -254,9 +272,7 @@ class H264Writer(FfmpegWriter):
                 args += ["-ss", f"{self.audio_start:.6f}"]
             args += ["-t", f"{audio_len:.6f}", "-i", file_arg(src), "-map", "0:v:0", "-map", "1:a:0?",
                      "-c:v", "copy", *audio_args]
-            if self._ext in _FASTSTART:
-                args += ["-movflags", "+faststart"]
-            args.append(file_arg(self._temp))
+            args += [*self._faststart(), file_arg(self._temp)]
             try:
                 run_ffmpeg(args, f"cannot add audio from '{show(src)}' to '{show(self.path)}'",
                            "try without audio or convert the audio to AAC")
