@@ -549,7 +549,7 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
     over the frames both hold, the join cross-fades from the earlier piece to the later one, so the seam
     dissolves over the overlap instead of cutting from one dream history to another.
 
-    An H.264 output is joined from streams without re-encoding them (``H264Writer.join``): the frames a piece
+    An H.264 output is joined from streams without re-encoding them (``write_segments``): the frames a piece
     holds alone come from its stream where it kept one (``render_piece``'s ``stream``); the cross-faded
     overlaps, and parts with no stream (or one too short to join), are encoded here with the same settings into
     streams of their own, unless ``encode_seams`` made them already. Only those frames are read, unless
@@ -567,7 +567,7 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
             if encode or outs:
                 _write(pieces, parts, outs, _stream_encoder(stream, source, output.crf) if encode else None)
         if joins:
-            final.writer.join([stream for _, stream, _ in plan], spans[-1][1])
+            final.writer.write_segments([stream for _, stream, _ in plan], spans[-1][1])
         for out in outs:
             out.close()
     except BaseException:

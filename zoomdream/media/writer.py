@@ -229,26 +229,8 @@ class H264Writer(FfmpegWriter):
     def _faststart(self) -> list[str]:
         return ["-movflags", "+faststart"] if self._ext in _FASTSTART else []
 
-    def join(self, streams: list[Path], frames: int) -> None:
-        """Instead of frames: join the H.264 files of writers with these settings and frame size into this file
-        without re-encoding (ffmpeg's concat demuxer, stream copy), ``frames`` frames in all; then finish as
-        close() does (the audio pass, the rename). Each file starts with a key frame and x264's GOPs are
-        closed, so each joins onto the one before it as it is."""
-        listing = temp_sibling(self.path, "streams.txt")
-        try:
-            quoted = (file_arg(Path(s).resolve()).replace("'", "'\\''") for s in streams)
-            listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{q}'\n" for q in quoted))
-            self._ff = Ffmpeg(["-y", "-nostdin", "-f", "concat", "-safe", "0", "-i", file_arg(listing), "-map",
-                               "0:v:0", "-c", "copy", *([] if self._audio else self._faststart()),
-                               file_arg(self._first_pass)], stdin=subprocess.PIPE)
-            self.frames_written = frames
-            self.close()
-        finally:
-            remove_quietly(listing)
-
     def _copy_args(self) -> list[str]:
-        args = ["-c:v", "copy", "-an"]
-        return args + (["-movflags", "+faststart"] if self._ext in _FASTSTART and self._audio is None else [])
+        return ["-c:v", "copy", "-an", *([] if self._audio else self._faststart())]
 
     def _finish(self) -> None:
         if self._audio is not None:
