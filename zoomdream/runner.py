@@ -567,7 +567,8 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
             if encode or outs:
                 _write(pieces, parts, outs, _stream_encoder(stream, source, output.crf) if encode else None)
         if joins:
-            final.writer.write_segments([stream for _, stream, _ in plan], spans[-1][1])
+            final.writer.write_segments([(stream, sum(len(frames) for frames, _, _ in parts))
+                                         for parts, stream, _ in plan])
         for out in outs:
             out.close()
     except BaseException:

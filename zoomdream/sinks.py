@@ -455,7 +455,7 @@ class SegmentStore(FrameStore):
 
     def write_output(self, writer) -> None:
         """Make the output file from the segments (``media.VideoWriter.write_segments``)."""
-        writer.write_segments([self._segment(first) for first, _ in self.segments], self.done)
+        writer.write_segments([(self._segment(first), end - first) for first, end in self.segments])
 
 
 def read_state(work: Path) -> dict:

@@ -25,11 +25,11 @@ from zoomdream.media.probe import read_header
 # Audio codecs that may be stream-copied into each container; anything else is re-encoded to AAC.
 # Matroska takes nearly everything; a failed copy there falls back to AAC as well.
 _COPYABLE_AUDIO = {".mp4": {"aac", "mp3", "alac"}, ".mov": {"aac", "mp3", "alac"}, ".mkv": None}
-_FASTSTART = (".mp4", ".mov")
+_FASTSTART = (".mp4", ".mov")  # containers whose index can move to the front, for playback while downloading
 # x264's preset: veryfast takes a third of medium's CPU (41 against 119 ms a 1280x720 dream frame, one core) at
 # crf 18, visually lossless either way, for files of about the same size; medium made the encoder, not the
 # dream, the limit of a GPU render (and 7x a GPU's dream on two cores).
-PRESET = "veryfast"  # containers whose index can move to the front, for playback while downloading
+PRESET = "veryfast"
 
 
 def _errno(tail: str) -> int | None:
@@ -150,20 +150,24 @@ class FfmpegWriter:
                 "-i", "pipe:0", "-map", "0:v:0", *self._encode_args(w, h), file_arg(self._first_pass)]
         self._ff = Ffmpeg(args, stdin=subprocess.PIPE)
 
-    def write_segments(self, segments: list[Path], frames: int) -> None:
-        """Make the file from H.264 segments this project encoded (``H264Segment``) instead of from frames,
-        then close it: joined by ffmpeg's concat demuxer, the video stream copied where the format is H.264
-        (nothing is encoded twice), decoded for other formats. ``frames``: how many the segments hold."""
+    def write_segments(self, segments: list[tuple[Path, int]]) -> None:
+        """Make the file from H.264 files encoded with this file's settings (``H264Segment``), given as (path,
+        frames it holds), instead of from frames, then close it: joined by ffmpeg's concat demuxer, the video
+        stream copied where the format is H.264 (nothing is encoded twice), decoded for other formats. Each
+        file's duration is given as its frames over the rate, so no container's rounding moves the next one."""
         if self._closed or self._ff is not None:
             raise ValueError("write_segments() on a writer that already has frames")
         listing = own_temp(self.path, "segments.txt")
         try:
-            quoted = (os.path.abspath(p).replace("\\", "/").replace("'", "'\\''") for p in segments)
-            listing.write_text("".join(f"file '{q}'\n" for q in quoted))
-            args = ["-y", "-f", "concat", "-safe", "0", "-i", file_arg(listing), "-map", "0:v:0",
+            lines = ["ffconcat version 1.0"]
+            for path, frames in segments:
+                quoted = os.path.abspath(path).replace("\\", "/").replace("'", "'\\''")
+                lines += [f"file '{quoted}'", f"duration {float(frames / self.rate):.9f}"]
+            listing.write_text("\n".join(lines) + "\n")
+            args = ["-y", "-nostdin", "-f", "concat", "-safe", "0", "-i", file_arg(listing), "-map", "0:v:0",
                     *self._copy_args(), file_arg(self._first_pass)]
             self._ff = Ffmpeg(args)
-            self.frames_written = frames
+            self.frames_written = sum(frames for _, frames in segments)
             self.close()
         finally:
             remove_quietly(listing)
