@@ -118,3 +118,28 @@ def test_models_lists_layers_with_shapes(capsys, monkeypatch, tmp_path):
     for name in ("efficientnet-lite0", "inception_v3", "vgg16", "vgg19", "resnet50", "mobilenet_v2"):
         assert name in out
     assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in out
+
+
+@pytest.mark.parametrize("argv", [["models", "--brief"], ["models"], ["zoom", "--help"]])
+def test_closed_stdout_pipe_ends_quietly(argv):
+    """`zoomdream models | head -1`: the reader goes before the listing is written; a real pipe, closed."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "zoomdream.cli", *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.path.dirname(SAMPLES)})
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and err == ""
+
+
+def test_broken_pipe_of_a_render_is_still_an_error(tmp_path, capsys, monkeypatch):
+    """Only stdout's reader going is a quiet end: ffmpeg's pipe breaking mid-render stays an error."""
+    from zoomdream import runner
+
+    def encoder_died(job, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(runner, "render", encoder_died)
+    code, err = run(capsys, "image", os.path.join(SAMPLES, "chelsea.png"), "-o", tmp_path / "out.png")
+    assert code == 2 and "Broken pipe" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import sys
 import threading
@@ -211,6 +212,24 @@ def error_line(error: ZoomdreamError | OSError | MemoryError) -> str:
     return f"zoomdream: error: {one_line(text)}"
 
 
+def reader_gone(error: BaseException) -> bool:
+    """Whether ``error`` is stdout's reader closing the pipe (``zoomdream models | head -1``): a normal end for
+    a listing, not a failure. A pipe to ffmpeg breaking is another matter, so stdout itself is asked (a pipe
+    whose reader is gone polls as an error); when it is gone, it is pointed at /dev/null so the interpreter's
+    last flush stays quiet too."""
+    if not isinstance(error, BrokenPipeError):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # errors and hang-ups are reported whatever the mask
+        gone = bool(poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows), or no real stdout
+        return False
+    if gone:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return gone
+
+
 def _terminate(signum, frame):
     """SIGTERM stops a render the way Ctrl-C does: kept frames stay and the resume hint is printed."""
     raise KeyboardInterrupt
@@ -225,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_tensorflow_start()
         if args.command == "models":
             list_models(args.name, not args.brief)
+            sys.stdout.flush()  # a closed pipe shows here, inside the try, not at the interpreter's exit
             return 0
         if args.command == "curves":
             return plot_curves(parser, args.render)
@@ -252,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {job.output}", file=sys.stderr)
         return 0
     except (ZoomdreamError, OSError, MemoryError) as e:
+        if reader_gone(e):
+            return 0
         print(error_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
