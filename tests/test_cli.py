@@ -143,3 +143,57 @@ def test_broken_pipe_of_a_render_is_still_an_error(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(runner, "render", encoder_died)
     code, err = run(capsys, "image", os.path.join(SAMPLES, "chelsea.png"), "-o", tmp_path / "out.png")
     assert code == 2 and "Broken pipe" in err
+
+
+UP_FRONT = """
+import json, sys
+from zoomdream.cli import main
+
+def code(argv):
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse's usage errors and --help
+        return e.code
+
+codes = [code(argv) for argv in json.loads(sys.argv[1])]
+heavy = [m for m in ("tensorflow", "keras", "jax", "ray", "gradio", "matplotlib") if m in sys.modules]
+print(json.dumps({"codes": codes, "heavy": heavy}))
+"""
+
+
+def test_up_front_errors_start_no_tensorflow_ray_or_gradio(tmp_path):
+    """Usage errors, bad files and settings, --help and the `models` listing answer before TensorFlow (seconds to
+    load), Ray or Gradio is imported: run in a fresh interpreter, then its sys.modules is read."""
+    import json
+    import subprocess
+    import sys
+
+    photo = os.path.join(SAMPLES, "chelsea.png")
+    (tmp_path / "job.toml").write_text('command = "image"\nstepz = 3\n')
+    out = str(tmp_path / "out.png")
+    cases = [
+        (["image"], 2),  # argparse: no input
+        (["image", photo], 2),  # no -o
+        (["image", str(tmp_path / "nope.png"), "-o", out], 2),
+        (["image", photo, "-o", str(tmp_path / "out.mp4")], 2),  # wrong output kind
+        (["image", photo, "-o", out, "--layers", "block99"], 2),
+        (["image", photo, "-o", out, "--layers", "block3[40]"], 2),  # block3 has 40 channels
+        (["image", photo, "-o", out, "--model", "alexnet"], 2),
+        (["image", photo, "-o", out, "--model", "inception_v3"], 2),  # no weights under KERAS_HOME
+        (["zoom", "--noise", "-o", str(tmp_path / "z.mp4"), "--steps", "-3"], 2),
+        (["zoom", "--noise", "-o", str(tmp_path / "z.mp4"), "--layers", "0:(block3), 10:(mixed3)"], 2),
+        (["video", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "v.mp4"), "--chunks", "2"], 2),
+        (["render", str(tmp_path / "job.toml")], 2),
+        (["render", str(tmp_path / "missing.toml")], 2),
+        (["models"], 0),
+        (["zoom", "--help"], 0),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(SAMPLES), "KERAS_HOME": str(tmp_path / "keras")}
+    result = subprocess.run([sys.executable, "-c", UP_FRONT, json.dumps([argv for argv, _ in cases])], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["codes"] == [code for _, code in cases], result.stderr
+    assert report["heavy"] == [], result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("zoomdream: error:")]
+    assert len(errors) == 12, result.stderr  # one line each (argparse's usage error has its own form)

@@ -19,7 +19,6 @@ from functools import partial
 from typing import Callable
 
 import numpy as np
-from keras import ops
 
 from zoomdream import backend
 from zoomdream.errors import ZoomdreamError
@@ -38,6 +37,8 @@ def tile_grid(size: int, tile: int) -> tuple[int, list[int], list[int]]:
 
 
 def _tiled_step(objective: Objective, tile: int, primitives, image, shift, step_size, weights):
+    from keras import ops
+
     height, width = image.shape[0], image.shape[1]
     th, ys, keep_y = tile_grid(height, tile)
     tw, xs, keep_x = tile_grid(width, tile)
@@ -77,11 +78,15 @@ def to_unit(img_uint8: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(img) -> np.ndarray:
+    from keras import ops
+
     arr = np.asarray(ops.convert_to_numpy(img))
     return np.clip(np.rint((arr + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def _resize(image, shape: tuple[int, int]):
+    from keras import ops
+
     if tuple(image.shape[:2]) == shape:
         return image
     return ops.image.resize(image, shape, interpolation="bilinear", antialias=True)
@@ -99,6 +104,8 @@ class Dreamer:
 
     def step(self, image, shift: np.ndarray, step_size: float, weights: np.ndarray | None = None):
         """One ascent step; returns the new image (backend tensor) and the mean tile loss."""
+        from keras import ops
+
         weights = self.objective.weights() if weights is None else np.asarray(weights, np.float32)
         return self._step(
             ops.convert_to_tensor(image, "float32"),
@@ -129,6 +136,8 @@ class Dreamer:
         At each octave the image is that octave's downscale of the original plus the dream's own detail
         carried up from the octave below, so the output keeps the input's size and sharpness.
         """
+        from keras import ops
+
         rng = rng if rng is not None else np.random.default_rng(seed)
         original = ops.convert_to_tensor(np.asarray(image, np.float32))
         shapes = octave_shapes(image.shape[0], image.shape[1], settings.octaves, settings.octave_scale)

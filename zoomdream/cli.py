@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List backbones, their dreamable layers (with output shapes for a 512-px "
                                    "input) and whether their weights are available offline.")
     p.add_argument("name", nargs="?", help="show only this backbone")
-    p.add_argument("--brief", action="store_true", help="skip the layer lists (which build every model)")
+    p.add_argument("--brief", action="store_true", help="skip the layer lists")
     p = sub.add_parser("studio", help="a local web page to render, watch each frame as it is made, stop and resume",
                        description="Open zoomdream in a web browser: image, zoom and video forms, the latest frame "
                                    "while it dreams, Stop and Resume, a motion preview, schedule curves and a "
@@ -119,6 +119,9 @@ def job_from_args(args: argparse.Namespace, job_file: str | None = None) -> Job:
 
 
 def list_models(name: str | None, shapes: bool) -> None:
+    """The backbones, and their layers from ``layers.LAYERS`` (measured once on the networks, so listing them
+    starts no TensorFlow)."""
+    from zoomdream.layers import LAYERS
     from zoomdream.models import BACKBONES, DEFAULT_MODEL, get_backbone, missing_weights_hint
 
     names = [get_backbone(name).name] if name else list(BACKBONES)
@@ -130,31 +133,9 @@ def list_models(name: str | None, shapes: bool) -> None:
         print(f"{n}{default}: {b.description}\n  input {b.pixel_range}; default layers {b.default_layers}\n"
               f"  {status}")
         if shapes:
-            rows = layer_shapes(b)
-            print("  layers (output shape for a 512x512 input):" if rows else
-                  "  layers: install the weights to list them (the architecture is read from that file)")
-            for layer, shape in rows:
-                print(f"    {layer:24s} {shape}", flush=True)
-
-
-def layer_shapes(backbone) -> list[tuple[str, tuple]]:
-    """Each dreamable layer with its output shape at 512x512 (no shapes where a Lite file is missing:
-    its architecture is read from the file)."""
-    import keras
-
-    from zoomdream.models import dreamable_layers
-
-    weights = backbone.find_weights()
-    if backbone.package:
-        if weights is None:
-            return []
-        model = backbone.build(str(weights))
-    else:
-        model = backbone.build(None)  # shapes do not depend on weights
-    layers = dreamable_layers(backbone, model)
-    outputs = [model.get_layer(layer).output for layer in layers]
-    specs = keras.Model(model.inputs, outputs).compute_output_spec(keras.KerasTensor((1, 512, 512, 3)))
-    return [(layer, tuple(spec.shape[1:])) for layer, spec in zip(layers, specs)]
+            print("  layers (output shape for a 512x512 input):")
+            for layer, shape in LAYERS[n].items():
+                print(f"    {layer:24s} {shape}")
 
 
 def _quiet_tensorflow_start() -> None:
@@ -230,6 +211,18 @@ def reader_gone(error: BaseException) -> bool:
     return gone
 
 
+def check_jobs(jobs: list[Job], protected: tuple[str, ...]) -> None:
+    """Every error of the jobs' settings, files and outputs, in a second, before TensorFlow or Ray starts: the
+    checks a render makes before its model loads (``cluster.check``), for every job before the first renders."""
+    outputs = [os.path.realpath(job.output) for job in jobs if job.output]
+    if len(set(outputs)) < len(outputs):  # e.g. one -o given to several job files
+        raise ZoomdreamError("two of the job files write the same output (give each its own output, not one -o)")
+    for job in jobs:
+        if not job.output:  # before cluster.check: the answer needs no numpy, no image reader
+            raise ZoomdreamError("no output file given (add -o OUT)")
+        cluster.check(job, protected)
+
+
 def _terminate(signum, frame):
     """SIGTERM stops a render the way Ctrl-C does: kept frames stay and the resume hint is printed."""
     raise KeyboardInterrupt
@@ -241,7 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        _quiet_tensorflow_start()
         if args.command == "models":
             list_models(args.name, not args.brief)
             sys.stdout.flush()  # a closed pipe shows here, inside the try, not at the interpreter's exit
@@ -251,23 +243,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "studio":
             from zoomdream.studio import serve
 
+            _quiet_tensorflow_start()
             serve(args.workdir, host=args.host, port=args.port, share=args.share)
             return 0
         files = args.job_file if args.command == "render" else [None]
         jobs = [job_from_args(args, f) for f in files]
         protected = tuple(files) if args.command == "render" else ()
+        check_jobs(jobs, protected)
+        _quiet_tensorflow_start()
         if cluster.requested(args):  # every job at once on Ray workers
             cluster.main(args, jobs, [f or args.command for f in files], protected)
             print("\n".join(f"wrote {job.output}" for job in jobs), file=sys.stderr)
             return 0
         from zoomdream import runner
 
-        outputs = [os.path.realpath(job.output) for job in jobs if job.output]
-        if len(set(outputs)) < len(outputs):  # e.g. one -o given to several job files
-            raise ZoomdreamError("two of the job files write the same output (give each its own output, not one -o)")
         for job in jobs:
-            if not job.output:
-                raise ZoomdreamError("no output file given (add -o OUT)")
             runner.render(job, protected=protected)
             print(f"wrote {job.output}", file=sys.stderr)
         return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zoomdream.errors import ZoomdreamError
-from zoomdream.settings import GPU_TILE, DreamSettings, EngineSettings, OutputSettings
+from zoomdream.settings import CPU_TILE, GPU_TILE, DreamSettings, EngineSettings, OutputSettings
 
 try:
     import tomllib
@@ -124,7 +124,7 @@ class Job:
                                                    "keyframed and read --audio features, as in 0.015+0.02*bass)",
                                  "schedule")
     tile: int | None = opt(None, f"tile size in pixels: memory is bounded by it, not by the frame (default: "
-                                 f"{_ENGINE.tile} on a CPU, {GPU_TILE} on a GPU)", "int")
+                                 f"{CPU_TILE} on a CPU, {GPU_TILE} on a GPU)", "int")
     max_loss: float | None = opt(_DREAM.max_loss, "stop an octave's ascent once the loss passes this", "float")
     seed: int = opt(0, "random seed: same inputs and seed give the same output", "int")
     max_size: int | None = opt(None, "downscale the input so its longest side is at most this", "int",

@@ -138,7 +138,7 @@ def resolve(job: Job) -> ZoomSettings:
     layers = parse_text_schedule(job.layers or "", name="--layers") if job.layers else None
     if layers is not None:
         for _, text in layers.keys:
-            check_terms(parse_layers(text), text)
+            check_terms(parse_layers(text), text, job)
     interpolate = number(job.interpolate, "interpolate", low=1, high=16, integer=True)
     if job.loop and frames % interpolate:
         raise ZoomdreamError(f"a loop of {frames} frames cannot be cut into steps of --interpolate {interpolate} "
