@@ -197,3 +197,41 @@ def test_up_front_errors_start_no_tensorflow_ray_or_gradio(tmp_path):
     assert report["heavy"] == [], result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("zoomdream: error:")]
     assert len(errors) == 12, result.stderr  # one line each (argparse's usage error has its own form)
+
+
+def test_saved_zoom_job_holds_its_own_keys_resolved(tmp_path, capsys):
+    """A zoom from an image saves no noise-start size and no video or interpolate keys, but names the layers
+    it dreamed; the progress bar counts the dreams (a loop's frame 0 carries a warm-up along the path); the
+    saved job renders again; --resume with nothing to resume says it starts afresh."""
+    from zoomdream.config import load_toml
+    from zoomdream.loops.zoom import WARM_UP
+
+    out = tmp_path / "z.gif"
+    code, err = run(capsys, "zoom", os.path.join(SAMPLES, "chelsea.png"), "-o", out, "--max-size", "32",
+                    "--frames", "4", "--loop", "--interpolate", "2", "--steps", "1", "--octaves", "1",
+                    "--tile", "64", "--size", "800x600", "--resume")
+    assert code == 0, err
+    assert f"nothing to resume for {out}: starting afresh" in err
+    dreams = 1 + -(-WARM_UP // 2) + 1  # frame 0, its warm-up, frame 2 (frame 4 is frame 0 again)
+    assert f"4/4" in err and f"{dreams} dreams" in err, err
+    saved = load_toml(tmp_path / "z.job.toml")
+    assert saved["layers"] == "block10:1,block12:1"
+    assert not {"size", "noise_scale", "blend", "flow", "smooth", "every", "factor", "start", "resume"} & set(saved)
+    again = tmp_path / "again.gif"
+    code, err = run(capsys, "render", tmp_path / "z.job.toml", "-o", again)
+    assert code == 0, err
+    assert np.array_equal(iio.imread(again, index=None), iio.imread(out, index=None))
+
+
+def test_saved_job_reloads_with_the_same_settings_hash():
+    """Another command's settings in a job file are not the job's: they are not saved, and the job loads back
+    with the same hash (a resume from the saved job.toml matches the interrupted render)."""
+    from zoomdream.config import job_to_toml, make_job
+    from zoomdream.config import tomllib
+
+    job = make_job(dict(command="zoom", input="in.png", output="z.mp4", size="800x600", blend=0.9, factor=3))
+    saved = tomllib.loads(job_to_toml(job))
+    assert not {"size", "blend", "factor"} & set(saved)
+    assert make_job(saved) == job and make_job(saved).settings_hash() == job.settings_hash()
+    smooth = make_job(dict(command="interpolate", input="in.mp4", output="s.mp4", layers="block3", steps=9))
+    assert not {"layers", "steps", "model", "octaves", "seed"} & set(tomllib.loads(job_to_toml(smooth)))

@@ -99,6 +99,7 @@ class Dreamer:
         self.model = model
         self.objective = objective
         self.tile = tile
+        self.dreams = 0  # calls of dream(): what progress counts besides frames (a frame may take 0 or many)
         self.feature_model = model.feature_model(objective.layers)
         self._step = backend.compile_step(self.feature_model, partial(_tiled_step, objective, tile))
 
@@ -138,6 +139,7 @@ class Dreamer:
         """
         from keras import ops
 
+        self.dreams += 1
         rng = rng if rng is not None else np.random.default_rng(seed)
         original = ops.convert_to_tensor(np.asarray(image, np.float32))
         shapes = octave_shapes(image.shape[0], image.shape[1], settings.octaves, settings.octave_scale)
