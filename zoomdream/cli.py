@@ -275,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         loop = args.command in (*LOOPS, "render")
         hint = " (add --resume to the same command to continue)" if loop else ""
         print(f"zoomdream: interrupted{hint}", file=sys.stderr)
+        if args.command == "studio":  # server closed, no render left: skip seconds of unloading TensorFlow
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
 
 
