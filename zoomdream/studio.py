@@ -67,14 +67,14 @@ HELP = {
     "frames_dir": "also keep every frame as a numbered picture in this folder",
 }
 PREVIEW_SECONDS = 4.0
-# Gradio names a text or number field after its whole <label>, help text included, and an upload not at all:
+# Gradio names a text or number field after its whole <label>, help text included, and an upload "File upload":
 # give each control its field's label as its accessible name (screen readers, get_by_label), and its help as
 # its description, also on fields drawn later (other tabs, "More settings").
 NAME_CONTROLS = """() => {
     const name = () => document.querySelectorAll('.block').forEach(block => {
         const title = block.querySelector('[data-testid="block-info"], [data-testid="block-label"], .label-text');
         const info = block.querySelector('.info-text');
-        const control = block.querySelector('input:not([aria-label]), textarea:not([aria-label])');
+        const control = block.querySelector('input[type=file], input:not([aria-label]), textarea:not([aria-label])');
         if (!title || !control) return;
         control.setAttribute('aria-label', title.textContent.trim());
         if (info) control.setAttribute('aria-description', info.textContent.trim());
