@@ -118,3 +118,120 @@ def test_models_lists_layers_with_shapes(capsys, monkeypatch, tmp_path):
     for name in ("efficientnet-lite0", "inception_v3", "vgg16", "vgg19", "resnet50", "mobilenet_v2"):
         assert name in out
     assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in out
+
+
+@pytest.mark.parametrize("argv", [["models", "--brief"], ["models"], ["zoom", "--help"]])
+def test_closed_stdout_pipe_ends_quietly(argv):
+    """`zoomdream models | head -1`: the reader goes before the listing is written; a real pipe, closed."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "zoomdream.cli", *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.path.dirname(SAMPLES)})
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and err == ""
+
+
+def test_broken_pipe_of_a_render_is_still_an_error(tmp_path, capsys, monkeypatch):
+    """Only stdout's reader going is a quiet end: ffmpeg's pipe breaking mid-render stays an error."""
+    from zoomdream import runner
+
+    def encoder_died(job, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(runner, "render", encoder_died)
+    code, err = run(capsys, "image", os.path.join(SAMPLES, "chelsea.png"), "-o", tmp_path / "out.png")
+    assert code == 2 and "Broken pipe" in err
+
+
+UP_FRONT = """
+import json, sys
+from zoomdream.cli import main
+
+def code(argv):
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse's usage errors and --help
+        return e.code
+
+codes = [code(argv) for argv in json.loads(sys.argv[1])]
+heavy = [m for m in ("tensorflow", "keras", "jax", "ray", "gradio", "matplotlib") if m in sys.modules]
+print(json.dumps({"codes": codes, "heavy": heavy}))
+"""
+
+
+def test_up_front_errors_start_no_tensorflow_ray_or_gradio(tmp_path):
+    """Usage errors, bad files and settings, --help and the `models` listing answer before TensorFlow (seconds to
+    load), Ray or Gradio is imported: run in a fresh interpreter, then its sys.modules is read."""
+    import json
+    import subprocess
+    import sys
+
+    photo = os.path.join(SAMPLES, "chelsea.png")
+    (tmp_path / "job.toml").write_text('command = "image"\nstepz = 3\n')
+    out = str(tmp_path / "out.png")
+    cases = [
+        (["image"], 2),  # argparse: no input
+        (["image", photo], 2),  # no -o
+        (["image", str(tmp_path / "nope.png"), "-o", out], 2),
+        (["image", photo, "-o", str(tmp_path / "out.mp4")], 2),  # wrong output kind
+        (["image", photo, "-o", out, "--layers", "block99"], 2),
+        (["image", photo, "-o", out, "--layers", "block3[40]"], 2),  # block3 has 40 channels
+        (["image", photo, "-o", out, "--model", "alexnet"], 2),
+        (["image", photo, "-o", out, "--model", "inception_v3"], 2),  # no weights under KERAS_HOME
+        (["zoom", "--noise", "-o", str(tmp_path / "z.mp4"), "--steps", "-3"], 2),
+        (["zoom", "--noise", "-o", str(tmp_path / "z.mp4"), "--layers", "0:(block3), 10:(mixed3)"], 2),
+        (["video", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "v.mp4"), "--chunks", "2"], 2),
+        (["render", str(tmp_path / "job.toml")], 2),
+        (["render", str(tmp_path / "missing.toml")], 2),
+        (["models"], 0),
+        (["zoom", "--help"], 0),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(SAMPLES), "KERAS_HOME": str(tmp_path / "keras")}
+    result = subprocess.run([sys.executable, "-c", UP_FRONT, json.dumps([argv for argv, _ in cases])], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["codes"] == [code for _, code in cases], result.stderr
+    assert report["heavy"] == [], result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("zoomdream: error:")]
+    assert len(errors) == 12, result.stderr  # one line each (argparse's usage error has its own form)
+
+
+def test_saved_zoom_job_holds_its_own_keys_resolved(tmp_path, capsys):
+    """A zoom from an image saves no noise-start size and no video or interpolate keys, but names the layers
+    it dreamed; the progress bar counts the dreams (a loop's frame 0 carries a warm-up along the path); the
+    saved job renders again; --resume with nothing to resume says it starts afresh."""
+    from zoomdream.config import load_toml
+    from zoomdream.loops.zoom import WARM_UP
+
+    out = tmp_path / "z.gif"
+    code, err = run(capsys, "zoom", os.path.join(SAMPLES, "chelsea.png"), "-o", out, "--max-size", "32",
+                    "--frames", "4", "--loop", "--interpolate", "2", "--steps", "1", "--octaves", "1",
+                    "--tile", "64", "--size", "800x600", "--resume")
+    assert code == 0, err
+    assert f"nothing to resume for {out}: starting afresh" in err
+    dreams = 1 + -(-WARM_UP // 2) + 1  # frame 0, its warm-up, frame 2 (frame 4 is frame 0 again)
+    assert f"4/4" in err and f"{dreams} dreams" in err, err
+    saved = load_toml(tmp_path / "z.job.toml")
+    assert saved["layers"] == "block10:1,block12:1"
+    assert not {"size", "noise_scale", "blend", "flow", "smooth", "every", "factor", "start", "resume"} & set(saved)
+    again = tmp_path / "again.gif"
+    code, err = run(capsys, "render", tmp_path / "z.job.toml", "-o", again)
+    assert code == 0, err
+    assert np.array_equal(iio.imread(again, index=None), iio.imread(out, index=None))
+
+
+def test_saved_job_reloads_with_the_same_settings_hash():
+    """Another command's settings in a job file are not the job's: they are not saved, and the job loads back
+    with the same hash (a resume from the saved job.toml matches the interrupted render)."""
+    from zoomdream.config import job_to_toml, make_job
+    from zoomdream.config import tomllib
+
+    job = make_job(dict(command="zoom", input="in.png", output="z.mp4", size="800x600", blend=0.9, factor=3))
+    saved = tomllib.loads(job_to_toml(job))
+    assert not {"size", "blend", "factor"} & set(saved)
+    assert make_job(saved) == job and make_job(saved).settings_hash() == job.settings_hash()
+    smooth = make_job(dict(command="interpolate", input="in.mp4", output="s.mp4", layers="block3", steps=9))
+    assert not {"layers", "steps", "model", "octaves", "seed"} & set(tomllib.loads(job_to_toml(smooth)))

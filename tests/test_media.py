@@ -341,6 +341,21 @@ def test_gif_fps_and_width(tmp_path):
     assert frames.shape[:3] == (5, 15, 20)
 
 
+@pytest.mark.parametrize("fps,delays", [(24, {40, 50}), (30, {30, 40}), (12, {80, 90})])
+def test_gif_delays_keep_the_frame_rate(tmp_path, fps, delays):
+    """GIF delays are whole centiseconds: 24 fps must mix 40 and 50 ms (not 40 ms throughout, which is 25 fps)
+    so the clip lasts as long as the video would. Read back frame by frame with PIL."""
+    out = tmp_path / "a.gif"
+    write_video(out, gradient_frames(48, 16, 16), fps=fps)
+    with Image.open(out) as gif:
+        found = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            found.append(gif.info["duration"])
+    assert len(found) == 48 and set(found) == delays
+    assert abs(sum(found) - 48 * 1000 / fps) <= 10  # within one centisecond over two seconds
+
+
 def test_exception_inside_with_leaves_nothing(tmp_path):
     out = tmp_path / "a.mp4"
     with pytest.raises(RuntimeError, match="boom"):

@@ -99,3 +99,14 @@ def test_batch_norm_folding_keeps_the_function():
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     x = rng.uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(folded([x])), np.asarray(raw([x])), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_layer_table_matches_the_networks(name):
+    """`zoomdream models` and the up-front layer checks read zoomdream/layers.py, not the networks: it must say
+    what each built network has (regenerate it with `python scripts/layer_table.py`)."""
+    from zoomdream.layers import LAYERS
+    from zoomdream.models import measure_layers
+
+    assert list(LAYERS) == list(BACKBONES)
+    assert list(LAYERS[name].items()) == measure_layers(BACKBONES[name])

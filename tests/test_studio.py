@@ -1,6 +1,7 @@
 """The studio through Gradio's Python client: every form field is a Job setting, a render returns its video and
 a job.toml that `zoomdream render` reproduces, Stop halts within a frame and Resume finishes, bad input is the
 CLI's one line, and the motion preview, curves, layer browser and job loading work."""
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -243,3 +244,62 @@ def test_a_video_keeps_its_clips_sound(client):
 ])
 def test_number_fields_name_what_is_wrong(client, frames, message):
     assert client.predict(".mp4", *zoom_form(frames=frames), api_name="/render_zoom")[0] == message
+
+
+def props(app, elem_id: str) -> dict:
+    """A component's settings as the page receives them."""
+    return next(c["props"] for c in app.config["components"] if c.get("props", {}).get("elem_id") == elem_id)
+
+
+def test_help_texts_speak_to_a_person_not_to_the_command_line(studio):
+    """Every form field's help is for someone at the page: no flags, no engine numbers, no command names."""
+    from zoomdream.studio import TABS
+
+    for command in TABS:
+        for name in form_fields(command):
+            info = props(studio[0], f"{command}-{name}").get("info") or ""
+            assert not any(jargon in info for jargon in ("--", "[-1, 1]", "`", "keras")), (command, name, info)
+
+
+def test_the_page_at_rest(studio):
+    """Stop is neither red nor clickable with nothing to stop; the layer list is filled before any button
+    (from the layer table, no model loaded); layer thumbnails show whole pictures, not square crops."""
+    app = studio[0]
+    stop = props(app, "stop")
+    assert stop["interactive"] is False and stop.get("variant") != "stop"
+    choices = [c[0] if isinstance(c, (list, tuple)) else c for c in props(app, "layers-choice")["choices"]]
+    assert "block10" in choices and "head" in choices
+    assert props(app, "layers-gallery")["object_fit"] == "contain"
+
+
+def test_start_up_names_our_share_flag_and_ctrl_c_closes_the_server_at_once(tmp_path, capfd):
+    """Gradio's start-up lines tell the user to set `share=True` in `launch()`; ours name --share. Ctrl-C
+    (here, SIGINT sent to this process) closes the server before serve() returns."""
+    import signal
+    import socket
+    import threading
+    import urllib.request
+
+    from zoomdream.studio import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+
+    def interrupt_when_up():
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url, timeout=5).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_up, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        serve(tmp_path, port=port)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=5)
+    out = capfd.readouterr().out
+    assert f"open {url}" in out and "--share" in out and "share=True" not in out, out

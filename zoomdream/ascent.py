@@ -20,7 +20,6 @@ from typing import Callable
 
 import cv2
 import numpy as np
-from keras import ops
 
 from zoomdream import backend
 from zoomdream.errors import ZoomdreamError
@@ -39,6 +38,8 @@ def tile_grid(size: int, tile: int) -> tuple[int, list[int], list[int]]:
 
 
 def _tiled_step(objective: Objective, tile: int, primitives, image, shift, step_size, weights):
+    from keras import ops
+
     height, width = image.shape[0], image.shape[1]
     th, ys, keep_y = tile_grid(height, tile)
     tw, xs, keep_x = tile_grid(width, tile)
@@ -81,11 +82,17 @@ def to_unit(img_uint8: np.ndarray) -> np.ndarray:
 
 def to_uint8(img) -> np.ndarray:
     """[-1, 1] -> uint8 RGB, rounded and saturated (two OpenCV passes instead of numpy's five)."""
-    arr = np.ascontiguousarray(ops.convert_to_numpy(img), dtype=np.float32)
+    if not isinstance(img, np.ndarray):
+        from keras import ops
+
+        img = ops.convert_to_numpy(img)
+    arr = np.ascontiguousarray(img, dtype=np.float32)
     return cv2.convertScaleAbs(np.maximum(arr, -1.0), alpha=127.5, beta=127.5).reshape(arr.shape)
 
 
 def _resize(image, shape: tuple[int, int]):
+    from keras import ops
+
     if tuple(image.shape[:2]) == shape:
         return image
     return ops.image.resize(image, shape, interpolation="bilinear", antialias=True)
@@ -98,11 +105,14 @@ class Dreamer:
         self.model = model
         self.objective = objective
         self.tile = tile
+        self.dreams = 0  # calls of dream(): what progress counts besides frames (a frame may take 0 or many)
         self.feature_model = model.feature_model(objective.layers)
         self._step = backend.compile_step(self.feature_model, partial(_tiled_step, objective, tile))
 
     def step(self, image, shift: np.ndarray, step_size: float, weights: np.ndarray | None = None):
         """One ascent step; returns the new image (backend tensor) and the mean tile loss."""
+        from keras import ops
+
         weights = self.objective.weights() if weights is None else np.asarray(weights, np.float32)
         return self._step(
             ops.convert_to_tensor(image, "float32"),
@@ -134,6 +144,9 @@ class Dreamer:
         carried up from the octave below, so the output keeps the input's size and sharpness. ``image`` may
         be a backend tensor; ``on_device`` returns one too, left on the device for the next step's work.
         """
+        from keras import ops
+
+        self.dreams += 1
         rng = rng if rng is not None else np.random.default_rng(seed)
         original = ops.convert_to_tensor(image, "float32")
         shapes = octave_shapes(image.shape[0], image.shape[1], settings.octaves, settings.octave_scale)

@@ -23,9 +23,10 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import keras
+if TYPE_CHECKING:  # Keras starts its backend on import: only when a name or step is asked for
+    import keras
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Primitives:
 
 
 def name() -> str:
+    import keras
+
     return keras.backend.backend()
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import sys
 import threading
 from dataclasses import fields, replace
 from functools import partial
+from pathlib import Path
 
 from zoomdream import cluster
 from zoomdream.config import COMMANDS, FIELDS, LOOPS, RENAMED, Job, load_toml, make_job
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List backbones, their dreamable layers (with output shapes for a 512-px "
                                    "input) and whether their weights are available offline.")
     p.add_argument("name", nargs="?", help="show only this backbone")
-    p.add_argument("--brief", action="store_true", help="skip the layer lists (which build every model)")
+    p.add_argument("--brief", action="store_true", help="skip the layer lists")
     p = sub.add_parser("studio", help="a local web page to render, watch each frame as it is made, stop and resume",
                        description="Open zoomdream in a web browser: image, zoom and video forms, the latest frame "
                                    "while it dreams, Stop and Resume, a motion preview, schedule curves and a "
@@ -120,6 +122,9 @@ def job_from_args(args: argparse.Namespace, job_file: str | None = None) -> Job:
 
 
 def list_models(name: str | None, shapes: bool) -> None:
+    """The backbones, and their layers from ``layers.LAYERS`` (measured once on the networks, so listing them
+    starts no TensorFlow)."""
+    from zoomdream.layers import LAYERS
     from zoomdream.models import BACKBONES, DEFAULT_MODEL, get_backbone, missing_weights_hint
 
     names = [get_backbone(name).name] if name else list(BACKBONES)
@@ -131,31 +136,9 @@ def list_models(name: str | None, shapes: bool) -> None:
         print(f"{n}{default}: {b.description}\n  input {b.pixel_range}; default layers {b.default_layers}\n"
               f"  {status}")
         if shapes:
-            rows = layer_shapes(b)
-            print("  layers (output shape for a 512x512 input):" if rows else
-                  "  layers: install the weights to list them (the architecture is read from that file)")
-            for layer, shape in rows:
-                print(f"    {layer:24s} {shape}", flush=True)
-
-
-def layer_shapes(backbone) -> list[tuple[str, tuple]]:
-    """Each dreamable layer with its output shape at 512x512 (no shapes where a Lite file is missing:
-    its architecture is read from the file)."""
-    import keras
-
-    from zoomdream.models import dreamable_layers
-
-    weights = backbone.find_weights()
-    if backbone.package:
-        if weights is None:
-            return []
-        model = backbone.build(str(weights))
-    else:
-        model = backbone.build(None)  # shapes do not depend on weights
-    layers = dreamable_layers(backbone, model)
-    outputs = [model.get_layer(layer).output for layer in layers]
-    specs = keras.Model(model.inputs, outputs).compute_output_spec(keras.KerasTensor((1, 512, 512, 3)))
-    return [(layer, tuple(spec.shape[1:])) for layer, spec in zip(layers, specs)]
+            print("  layers (output shape for a 512x512 input):")
+            for layer, shape in LAYERS[n].items():
+                print(f"    {layer:24s} {shape}")
 
 
 def _quiet_tensorflow_start() -> None:
@@ -201,6 +184,40 @@ def plot_curves(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     return 0
 
 
+def reader_gone(error: BaseException) -> bool:
+    """Whether ``error`` is stdout's reader closing the pipe (``zoomdream models | head -1``): a normal end for
+    a listing, not a failure. A pipe to ffmpeg breaking is another matter, so stdout itself is asked (a pipe
+    whose reader is gone polls as an error); when it is gone, it is pointed at /dev/null so the interpreter's
+    last flush stays quiet too."""
+    if not isinstance(error, BrokenPipeError):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # errors and hang-ups are reported whatever the mask
+        gone = bool(poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows), or no real stdout
+        return False
+    if gone:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return gone
+
+
+def check_jobs(jobs: list[Job], protected: tuple[str, ...]) -> None:
+    """Every error of the jobs' settings, files and outputs, in a second, before TensorFlow or Ray starts: the
+    checks a render makes before its model loads (``cluster.check``), for every job before the first renders."""
+    outputs = [os.path.realpath(job.output) for job in jobs if job.output]
+    if len(set(outputs)) < len(outputs):  # e.g. one -o given to several job files
+        raise ZoomdreamError("two of the job files write the same output (give each its own output, not one -o)")
+    for job in jobs:
+        if not job.output:  # before cluster.check: the answer needs no numpy, no image reader
+            raise ZoomdreamError("no output file given (add -o OUT)")
+        cluster.check(job, protected)
+        from zoomdream import runner  # numpy and the image readers: after the errors that need neither
+
+        if job.resume and not runner.interrupted(Path(job.output)):
+            print(f"zoomdream: nothing to resume for {job.output}: starting afresh", file=sys.stderr)
+
+
 def _terminate(signum, frame):
     """SIGTERM stops a render the way Ctrl-C does: kept frames stay and the resume hint is printed."""
     raise KeyboardInterrupt
@@ -212,32 +229,30 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        _quiet_tensorflow_start()
         if args.command == "models":
             list_models(args.name, not args.brief)
+            sys.stdout.flush()  # a closed pipe shows here, inside the try, not at the interpreter's exit
             return 0
         if args.command == "curves":
             return plot_curves(parser, args.render)
         if args.command == "studio":
             from zoomdream.studio import serve
 
+            _quiet_tensorflow_start()
             serve(args.workdir, host=args.host, port=args.port, share=args.share)
             return 0
         files = args.job_file if args.command == "render" else [None]
         jobs = [job_from_args(args, f) for f in files]
         protected = tuple(files) if args.command == "render" else ()
+        check_jobs(jobs, protected)
+        _quiet_tensorflow_start()
         if cluster.requested(args) and not args.check:  # every job at once on Ray workers
             cluster.main(args, jobs, [f or args.command for f in files], protected)
             print("\n".join(f"wrote {job.output}" for job in jobs), file=sys.stderr)
             return 0
         from zoomdream import runner
 
-        outputs = [os.path.realpath(job.output) for job in jobs if job.output]
-        if len(set(outputs)) < len(outputs):  # e.g. one -o given to several job files
-            raise ZoomdreamError("two of the job files write the same output (give each its own output, not one -o)")
         for job in jobs:
-            if not job.output:
-                raise ZoomdreamError("no output file given (add -o OUT)")
             if args.check:
                 runner.check_job(job, protected)
                 print(f"checked {job.output}", file=sys.stderr)
@@ -246,12 +261,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {job.output}", file=sys.stderr)
         return 0
     except (ZoomdreamError, OSError, MemoryError) as e:
+        if reader_gone(e):
+            return 0
         print(error_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         loop = args.command in (*LOOPS, "render")
         hint = " (add --resume to the same command to continue)" if loop else ""
         print(f"zoomdream: interrupted{hint}", file=sys.stderr)
+        if args.command == "studio":  # server closed, no render left: skip seconds of unloading TensorFlow
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
 
 

@@ -169,8 +169,10 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
             tasks = [Task(i, "piece", (replace(pinned, preview=pinned.preview if i == 0 else 0), (a, b), folder,
                                        w, streams[i]), f"frames {a}-{b - 1}")
                      for i, ((a, b, w), folder) in enumerate(zip(pieces, folders))]
-            p.run(tasks, total=sum(b - a for a, b, _ in pieces), progress=progress, on_progress=on_progress,
-                  stop_on_error=True)
+            dreamed = sum(b - a for a, b, _ in pieces)  # the warm-up frames that fade into a seam are dreamed too
+            label = f"frames ({total} + {dreamed - total} warm-up)" if dreamed > total else "frames"
+            p.run(tasks, total=dreamed, progress=progress, on_progress=on_progress, stop_on_error=True,
+                  label=label)
             # The seams (W cross-faded frames each) encoded on the workers at once; the join then only copies.
             p.run([Task(len(tasks) + i, "seams", (pinned, folders, folder), f"the seam in {folder}")
                    for i, folder in enumerate(folders)], total=None, progress=False, stop_on_error=True)
@@ -236,7 +238,7 @@ def check(job: Job, protected: tuple[str, ...] = ()) -> tuple[int | None, object
     if job.command not in LOOPS:
         return 1, settings, checked
     work = _work_folder(job)
-    if not job.resume and ((work / "state.json").is_file() or any(work.glob("*/state.json"))):
+    if not job.resume and runner.interrupted(Path(job.output)):
         raise ZoomdreamError(f"an interrupted render exists in {work} (add --resume to continue it, or delete that "
                              f"folder to start over)")
     return getattr(settings, "frames", None), settings, checked
@@ -447,7 +449,7 @@ class Pool(_Closes):
             raise _failure(self.ray, e, method) from None
 
     def run(self, tasks: list[Task], *, total: int | None, progress: bool = True, on_progress=None,
-            stop_on_error: bool = True) -> tuple[dict, list[ZoomdreamError]]:
+            stop_on_error: bool = True, label: str = "frames") -> tuple[dict, list[ZoomdreamError]]:
         """Hand ``tasks`` to free workers until all are done, with one progress bar (frames, ETA) over all of
         them. Returns the results by task key and the failures (with ``stop_on_error``, the first is raised at
         once). Any exception here, Ctrl-C included, stops the workers; frames they kept stay."""
@@ -457,7 +459,7 @@ class Pool(_Closes):
         self.runs += 1
         queue, idle, running, results, failures = deque(tasks), list(self.actors), {}, {}, []
         try:
-            with tqdm(total=total, desc=f"frames on {len(self.actors)} workers", unit="frame",
+            with tqdm(total=total, desc=f"{label} on {len(self.actors)} workers", unit="frame",
                       disable=not progress, dynamic_ncols=True) as bar:
                 while queue or running:
                     while queue and idle:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from zoomdream.errors import ZoomdreamError
-from zoomdream.settings import GPU_TILE, DreamSettings, EngineSettings, OutputSettings
+from zoomdream.settings import CPU_TILE, GPU_TILE, DreamSettings, EngineSettings, OutputSettings
 
 try:
     import tomllib
@@ -43,6 +43,7 @@ class Command:
     input_help: str
     input_required: bool = True
     defaults: dict = field(default_factory=dict)
+    dreams: bool = True  # False: the model and dream settings are not this command's (interpolate)
 
 
 # A zoom or video frame starts from a picture that already carries the dream, so it needs far fewer steps than
@@ -72,18 +73,22 @@ COMMANDS = {
                                           "flow, frame rate times F, audio kept", """examples:
   zoomdream interpolate dreamy.mp4 -o smooth.mp4 --factor 2        # 12 fps -> 24 fps
   zoomdream video clip.mp4 -o dreamy.mp4 --every 2 && zoomdream interpolate dreamy.mp4 -o out.mp4""",
-                           "zoomdream.loops.interpolate", "input video"),
+                           "zoomdream.loops.interpolate", "input video", dreams=False),
 }
 ALL = tuple(COMMANDS)
+DREAMS = tuple(name for name, command in COMMANDS.items() if command.dreams)
 LOOPS = tuple(name for name in COMMANDS if name != "image")
 
 
-def opt(default: Any, help: str, kind: str, *, commands: tuple[str, ...] = ALL, group: str = "dream",
-        metavar: str | None = None, choices: tuple | None = None, affects_frames: bool = True):
-    """A job field with the metadata the CLI and the TOML reader need; ``kind`` is one of KINDS."""
+def opt(default: Any, help: str, kind: str, *, commands: tuple[str, ...] = DREAMS, group: str = "dream",
+        metavar: str | None = None, choices: tuple | None = None, affects_frames: bool = True,
+        only_with: str | None = None):
+    """A job field with the metadata the CLI and the TOML reader need; ``kind`` is one of KINDS. ``commands``:
+    those that read it; ``only_with``: a bool setting without which it is not read (a noise start's size)."""
     assert kind in KINDS, kind
     return field(default=default, metadata=dict(help=help, kind=kind, commands=commands, group=group,
-                                                 metavar=metavar, choices=choices, affects_frames=affects_frames))
+                                                 metavar=metavar, choices=choices, affects_frames=affects_frames,
+                                                 only_with=only_with))
 
 
 _DREAM, _ENGINE = DreamSettings(), EngineSettings()
@@ -92,10 +97,10 @@ _OUT = OutputSettings(Path("."))
 
 @dataclass(frozen=True)
 class Job:
-    command: str = opt("image", "what to render", "str", choices=ALL, group="job")
-    input: str | None = opt(None, "input image or video", "path", group="job", affects_frames=False)
+    command: str = opt("image", "what to render", "str", choices=ALL, commands=ALL, group="job")
+    input: str | None = opt(None, "input image or video", "path", commands=ALL, group="job", affects_frames=False)
     output: str | None = opt(None, "output file: .png/.jpg for image; .mp4/.mov/.mkv/.gif for zoom and video",
-                             "path", group="job", affects_frames=False)
+                             "path", commands=ALL, group="job", affects_frames=False)
     # model
     model: str = opt(_ENGINE.model, "backbone (see `zoomdream models`)", "str", group="model")
     weights: str | None = opt(_ENGINE.weights, "weights file for keras.applications backbones (default: the Keras "
@@ -124,7 +129,7 @@ class Job:
                                                    "keyframed and read --audio features, as in 0.015+0.02*bass)",
                                  "schedule")
     tile: int | None = opt(None, f"tile size in pixels: memory is bounded by it, not by the frame (default: "
-                                 f"{_ENGINE.tile} on a CPU, {GPU_TILE} on a GPU)", "int")
+                                 f"{CPU_TILE} on a CPU, {GPU_TILE} on a GPU)", "int")
     max_loss: float | None = opt(_DREAM.max_loss, "stop an octave's ascent once the loss passes this", "float")
     seed: int = opt(0, "random seed: same inputs and seed give the same output", "int")
     max_size: int | None = opt(None, "downscale the input so its longest side is at most this", "int",
@@ -135,9 +140,10 @@ class Job:
     fps: float = opt(24.0, "frames per second of the video", "float", commands=("zoom",), group="loop")
     noise: bool = opt(False, "start from seeded random noise instead of an image", "bool", commands=("zoom",),
                       group="loop")
-    size: str = opt("640x360", "frame size WxH for --noise starts", "str", commands=("zoom",), group="loop")
+    size: str = opt("640x360", "frame size WxH for --noise starts", "str", commands=("zoom",), group="loop",
+                    only_with="noise")
     noise_scale: float = opt(0.25, "amplitude of the starting noise (0-1)", "float", commands=("zoom",),
-                             group="loop")
+                             group="loop", only_with="noise")
     zoom: str = opt("1.02", "zoom per frame, keyframed: '0:(1.02), 120:(1.05)' or '1.02+0.01*sin(t/20)'",
                     "schedule", commands=("zoom",), group="motion")
     angle: str = opt("0", "rotation per frame in degrees (counter-clockwise), keyframed", "schedule",
@@ -267,7 +273,15 @@ def make_job(values: dict[str, Any]) -> Job:
     for name, allowed in choices.items():
         if getattr(job, name) not in allowed:
             raise ZoomdreamError(f"{name} = '{getattr(job, name)}' is not one of: {', '.join(allowed)}")
-    return job
+    # Another command's settings (a job file for `render` may hold any) are not this job's: back to their
+    # defaults, so the saved job, which leaves them out, loads back with the same settings hash.
+    return replace(job, **{f.name: f.default for f in fields(job) if not applies(job, f.name)})
+
+
+def applies(job: Job, name: str) -> bool:
+    """Whether setting ``name`` is one of ``job``'s own: its command reads it (a noise start's size: with --noise)."""
+    meta = FIELDS[name].metadata
+    return job.command in meta["commands"] and (meta["only_with"] is None or bool(getattr(job, meta["only_with"])))
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -295,11 +309,11 @@ def _toml_value(value: Any) -> str:
 
 
 def job_to_toml(job: Job) -> str:
-    """The resolved job as TOML (unset options are left out: TOML has no null)."""
+    """The resolved job as TOML: its command's own settings (unset options are left out: TOML has no null)."""
     lines = ["# zoomdream job: re-run with `zoomdream render THIS_FILE`", f"schema = {SCHEMA_VERSION}"]
     for f in fields(job):
         value = getattr(job, f.name)
-        if value is not None and f.name != "resume":
+        if value is not None and f.name != "resume" and applies(job, f.name):
             lines.append(f"{f.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 

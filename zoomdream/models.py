@@ -5,6 +5,9 @@ Every model built here takes the engine's image convention, float32 RGB in [-1, 
 preprocessing inside the graph (like lucid's ``image_value_range``), so the ascent code never knows which
 network it climbs. The dream sub-model is cut at the deepest requested layer: Keras keeps only the layers
 between the input and the outputs asked for.
+
+Keras (and with it TensorFlow) is imported only where a network is built, so the catalogue of backbones and
+their layers (``layers.py``) answers `zoomdream models` and checks a job's layers without starting it.
 """
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import keras
+from typing import TYPE_CHECKING, Callable
 
 from zoomdream.errors import ZoomdreamError
+
+if TYPE_CHECKING:
+    import keras
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications"
 
@@ -59,11 +63,15 @@ def _find_weights(backbone: Backbone) -> Path | None:
 
 
 def _input() -> keras.KerasTensor:
+    import keras
+
     return keras.Input(shape=(None, None, 3), name="image", dtype="float32")
 
 
 def _build_lite(n: int) -> Callable[[str | None], keras.Model]:
     def build(weights: str | None) -> keras.Model:
+        import keras
+
         from zoomdream.efficientnet_lite import build_efficientnet_lite
 
         if weights is None:
@@ -76,22 +84,18 @@ def _build_lite(n: int) -> Callable[[str | None], keras.Model]:
     return build
 
 
-class _CaffePreprocess(keras.layers.Layer):
-    """[-1, 1] RGB -> 0..255 BGR minus the ImageNet mean (VGG and ResNet50's ``caffe`` mode)."""
-
-    def call(self, inputs):
-        bgr = keras.ops.flip((inputs + 1.0) * 127.5, axis=-1)
-        return bgr - keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=bgr.dtype)
-
-
 def _build_keras_app(module: str, cls: str, mode: str) -> Callable[[str | None], keras.Model]:
     """A keras.applications network with its preprocessing (``tf``: [-1, 1]; ``caffe``: BGR minus mean)."""
 
     def build(weights: str | None) -> keras.Model:
+        import keras
+
+        from zoomdream.keras_layers import CaffePreprocess
+
         app = importlib.import_module(f"keras.applications.{module}")
         image = _input()
         if mode == "caffe":
-            x = _CaffePreprocess(name="preprocess")(image)
+            x = CaffePreprocess(name="preprocess")(image)
         else:
             x = keras.layers.Identity(name="preprocess")(image)
         return getattr(app, cls)(include_top=False, weights=weights, input_tensor=x)
@@ -184,10 +188,27 @@ def dreamable_layers(backbone: Backbone, model: keras.Model) -> list[str]:
     return [layer.name for layer in model.layers if pattern.match(layer.name)]
 
 
+def measure_layers(backbone: Backbone, size: int = 512) -> list[tuple[str, tuple[int, ...]]]:
+    """Each dreamable layer with its output shape for a ``size`` x ``size`` input, from the built network (a
+    Lite network needs its weights file: its architecture is read from that file). ``layers.LAYERS`` holds
+    these for the built-in backbones, so listing them needs no TensorFlow."""
+    import keras
+
+    model = backbone.build(str(resolve_weights(backbone)) if backbone.package else None)  # shapes need no weights
+    layers = dreamable_layers(backbone, model)
+    outputs = [model.get_layer(layer).output for layer in layers]
+    specs = keras.Model(model.inputs, outputs).compute_output_spec(keras.KerasTensor((1, size, size, 3)))
+    return [(layer, tuple(spec.shape[1:])) for layer, spec in zip(layers, specs)]
+
+
 def fold_batch_norm(model: keras.Model) -> keras.Model:
     """The same function with every batch norm that directly follows a convolution folded into that
     convolution's kernel and bias: fewer passes over the biggest tensors, forward and backward, every step.
     """
+    import keras
+
+    from zoomdream.keras_layers import FoldedAway
+
     folds = {}  # conv name -> bn layer
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
@@ -203,7 +224,7 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
         if layer.name in folds:
             config["use_bias"] = True
         elif layer.name in folded_bns:
-            return _FoldedAway(name=layer.name)
+            return FoldedAway(name=layer.name)
         return layer.__class__.from_config(config)
 
     folded = keras.models.clone_model(model, clone_function=clone)
@@ -216,14 +237,8 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     return folded
 
 
-class _FoldedAway(keras.layers.Layer):
-    """Stands where a folded batch norm was (same name, same call signature), passing its input through."""
-
-    def call(self, inputs, training=None, mask=None):
-        return inputs
-
-
 def _folded_conv(conv, bn) -> list:
+    import keras
     import numpy as np
 
     mean, var = (np.asarray(v.numpy() if hasattr(v, "numpy") else v) for v in (bn.moving_mean, bn.moving_variance))
@@ -258,6 +273,8 @@ def _build(backbone: Backbone, path: str | None) -> keras.Model:
 
 def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, precision: str = "float32") -> "LoadedModel":
     """Build a backbone with its weights under a precision policy (``float32`` or ``bfloat16``)."""
+    import keras
+
     backbone = get_backbone(name)
     path = resolve_weights(backbone, weights)
     policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[precision]
@@ -291,6 +308,8 @@ class LoadedModel:
 
     def feature_model(self, layers: list[str]) -> keras.Model:
         """A model returning the given layers' outputs (float32), with nothing computed past the deepest."""
+        import keras
+
         for layer in layers:
             self.check_layer(layer)
         outputs = [self.model.get_layer(layer).output for layer in layers]

@@ -16,11 +16,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import keras
+from typing import TYPE_CHECKING
+
 import numpy as np
-from keras import ops
 
 from zoomdream.errors import ZoomdreamError
+
+if TYPE_CHECKING:  # Keras loads with the model, so layer specs are checked without it
+    import keras
 
 LOSSES = ("square", "mean")
 
@@ -105,6 +108,8 @@ class Objective:
 
     def loss(self, features: list, weights, image):
         """Scalar loss for one tile: ``features`` align with ``self.layers``, ``weights`` with ``terms``."""
+        from keras import ops
+
         by_layer = dict(zip(self.layers, features))
         total = 0.0
         for i, term in enumerate(self.terms):
@@ -125,6 +130,8 @@ class Objective:
 
 def _guide_match(act, guide: np.ndarray, channels):
     """Google's guided dream: each position moves toward the guide feature it already resembles most."""
+    from keras import ops
+
     if channels:
         guide = guide[:, list(channels)]
     flat = ops.reshape(act, (-1, act.shape[-1]))
@@ -134,6 +141,8 @@ def _guide_match(act, guide: np.ndarray, channels):
 
 def total_variation(image):
     """Mean absolute difference between neighbours: penalising it suppresses pixel-scale noise."""
+    from keras import ops
+
     dy = ops.abs(image[1:, :, :] - image[:-1, :, :])
     dx = ops.abs(image[:, 1:, :] - image[:, :-1, :])
     return ops.mean(dy) + ops.mean(dx)
@@ -146,6 +155,8 @@ def make_objective(layers: str | tuple[LayerTerm, ...], loss: str = "square", tv
 
 def guide_features(feature_model: keras.Model, layers: list[str], guide: np.ndarray) -> dict[str, np.ndarray]:
     """Features of a guide image ([-1, 1], HxWx3) per layer, flattened to (positions, channels)."""
+    from keras import ops
+
     outputs = feature_model(guide[None].astype(np.float32), training=False)
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]

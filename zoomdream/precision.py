@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from zoomdream import backend
@@ -34,6 +33,8 @@ def cache_path() -> Path:
 
 def machine_key(model: str) -> str:
     """What the verdict depends on: the CPU, the backend and its version, Keras, and the model."""
+    import keras
+
     engine = backend.name()
     kernels = " (oneDNN)" if engine == "tensorflow" and backend.onednn_enabled() else ""
     version = getattr(sys.modules.get(engine), "__version__", "?")

@@ -19,13 +19,13 @@ import numpy as np
 from tqdm import tqdm
 
 from zoomdream import media, precision
-from zoomdream.config import LOOPS, Job, job_inputs, save_job
+from zoomdream.config import LOOPS, Job, applies, job_inputs, save_job
 from zoomdream.engine import machine_tile
 from zoomdream.errors import Stopped, ZoomdreamError
 from zoomdream.loops import loop_module
 from zoomdream.media.files import FRAME_PATTERN, WriteFailed, same_file
 from zoomdream.media.writer import WRITERS, H264Writer
-from zoomdream.models import LoadedModel, load_model
+from zoomdream.models import LoadedModel, get_backbone, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
 from zoomdream.sinks import (EncoderSink, FrameStore, FramesDirSink, ImageSink, MemorySink, PreviewSink, Resume,
                              SegmentStore, Sink, read_state)
@@ -64,6 +64,12 @@ def pin_machine(job: Job) -> Job:
 
 def work_folder(output: Path) -> Path:
     return output.with_name(output.name + ".zoomdream")
+
+
+def interrupted(output: Path) -> bool:
+    """Whether an interrupted render of ``output`` left frames to resume (a whole render's or a chunk's)."""
+    work = work_folder(output)
+    return (work / "state.json").is_file() or any(work.glob("*/state.json"))
 
 
 def _restore_rng(seed: int, state: dict | None) -> np.random.Generator:
@@ -112,6 +118,7 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
                 sink.write(index, frame)
         keeper = _Keeper(store, sinks)
         total = len(span) if source.total is not None or span.stop < 2 ** 62 else None
+        dreamer = getattr(source, "dreamer", None)  # counts the dreams: a frame may take none, or many (a loop's 0)
         with tqdm(total=total, initial=t - span.start, desc="frames", unit="frame", disable=not progress,
                   dynamic_ncols=True) as bar:
             while t < span.stop:
@@ -122,6 +129,8 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
                 carry = {"rng": rng.bit_generator.state, "source": source.carry()}
                 keeper.put(t, frame, carry, source.restart_at(t + 1) == t + 1)
                 previous, t = frame, t + 1
+                if dreamer is not None:
+                    bar.set_postfix_str(f"{dreamer.dreams} dreams", refresh=False)
                 bar.update()
         keeper.finish()
         if store is not None:
@@ -276,6 +285,8 @@ def check_job(job: Job, protected: tuple[str, ...] = ()):
     module = loop_module(job.command)
     settings = module.resolve(job)  # every user value checked here, before the model loads
     job = replace(job, **getattr(settings, "pins", {}))  # what the inputs decided: a track's length and hash
+    if job.layers is None and applies(job, "layers"):  # the saved job names the layers it dreams
+        job = replace(job, layers=get_backbone(job.model).default_layers)
     output = _checked_output(job, protected) if job.output else None
     if output and output.path.suffix.lower() not in module.OUTPUTS:
         raise ZoomdreamError(f"cannot write '{output.path}': use one of {', '.join(module.OUTPUTS)}")

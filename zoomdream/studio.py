@@ -33,7 +33,56 @@ MAIN = ("input", "noise", "size", "frames", "fps", "start", "duration", "max_siz
 FILES = ("input", "guide", "audio")  # uploaded, each a whole row
 # Set by the studio itself, not by the form.
 NOT_IN_FORM = ("command", "output", "resume", "frames_dir", "preview", "export_schedules", "audio_sha256")
+# What each field does, for a person at the page (the CLI's help speaks of flags and the engine's numbers).
+HELP = {
+    "max_size": "shrink a big input so its longest side is at most this many pixels (faster, softer)",
+    "model": "the trained network that dreams: each sees different shapes (see the layers tab)",
+    "layers": "which of the network's layers to strengthen, e.g. block10:1,block12:0.5; empty: the model's "
+              "favourites. Pick them by eye in the layers tab. A zoom may change them over time: "
+              "0:(block8), 200:(block12)",
+    "octaves": "how many sizes the dream works at, smallest first: more gives larger shapes (empty: 4 for a "
+               "picture, 2 per frame for zoom and video)",
+    "steps": "how long each size is dreamed: more is stronger and slower (empty: 20 for a picture, 5 per zoom "
+             "frame, 8 per video frame; may follow the music, e.g. 4+6*bass)",
+    "step_size": "how hard each step pushes: larger is bolder, too large turns to noise (may follow the music, "
+                 "e.g. 0.015+0.02*bass)",
+    "weights": "a weights file of your own for the network, or 'random' for an untrained one; empty: its usual "
+               "weights",
+    "precision": "auto picks the faster number format for this computer (it checks once); float32 is exact",
+    "loss": "square rewards strong responses of either sign (the clearest shapes); mean is the classic look",
+    "guide": "dream toward the shapes of this picture instead of whatever the network sees",
+    "tv": "smooths pixel-size grain: 0.5 to 2 calms it, 0 leaves it",
+    "octave_scale": "how much bigger each dream size is than the one before (above 1)",
+    "tile": "the dream works on squares of this many pixels: smaller uses less memory, any size gives the same "
+            "picture",
+    "max_loss": "stop dreaming a size once its strength passes this (empty: never)",
+    "seed": "the same picture, settings and seed always give the same result; change it for another variation",
+    "size": "the frame size, width x height, when starting from noise",
+    "frames": "how many frames to make (empty: 120, or as long as the music)",
+    "audio": "music: its loudness, beats, bass, mid and treble can drive any setting that changes over time, and "
+             "it plays in the result (a video keeps its own sound when this is empty)",
+    "audio_start": "where in the music to start, in seconds",
+    "audio_duration": "how many seconds of the music to use (empty: to its end; a zoom with no frame count "
+                      "lasts as long)",
+    "crf": "video quality: lower is better and bigger; 18 looks lossless",
+    "frames_dir": "also keep every frame as a numbered picture in this folder",
+}
 PREVIEW_SECONDS = 4.0
+# Gradio names a text or number field after its whole <label>, help text included, and an upload "File upload":
+# give each control its field's label as its accessible name (screen readers, get_by_label), and its help as
+# its description, also on fields drawn later (other tabs, "More settings").
+NAME_CONTROLS = """() => {
+    const name = () => document.querySelectorAll('.block').forEach(block => {
+        const title = block.querySelector('[data-testid="block-info"], [data-testid="block-label"], .label-text');
+        const info = block.querySelector('.info-text');
+        const control = block.querySelector('input[type=file], input:not([aria-label]), textarea:not([aria-label])');
+        if (!title || !control) return;
+        control.setAttribute('aria-label', title.textContent.trim());
+        if (info) control.setAttribute('aria-description', info.textContent.trim());
+    });
+    name();
+    new MutationObserver(name).observe(document.body, {subtree: true, childList: true});
+}"""
 STOPPING = "stopping after the frame in progress"
 LAYER_PREVIEW = dict(max_size=192, octaves=2, steps=10)  # the layer browser's small dream
 
@@ -383,7 +432,7 @@ def _component(gr, name: str, command: str, value: Any):
     from zoomdream.models import BACKBONES
 
     meta = FIELDS[name].metadata
-    label, info, key = name.replace("_", " "), meta["help"], f"{command}-{name}"
+    label, info, key = name.replace("_", " "), HELP.get(name, meta["help"]), f"{command}-{name}"
     if name == "input":
         if command == "video":
             return gr.Video(label="input video", sources=["upload"], include_audio=True, elem_id=key)
@@ -469,7 +518,7 @@ def build_app(studio: Studio):
             with gr.Column(scale=3):
                 with gr.Tabs(selected="zoom") as tabs:
                     for command in TABS:
-                        with gr.Tab(command, id=command):
+                        with gr.Tab(command, id=command, elem_id=f"tab-{command}"):
                             forms[command] = _form(gr, command)
                     with gr.Tab("layers", id="layers"):
                         browser = _layer_browser(gr)
@@ -480,7 +529,7 @@ def build_app(studio: Studio):
                 # JPEG: 1 ms to encode a 640x360 frame, PNG 30 ms
                 preview = gr.Image(label="latest frame", interactive=False, format="jpeg", elem_id="preview")
                 with gr.Row():
-                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                    stop = gr.Button("Stop", interactive=False, elem_id="stop")  # armed while a dream runs
                     resume = gr.Button("Resume", elem_id="resume")
                 result_video = gr.Video(label="result", interactive=False, elem_id="result-video")
                 result_image = gr.Image(label="result", interactive=False, visible=False, elem_id="result-image")
@@ -500,8 +549,8 @@ def build_app(studio: Studio):
                     return
                 yield from shown(studio.render(job))
 
-            form["render"].click(render, [form["format"], *form["fields"].values()], outputs,
-                                 api_name=f"render_{command}", **dream)
+            _armed(gr, stop, form["render"].click, render, [form["format"], *form["fields"].values()], outputs,
+                   api_name=f"render_{command}", **dream)
 
             def job_of(values, command=command, names=names) -> Job:
                 return job_from_form(command, dict(zip(names, values)), None, studio.uploads)
@@ -523,10 +572,18 @@ def build_app(studio: Studio):
 
         stop.click(stop_pressed, None, None, api_visibility="private", concurrency_limit=None)
         gr.api(studio.stop, api_name="stop", concurrency_limit=None)
-        resume.click(resumed, None, outputs, api_name="resume", **dream)
-        _wire_layer_browser(gr, studio, browser, forms, status, dream)
+        _armed(gr, stop, resume.click, resumed, None, outputs, api_name="resume", **dream)
+        _wire_layer_browser(gr, studio, browser, forms, status, dream, stop)
         _wire_job_loading(gr, studio, job_file, tabs, forms, status)
     return app
+
+
+def _armed(gr, stop, trigger, *args, **kwargs) -> None:
+    """Wire a dreaming event: Stop turns red and clickable as it starts and plain and disabled when it ends, so
+    it never looks armed with nothing to stop."""
+    trigger(lambda: gr.update(variant="stop", interactive=True), None, stop, queue=False, api_visibility="private")
+    trigger(*args, **kwargs).then(lambda: gr.update(variant="secondary", interactive=False), None, stop,
+                                  queue=False, api_visibility="private")
 
 
 def _form(gr, command: str) -> dict[str, Any]:
@@ -570,6 +627,7 @@ def _lay_out(gr, made: dict[str, Any], command: str, names: list[str], defaults:
 
 
 def _layer_browser(gr) -> dict[str, Any]:
+    from zoomdream.layers import LAYERS
     from zoomdream.models import BACKBONES, DEFAULT_MODEL
 
     gr.Markdown("Dream each chosen layer on a small copy of an image, then pick by looking. Results are kept, "
@@ -578,13 +636,15 @@ def _layer_browser(gr) -> dict[str, Any]:
         image = gr.Image(label="image (empty: the image form's input, else the zoom form's)", type="filepath",
                          sources=["upload", "clipboard"], elem_id="layers-image")
         with gr.Column():
-            model = gr.Dropdown(list(BACKBONES), value=DEFAULT_MODEL, label="model")
-            weights = gr.Textbox(label="weights", info="a weights file, 'random', or empty for the model's own",
-                                 max_lines=1)
-            listed = gr.Button("List the model's layers")
-            layers = gr.Dropdown([], multiselect=True, label="layers to try", elem_id="layers-choice")
+            model = gr.Dropdown(list(BACKBONES), value=DEFAULT_MODEL, label="model", elem_id="layers-model")
+            weights = gr.Textbox(label="weights", info="a weights file of your own, 'random' for an untrained "
+                                 "network, or empty for the model's own", max_lines=1, elem_id="layers-weights")
+            listed = gr.Button("List the layers of these weights")
+            layers = gr.Dropdown(list(LAYERS[DEFAULT_MODEL]), multiselect=True, label="layers to try",
+                                 elem_id="layers-choice")  # filled at once: the table needs no model loaded
     go = gr.Button("Dream each layer", variant="primary", elem_id="layers-go")
-    gallery = gr.Gallery(label="one small dream per layer: click one to pick it", columns=4, elem_id="layers-gallery")
+    gallery = gr.Gallery(label="one small dream per layer: click one to pick it", columns=4, elem_id="layers-gallery",
+                         object_fit="contain")  # whole pictures: a wide frame is not cropped to a square
     with gr.Row():
         picked = gr.Textbox(label="picked layers", info="the --layers spec the forms get", max_lines=1)
         use = gr.Button("Use in the image, zoom and video forms")
@@ -592,7 +652,9 @@ def _layer_browser(gr) -> dict[str, Any]:
                 picked=picked, use=use, tried=gr.State([]))
 
 
-def _wire_layer_browser(gr, studio: Studio, b: dict[str, Any], forms: dict, status, dream: dict) -> None:
+def _wire_layer_browser(gr, studio: Studio, b: dict[str, Any], forms: dict, status, dream: dict, stop) -> None:
+    from zoomdream.layers import LAYERS
+
     def list_layers(model, weights):
         try:
             return gr.update(choices=studio.layers(model, weights.strip() or None)), f"{model}: pick layers to try"
@@ -623,11 +685,14 @@ def _wire_layer_browser(gr, studio: Studio, b: dict[str, Any], forms: dict, stat
 
     pick.__annotations__["evt"] = gr.SelectData  # Gradio finds the event argument by its type
 
+    b["model"].change(lambda model: gr.update(choices=list(LAYERS[model]), value=[]), b["model"], b["layers"],
+                      api_visibility="private")
     b["listed"].click(list_layers, [b["model"], b["weights"]], [b["layers"], status], api_name="list_layers",
                       **dream)
     form_images = [forms[c]["fields"]["input"] for c in ("image", "zoom")]
-    b["go"].click(try_layers, [b["image"], b["model"], b["weights"], b["layers"], *form_images],
-                  [b["gallery"], status, b["tried"]], api_name="try_layers", **dream)
+    _armed(gr, stop, b["go"].click, try_layers, [b["image"], b["model"], b["weights"], b["layers"],
+                                                          *form_images],
+           [b["gallery"], status, b["tried"]], api_name="try_layers", **dream)
     b["gallery"].select(pick, [b["tried"], b["picked"]], b["picked"], api_visibility="private")
     targets = [form["fields"]["layers"] for form in forms.values()]
     b["use"].click(lambda picked: [picked] * len(targets), b["picked"], targets, api_visibility="private")
@@ -667,8 +732,27 @@ def serve(workdir: str | Path, *, host: str = "127.0.0.1", port: int = 7860, sha
         raise ZoomdreamError("the studio needs Gradio (pip install 'zoomdream[studio]')") from None
     studio = Studio(workdir, models, private=host in ("127.0.0.1", "localhost", "::1") and not share)
     app = build_app(studio).queue(default_concurrency_limit=1)
-    print(f"zoomdream studio: renders go to {studio.workdir}", flush=True)
-    app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, quiet=not block,
-               allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"])
+    # Quiet: Gradio's own start-up lines tell the user to set `share=True` in `launch()`; ours name our flag.
+    app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
+               allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"], js=NAME_CONTROLS)
     app.studio = studio
+    public = f"; public link {app.share_url}" if app.share_url else " (--share adds a public link)"
+    print(f"zoomdream studio: open {app.local_url} in a browser{public}; renders go to {studio.workdir}; Ctrl-C "
+          f"stops it", flush=True)
+    if block:
+        _serve_until_interrupted(app, studio)
     return app
+
+
+def _serve_until_interrupted(app, studio: Studio) -> None:
+    """Wait for Ctrl-C (or SIGTERM, which the CLI turns into it), then close the server at once and let a
+    running render end at its next frame, kept for Resume (a second Ctrl-C leaves that frame)."""
+    try:
+        threading.Event().wait()
+    finally:
+        studio.stop()
+        app.close(verbose=False)
+        if studio.busy.locked():
+            print("zoomdream studio: stopping the render after its frame in progress (kept for Resume)", flush=True)
+            with studio.busy:
+                pass

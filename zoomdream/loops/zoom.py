@@ -12,7 +12,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from zoomdream import audio, backend, device, media
+from zoomdream import audio, backend, media
 from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, check_terms, resolve_engine
@@ -138,7 +138,7 @@ def resolve(job: Job) -> ZoomSettings:
     layers = parse_text_schedule(job.layers or "", name="--layers") if job.layers else None
     if layers is not None:
         for _, text in layers.keys:
-            check_terms(parse_layers(text), text)
+            check_terms(parse_layers(text), text, job)
     interpolate = number(job.interpolate, "interpolate", low=1, high=16, integer=True)
     if job.loop and frames % interpolate:
         raise ZoomdreamError(f"a loop of {frames} frames cannot be cut into steps of --interpolate {interpolate} "
@@ -267,6 +267,8 @@ class Source(LoopSource):
                           weights: np.ndarray, rng: np.random.Generator, reference) -> np.ndarray:
         """``dreamed`` with the warp and colour match on the device: the frame crosses to it only when it was
         not made there, and comes back once, as the uint8 frame to keep."""
+        from zoomdream import device  # Keras: loaded only where a frame is made, never to check a job
+
         held = self.held[1] if self.held is not None and self.held[0] is image else device.to_device(image)
         moved = device.warp_evenly(held, matrix)
         dreamed = self.dreamer.dream(moved, settings, weights=weights, rng=rng, on_device=True)
