@@ -330,7 +330,7 @@ def test_bad_cluster_input_is_one_line_before_any_work(tmp_path, capsys):
         f.write_text(f'command = "zoom"\nnoise = true\noutput = "{tmp_path / "same.mp4"}"\n')
     c.write_text(f'command = "zoom"\nnoise = true\noutput = "{tmp_path / "c.mp4"}"\n')
     cases = {
-        ("render", a, b, "--cluster"): "both write",
+        ("render", a, b, "--cluster"): "write the same output",
         ("render", "--cluster", a, b): "took",
         ("video", WEBM, "-o", tmp_path / "v.mp4", "--chunks", "0"): "--chunks 0",
         ("video", WEBM, "-o", tmp_path / "v.mp4", "--chunks", "2", "--warmup", "-1"): "--warmup -1",

@@ -13,6 +13,7 @@ from zoomdream import media, runner
 from zoomdream.config import load_toml, make_job
 from zoomdream.cli import error_line
 from zoomdream.errors import ZoomdreamError
+from zoomdream.sinks import read_state
 from zoomdream.studio import Progress, Studio, form_defaults, form_fields, job_from_form
 
 pytest.importorskip("gradio_client")
@@ -73,7 +74,7 @@ def test_stop_halts_within_one_frame_and_resume_finishes(client, studio):
     # dream finishes, and no other starts
     assert made <= kept <= made + 2
     work = Path(studio.stopped.output + ".zoomdream")
-    assert len(media.list_frames(work / "frames")) == kept
+    assert read_state(work)["done"] == kept
     status, _, video, _, _ = client.predict(api_name="/resume")
     assert status.startswith("done: 40 frames"), status
     assert studio.progress.kept == kept  # replayed at once: left out of the rate and the time left
@@ -100,7 +101,7 @@ def test_a_render_whose_page_goes_away_stops_there_and_the_next_waits_for_it(lit
     after = list(studio.render(replace(job, output=str(tmp_path / "next.mp4"), frames=2)))
     assert after[0].message == "waiting for the stopped render to end its frame"
     assert after[-1].state == "done", after[-1].message
-    kept = len(media.list_frames(runner.work_folder(Path(job.output)) / "frames"))
+    kept = read_state(runner.work_folder(Path(job.output)))["done"]
     assert 0 < kept < 100 and studio.stopped == job  # stopped, not rendering on unseen, and left to Resume
     assert list(studio.resume())[-1].message.startswith("done: 100 frames")
 

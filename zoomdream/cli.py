@@ -10,7 +10,6 @@ import sys
 import threading
 from dataclasses import fields, replace
 from functools import partial
-from pathlib import Path
 
 from zoomdream import cluster
 from zoomdream.config import COMMANDS, FIELDS, LOOPS, RENAMED, Job, load_toml, make_job
@@ -212,10 +211,6 @@ def check_jobs(jobs: list[Job], protected: tuple[str, ...]) -> None:
         if not job.output:  # before cluster.check: the answer needs no numpy, no image reader
             raise ZoomdreamError("no output file given (add -o OUT)")
         cluster.check(job, protected)
-        from zoomdream import runner  # numpy and the image readers: after the errors that need neither
-
-        if job.resume and not runner.interrupted(Path(job.output)):
-            print(f"zoomdream: nothing to resume for {job.output}: starting afresh", file=sys.stderr)
 
 
 def _terminate(signum, frame):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -333,6 +334,8 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
     store = SegmentStore(work, frames_dir)
     try:  # the store's folders stay locked from before the model loads until the work folder is gone
         job, source, output = prepare(job, model, protected, store)
+        if output.resume and not store.state_path.exists():  # said once the folder is this render's own
+            print(f"zoomdream: nothing to resume for {job.output}: starting afresh", file=sys.stderr)
         store.fps, store.crf = source.fps, output.crf  # the segments are encoded as the output will be
         outs = [FramesDirSink(frames_dir)] if frames_dir else []
         if output.preview:
