@@ -22,7 +22,7 @@ Direction conventions (this is where bugs hide):
 """
 from __future__ import annotations
 
-import functools
+import threading
 import itertools
 from collections.abc import Iterable
 
@@ -37,10 +37,15 @@ METHODS = ("dis", "farneback", "none")
 PHOTOMETRIC = 50.0  # Lai et al.'s alpha, on [0, 1] colour values
 
 
-@functools.cache
+_per_thread = threading.local()
+
+
 def _dis() -> cv2.DISOpticalFlow:
-    """One DIS object for the process: creating it allocates buffers, and calc() keeps no state between calls."""
-    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    """One DIS object per thread: creating it allocates buffers, and calc() keeps no state between calls, but
+    it works in those buffers, so two threads sharing one (the flow computed ahead) corrupted each other's."""
+    if not hasattr(_per_thread, "dis"):
+        _per_thread.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return _per_thread.dis
 
 
 def _check_method(method: str, *, allow_none: bool) -> None:
