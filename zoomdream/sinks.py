@@ -24,7 +24,9 @@ import numpy as np
 
 from zoomdream import media
 from zoomdream.errors import ZoomdreamError
+from zoomdream.media.ffmpeg import fps_fraction
 from zoomdream.media.files import WriteFailed, atomic_write_bytes, remove_quietly
+from zoomdream.media.writer import H264Segment
 
 try:
     import fcntl
@@ -401,9 +403,6 @@ class SegmentStore(FrameStore):
                         yield index, frame
 
     def keep(self, index: int, frame: np.ndarray, carry: dict, restartable: bool = True) -> None:
-        from zoomdream.media.ffmpeg import fps_fraction
-        from zoomdream.media.writer import H264Segment
-
         self._check_held()
         if not self.segments:
             self.frame_bytes = frame.nbytes  # at most this much a frame, until a segment is closed
