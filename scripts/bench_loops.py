@@ -122,6 +122,7 @@ def laplacian_variance(frame: np.ndarray) -> float:
 
 def quality(model) -> None:
     from zoomdream import media
+    from zoomdream.flow import motion_between
     from zoomdream.interpolation import between_affine, between_frames, between_sources
     from zoomdream.motion import as_3x3, transform_matrix
 
@@ -143,8 +144,9 @@ def quality(model) -> None:
         sources = list(media.read_video(DATA / clip, duration=1.0, max_size=320))
         fps = media.probe_video(DATA / clip).fps
         rebuild(f"{clip} at 320 px (source flow)", frames, fps,
-                lambda k: between_sources(frames[k - 1], frames[k + 1], 0.5, sources[k - 1], sources[k],
-                                          sources[k + 1]))
+                lambda k: between_sources(frames[k - 1], frames[k + 1], 0.5,
+                                          motion_between(sources[k - 1], sources[k]),
+                                          motion_between(sources[k + 1], sources[k])))
         rebuild(f"{clip} at 320 px (frames alone, as `interpolate`)", frames, fps,
                 lambda k: between_frames(frames[k - 1], frames[k + 1], 0.5))
 

@@ -8,9 +8,11 @@ for naive per-frame dreaming (each frame dreamed independently from its source: 
 dream is: the mean absolute difference from the source (0..1).
 
     python scripts/flicker.py CLIP [--duration 2] [--max-size 256] [--steps 8] [--blend B --smooth S]
+    python scripts/flicker.py CLIP --flow-sizes 0,320,160   # flow estimated smaller, against full size
 
 The last line: ``over_naive=`` and ``over_input=`` (zoomdream's error over naive dreaming's and over the
-input's) and ``dream=`` (its visibility over the reference's).
+input's) and ``dream=`` (its visibility over the reference's); with ``--flow-sizes``, ``over_full_N=`` (the
+error with flow estimated at N px over the first size's).
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ def main() -> None:
     parser.add_argument("--smooth", type=float, default=None, help="default: zoomdream video's")
     parser.add_argument("--reference", default="0.5,0.5", help="BLEND,SMOOTH of the reference row ('' for none)")
     parser.add_argument("--keep", help="keep the outputs in this folder")
+    parser.add_argument("--flow-sizes", default="",
+                        help="instead of the rows above: zoomdream at each --flow-size given (e.g. 0,320,160), "
+                             "each against the first")
     args = parser.parse_args()
 
     import numpy as np
@@ -50,7 +55,10 @@ def main() -> None:
         common["steps"] = args.steps
     ours = dict(common, **{k: v for k, v in (("blend", args.blend), ("smooth", args.smooth)) if v is not None})
     runs = {"naive": dict(common, flow="none", blend=0.0, smooth=0.0), "zoomdream": ours}
-    if args.reference:
+    sizes = [int(v) for v in args.flow_sizes.split(",") if v]
+    if sizes:
+        runs = {f"flow {size}": dict(ours, flow_size=size) for size in sizes}
+    elif args.reference:
         blend, smooth = (float(v) for v in args.reference.split(","))
         runs["reference"] = dict(common, blend=blend, smooth=smooth)
 
@@ -72,10 +80,16 @@ def main() -> None:
         errors[name] = warping_error((media.read_image(p) for p in paths), sources())
         dream[name] = float(np.mean([np.abs(media.read_image(p).astype(np.float32) - s.astype(np.float32)).mean()
                                      for p, s in zip(paths, sources())]) / 255)
-        print(f"{name:9s} warping error {errors[name]:.4f} ({errors[name] / errors['naive']:.2f}x naive, "
-              f"{errors[name] / errors['input']:.2f}x input), dream {dream[name]:.4f} ({len(paths)} frames, "
-              f"{seconds / len(paths):.2f} s/frame; steps {job.steps}, octaves {job.octaves}, flow {job.flow}, "
-              f"blend {job.blend}, smooth {job.smooth})", flush=True)
+        against = errors["naive"] if "naive" in errors else errors[next(iter(runs))]
+        print(f"{name:9s} warping error {errors[name]:.4f} ({errors[name] / against:.3f}x "
+              f"{'naive' if 'naive' in errors else next(iter(runs))}, {errors[name] / errors['input']:.2f}x input), "
+              f"dream {dream[name]:.4f} ({len(paths)} frames, {seconds / len(paths):.2f} s/frame; steps {job.steps}, "
+              f"octaves {job.octaves}, flow {job.flow}, flow size {job.flow_size}, blend {job.blend}, "
+              f"smooth {job.smooth})", flush=True)
+    if sizes:
+        first = errors[next(iter(runs))]
+        print(" ".join(f"over_full_{size}={errors[f'flow {size}'] / first:.3f}" for size in sizes[1:]))
+        return
     reference = dream.get("reference", dream["zoomdream"])
     ours = errors["zoomdream"]
     print(f"over_naive={ours / errors['naive']:.3f} over_input={ours / errors['input']:.3f} "

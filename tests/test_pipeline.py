@@ -17,7 +17,8 @@ import pytest
 
 from zoomdream import media, runner
 from zoomdream.config import make_job
-from zoomdream.sinks import SEGMENT_FRAMES, Sink
+from zoomdream.errors import ZoomdreamError
+from zoomdream.sinks import SEGMENT_FRAMES, MemorySink, Sink
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = SEGMENT_FRAMES + 16  # two segments, the second closed by the render's end
@@ -195,7 +196,6 @@ def test_device_warp_and_colours_match_the_cpu_ones():
 
 def test_a_zoom_on_an_accelerator_keeps_its_frames_on_the_device(tmp_path, lite0, monkeypatch):
     from zoomdream import backend, device
-    from zoomdream.sinks import MemorySink
 
     def frames(name):
         kept = MemorySink()
@@ -215,14 +215,55 @@ def test_a_zoom_on_an_accelerator_keeps_its_frames_on_the_device(tmp_path, lite0
     assert differ.max() < 10  # ...which the feedback carries on, at 48x48 a large part of the frame
 
 
-def test_flow_computed_ahead_in_processes_gives_the_same_video(tmp_path, lite0):
+@pytest.mark.parametrize("interpolate", [1, 3])
+def test_flow_computed_ahead_on_threads_gives_the_same_video(tmp_path, lite0, interpolate):
+    """The source's flow (with --interpolate 3: each key's, and each in-between's to both keys) computed ahead
+    on two threads gives the frames of the flow computed in line."""
     clip = os.path.join(ROOT, "tests", "data", "example.mp4")
     videos = []
     for workers in (0, 2):
         out = tmp_path / f"v{workers}.mp4"
-        job = make_job(dict(command="video", input=clip, max_size=48, duration=0.4, octaves=1, steps=1, tile=64,
-                            precision="float32", flow_workers=workers, output=str(out)))
+        job = make_job(dict(command="video", input=clip, max_size=48, duration=0.44, octaves=1, steps=1, tile=64,
+                            precision="float32", flow_workers=workers, interpolate=interpolate, output=str(out)))
         runner.render(job, progress=False, model=lite0)
         videos.append(frames_of(out))
-    assert len(videos[0]) >= 8
+    assert len(videos[0]) == 11  # 0.44 s at 25 fps: with --interpolate 3 the last two frames end the clip
     np.testing.assert_array_equal(videos[1], videos[0])
+
+
+def test_interpolate_makes_frames_ahead_on_threads(tmp_path):
+    """`interpolate` makes whole frames ahead on worker threads: the same frames as in line, in order."""
+    clip = tmp_path / "in.mp4"
+    with media.VideoWriter(clip, 10, crf=0) as writer:
+        for frame in media.read_video(os.path.join(ROOT, "tests", "data", "example.mp4"), duration=0.4,
+                                      max_size=64):
+            writer.write(frame)
+    made = []
+    for workers in (0, 3):
+        memory = MemorySink()
+        runner.render(make_job(dict(command="interpolate", input=str(clip), factor=3, flow_workers=workers,
+                                    output=str(tmp_path / f"out{workers}.mp4"))), progress=False, sinks=(memory,))
+        made.append(np.stack([memory.frames[i] for i in range(len(memory.frames))]))
+    assert len(made[0]) == 30
+    np.testing.assert_array_equal(made[1], made[0])
+
+
+def test_flow_estimated_smaller_is_close_to_full_size(tmp_path):
+    """--flow-size estimates the flow on frames shrunk to that longest side and scales it up: different
+    in-betweens (it is used), close to the full-size flow's; a size too small to estimate flow is refused."""
+    clip = tmp_path / "in.mp4"
+    with media.VideoWriter(clip, 10, crf=0) as writer:
+        for frame in media.read_video(os.path.join(ROOT, "tests", "data", "example.mp4"), duration=0.2,
+                                      max_size=128):
+            writer.write(frame)
+    made = {}
+    for size in (0, 64):
+        memory = MemorySink()
+        runner.render(make_job(dict(command="interpolate", input=str(clip), factor=2, flow_size=size,
+                                    output=str(tmp_path / f"out{size}.mp4"))), progress=False, sinks=(memory,))
+        made[size] = np.stack([memory.frames[i] for i in range(1, len(memory.frames) - 2, 2)]).astype(int)
+    differ = np.abs(made[64] - made[0]).mean()
+    assert 0 < differ < 2.0
+    with pytest.raises(ZoomdreamError, match=r"^--flow-size 7 is too small to estimate flow at \(give 0"):
+        runner.render(make_job(dict(command="interpolate", input=str(clip), flow_size=7,
+                                    output=str(tmp_path / "small.mp4"))), progress=False)

@@ -176,9 +176,13 @@ class Job:
     flow: str = opt("dis", "optical flow for coherence and interpolation: dis, farneback, or none (plain "
                            "blending)", "str", choices=("dis", "farneback", "none"), commands=("video", "interpolate"),
                     group="loop")
-    flow_workers: int | None = opt(None, "threads computing the source's optical flow ahead of the dream "
-                                         "(default: the free cores, at most 8; 0: in line)", "int",
-                                   commands=("video",), group="loop", affects_frames=False)
+    flow_size: int = opt(0, "longest side, in pixels, the optical flow is estimated at and then scaled up (0: the "
+                            "frames' own size); smaller is faster on big frames", "int",
+                         commands=("video", "interpolate"), group="loop")
+    flow_workers: int | None = opt(None, "threads doing the work that needs only the source (optical flow; "
+                                         "interpolate: whole frames) ahead of it being used (default: the free "
+                                         "cores, at most 8; 0: in line)", "int",
+                                   commands=("video", "interpolate"), group="loop", affects_frames=False)
     audio: str | None = opt(None, "music: its features (loudness, onset, bass, mid, treble, beat, bpm) become "
                                   "variables of every schedule, and it plays in the output; any audio ffmpeg "
                                   "reads (video: default the clip's own soundtrack)", "path",

@@ -16,10 +16,11 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from zoomdream.flow import consistency_mask, flow_between, motion_between, warp
+from zoomdream.flow import consistency_mask, flow_between, warp
 from zoomdream.motion import warp_affine
 
 Carry = Callable[[np.ndarray], np.ndarray]  # maps an array on a frame's grid onto the in-between's
+Motion = tuple[np.ndarray, np.ndarray]  # flow.motion_between's backward flow and HxWx1 trust
 
 
 def blend(a: np.ndarray, b: np.ndarray, s: float, trust_a: np.ndarray | None = None,
@@ -93,12 +94,11 @@ def keep_detail(made: np.ndarray, expected: np.ndarray, most: float = 3.0) -> np
     return band
 
 
-def between_sources(a: np.ndarray, b: np.ndarray, s: float, source_a: np.ndarray, source_t: np.ndarray,
-                    source_b: np.ndarray, method: str = "dis") -> np.ndarray:
-    """The dreamed frame for ``source_t``, between dreamed ``a`` (of ``source_a``) and ``b`` (of ``source_b``):
-    each carried along the source's flow to ``source_t``, trusted where that flow passes its checks."""
-    flow_a, trust_a = motion_between(source_a, source_t, method=method)
-    flow_b, trust_b = motion_between(source_b, source_t, method=method)
+def between_sources(a: np.ndarray, b: np.ndarray, s: float, motion_a: Motion, motion_b: Motion) -> np.ndarray:
+    """The dreamed frame for source frame t, between dreamed ``a`` and ``b``: each carried along the source's
+    flow to frame t (``motion_a``, ``motion_b``: ``motion_between`` of a's and b's source frames and frame t's),
+    trusted where that flow passes its checks."""
+    (flow_a, trust_a), (flow_b, trust_b) = motion_a, motion_b
     return sharp_blend(a, b, s, lambda img: warp(img, flow_a), lambda img: warp(img, flow_b), trust_a, trust_b)
 
 
@@ -114,9 +114,10 @@ def between_frames(a: np.ndarray, b: np.ndarray, s: float, method: str = "dis",
     return sharp_blend(a, b, s, lambda img: warp(img, t_to_a), lambda img: warp(img, t_to_b), seen_a, seen_b)
 
 
-def pair_flows(a: np.ndarray, b: np.ndarray, method: str = "dis") -> tuple[np.ndarray, np.ndarray]:
+def pair_flows(a: np.ndarray, b: np.ndarray, method: str = "dis",
+               max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Flow a->b on a's grid and b->a on b's grid (``flow_between``'s backward convention, both ways)."""
-    return flow_between(b, a, method=method), flow_between(a, b, method=method)
+    return flow_between(b, a, method=method, max_side=max_side), flow_between(a, b, method=method, max_side=max_side)
 
 
 def camera_error(a: np.ndarray, b: np.ndarray, a_to_b: np.ndarray) -> float:

@@ -99,12 +99,21 @@ class ClipFrames:
             self.reader = None
 
 
-def flow_workers(requested: int | None) -> int:
+def flow_workers(job: Job) -> int:
     """Threads for source-only work ahead of the dream: the cores the dream leaves free (one for the render's
     own thread and the encoder's), at most 8; 0 does it in line."""
-    if requested is not None:
-        return requested
+    if job.flow_workers is not None:
+        return number(job.flow_workers, "flow_workers", low=0, high=64, integer=True)
     return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def flow_size(job: Job) -> int | None:
+    """The longest side the optical flow is estimated at (None: the frames' own size)."""
+    size = number(job.flow_size, "flow_size", low=0, high=MAX_SIDE, integer=True)
+    if 0 < size < 16:
+        raise ZoomdreamError(f"--flow-size {size} is too small to estimate flow at (give 0 for the frames' own "
+                             f"size, or at least 16)")
+    return size or None
 
 
 class Ahead:
@@ -130,7 +139,7 @@ class Ahead:
             args = self.inputs(k)
             return None if args is None else self.work(*args)
         if k not in self.pending and k != self.next:  # a jump (a resume, a restart): start over from k
-            self._drop()
+            self.restart()
             self.next = k
         while self.next <= k + self.depth:
             args = self.inputs(self.next)
@@ -141,13 +150,14 @@ class Ahead:
         future = self.pending.pop(k, None)
         return None if future is None else future.result()
 
-    def _drop(self) -> None:
+    def restart(self) -> None:
+        """Forget the work done ahead: what ``inputs`` returns has changed (the video restarted its dream)."""
         for future in self.pending.values():
             future.cancel()
         self.pending = {}
 
     def close(self) -> None:
         if self.pool is not None:
-            self._drop()
+            self.restart()
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None

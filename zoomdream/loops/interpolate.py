@@ -15,7 +15,7 @@ from zoomdream import media
 from zoomdream.config import Job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.interpolation import between_frames, blend, pair_flows
-from zoomdream.loops.common import ClipFrames, LoopSource
+from zoomdream.loops.common import Ahead, ClipFrames, LoopSource, flow_size, flow_workers
 from zoomdream.settings import check_frame_size, number
 
 OUTPUTS = media.VIDEO_EXTENSIONS
@@ -28,6 +28,8 @@ class InterpolateSettings:
     info: media.VideoInfo
     factor: int
     flow: str
+    flow_size: int | None = None  # the longest side flow is estimated at (None: the frames' own)
+    workers: int = 0  # threads making frames ahead (0: in line)
 
 
 def resolve(job: Job) -> InterpolateSettings:
@@ -37,34 +39,46 @@ def resolve(job: Job) -> InterpolateSettings:
     check_frame_size(info.width, info.height, f"video '{job.input}' is")
     factor = number(job.factor, "factor", low=1, high=16, integer=True)
     number(info.fps * factor, "factor", high=1000)
-    return InterpolateSettings(Path(job.input), info, factor, job.flow)
+    return InterpolateSettings(Path(job.input), info, factor, job.flow, flow_size(job), flow_workers(job))
 
 
 class Source(LoopSource):
+    """Every frame depends on the input alone, so whole frames are made ahead on worker threads: the F - 1
+    in-betweens of each input pair in one piece of work (they share the pair's flows)."""
+
     def __init__(self, settings: InterpolateSettings, model=None):
         self.settings = settings
         info = settings.info
         self.fps = info.fps * settings.factor
         self.total = None if info.n_frames is None else info.n_frames * settings.factor
         self.audio = dict(audio_from=settings.input) if info.has_audio else {}
-        self.inputs = ClipFrames(lambda: media.read_video(settings.input))
-        self.flows = None  # (k, flows of the pair k, k + 1)
+        workers = settings.workers if settings.factor > 1 else 0
+        self.between = Ahead(_between, self._pair, workers, depth=workers)
+        self.inputs = ClipFrames(lambda: media.read_video(settings.input), keep=self.between.depth + 3)
+        self.made = None  # (k, the in-betweens of the pair k, k + 1)
 
     def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
-        factor = self.settings.factor
-        k, j = divmod(t, factor)
+        k, j = divmod(t, self.settings.factor)
         a = self.inputs.get(k)
-        if a is None:
-            return None
-        b = self.inputs.get(k + 1) if j else None
-        if b is None:  # frame F*k itself, or the held last frame
+        if a is None or j == 0:
             return a
-        s = j / factor
-        if self.settings.flow == "none":
-            return blend(a.astype(np.float32), b.astype(np.float32), s)
-        if self.flows is None or self.flows[0] != k:
-            self.flows = (k, pair_flows(a, b, self.settings.flow))
-        return between_frames(a, b, s, flows=self.flows[1])
+        if self.made is None or self.made[0] != k:
+            self.made = (k, self.between.get(k))
+        return a if self.made[1] is None else self.made[1][j - 1]  # no frame k + 1: the last frame, held
+
+    def _pair(self, k: int) -> tuple | None:
+        a, b = self.inputs.get(k), self.inputs.get(k + 1)
+        s = self.settings
+        return None if a is None or b is None else (a, b, s.factor, s.flow, s.flow_size)
 
     def close(self) -> None:
+        self.between.close()
         self.inputs.close()
+
+
+def _between(a: np.ndarray, b: np.ndarray, factor: int, method: str, max_side: int | None) -> list[np.ndarray]:
+    """The ``factor - 1`` frames between ``a`` and ``b``, evenly spaced in time."""
+    if method == "none":
+        return [blend(a.astype(np.float32), b.astype(np.float32), j / factor) for j in range(1, factor)]
+    flows = pair_flows(a, b, method, max_side)
+    return [between_frames(a, b, j / factor, flows=flows) for j in range(1, factor)]

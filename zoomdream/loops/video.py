@@ -15,7 +15,8 @@ from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import coherent_init, motion_between, temporal_blend
 from zoomdream.interpolation import between_sources, blend
-from zoomdream.loops.common import Ahead, ClipFrames, LoopSource, flow_workers, last_dreamed, seed_and_max_size
+from zoomdream.loops.common import (Ahead, ClipFrames, LoopSource, flow_size, flow_workers, last_dreamed,
+                                    seed_and_max_size)
 from zoomdream.models import LoadedModel
 from zoomdream.motion import Schedule, parse_schedule
 from zoomdream.settings import MAX_STEPS, DreamSettings, EngineSettings, check_frame_size, dream_settings, number
@@ -40,6 +41,7 @@ class VideoSettings:
     seed: int
     audio: audio.Track | None = None  # the music schedules read and the output plays (--audio, else the clip's)
     workers: int = 0  # threads computing the source's flow ahead (0: in line)
+    flow_size: int | None = None  # the longest side flow is estimated at (None: the frames' own)
     steps: Schedule | None = None  # keyframed steps and step size (None: the dream's, every frame)
     step_size: Schedule | None = None
 
@@ -82,9 +84,8 @@ def resolve(job: Job) -> VideoSettings:
         every=number(job.every, "every", low=1, high=10_000, integer=True), max_size=max_size,
         blend=number(job.blend, "blend", low=0, high=1), smooth=number(job.smooth, "smooth", low=0, high=1),
         flow=job.flow, interpolate=number(job.interpolate, "interpolate", low=1, high=16, integer=True),
-        dream=DreamSettings(), engine=resolve_engine(job), seed=seed,
-        workers=flow_workers(None if job.flow_workers is None else number(job.flow_workers, "flow_workers", low=0,
-                                                                          high=64, integer=True)))
+        dream=DreamSettings(), engine=resolve_engine(job), seed=seed, workers=flow_workers(job),
+        flow_size=flow_size(job))
     return with_music(settings, job)
 
 
@@ -105,7 +106,10 @@ def with_music(settings: VideoSettings, job: Job) -> VideoSettings:
 class Source(LoopSource):
     """Frame t starts from the dream of frame t - 1 carried along the source's flow. With ``interpolate`` n,
     only every nth source frame is dreamed that way (from the dreamed frame n before), and the frames between
-    are the two dreamed neighbours carried along the flow to that source frame and blended."""
+    are the two dreamed neighbours carried along the flow to that source frame and blended.
+
+    All optical flow is between source frames, so it is computed ahead of the dream on worker threads
+    (``Ahead``): for each frame t, the motions that frame needs (``needs``)."""
 
     def __init__(self, settings: VideoSettings, model: LoadedModel):
         self.settings = settings
@@ -113,11 +117,11 @@ class Source(LoopSource):
         self.audio = settings.audio.writer_options() if settings.audio else {}
         self.dreamer = build_dreamer(settings.engine, model)
         s = settings
-        workers = s.workers if s.flow != "none" and self.step == 1 else 0
-        self.motion = Ahead(_motion, self._pair, workers)  # the source's flow, ahead of the dream
+        self.motions = Ahead(_motions, self._needs, s.workers if s.flow != "none" else 0)
+        # Kept: from the segment's first frame to the last source frame the look-ahead has read.
         self.sources = ClipFrames(lambda: media.read_video(s.input, start=s.start, duration=s.duration,
                                                            every=s.every, max_size=s.max_size),
-                                  keep=self.step + 2 + self.motion.depth)
+                                  keep=2 * self.step + 2 + self.motions.depth)
         self.origin = 0  # where dreaming last started afresh: dreamed frames are origin + multiples of n
         self.segment = None  # (first, last, their dreamed frames)
 
@@ -125,37 +129,50 @@ class Source(LoopSource):
         if previous is None:  # frame 0, or the first warm-up frame of a piece
             source = self.sources.get(t)
             self.origin, self.segment = t, None
+            self.motions.restart()
             return None if source is None else to_uint8(self.dreamer.dream(to_unit(source), self.settings.dream_at(t),
                                                                            seed=self.settings.seed))
-        if self.step == 1:
-            return self.dreamed(t - 1, previous, t)
-        first = last_dreamed(t, self.step, self.origin)
+        span = self._span(t)
+        if span is None:
+            return None  # the clip ended
+        first, last = span
+        motions = self.motions.get(t) or {}
         if self.segment is None or self.segment[0] != first:
-            last = next((k for k in range(first + self.step, first, -1) if self.sources.get(k) is not None), None)
-            if last is None:
-                return None  # the clip ended
-            self.segment = (first, last, previous, self.dreamed(first, previous, last))
-        first, last, before, after = self.segment
-        if t >= last:
-            return after if t == last else None
+            self.segment = (first, last, previous, self.dreamed(first, previous, last, motions.get((first, last))))
+        _, _, before, after = self.segment
+        if t == last:
+            return after
         s = self.settings
-        sources = self.sources.get(first), self.sources.get(t), self.sources.get(last)
         if s.flow == "none":
             return blend(before.astype(np.float32), after.astype(np.float32), (t - first) / (last - first))
-        return between_sources(before, after, (t - first) / (last - first), *sources, method=s.flow)
+        return between_sources(before, after, (t - first) / (last - first), motions[first, t], motions[last, t])
 
-    def dreamed(self, t0: int, dreamed_t0: np.ndarray, t: int) -> np.ndarray | None:
-        """Frame t dreamed from frame t0's dream carried along the source's flow (occlusions dreamed afresh)."""
+    def _span(self, t: int) -> tuple[int, int] | None:
+        """The dreamed frames around frame t (t itself if it is dreamed), or None past the clip's end: the
+        last of them is n on, or the clip's last frame."""
+        first = last_dreamed(t, self.step, self.origin)
+        last = next((k for k in range(first + self.step, first, -1) if self.sources.get(k) is not None), None)
+        return None if last is None or t > last else (first, last)
+
+    def _needs(self, t: int) -> tuple | None:
+        """``_motions``' arguments for frame t (None past the clip's end): the source pairs whose motion frame t
+        needs (its segment's own, at its first frame; its neighbours' to it, for a frame between), with their
+        frames."""
+        span = self._span(t)
+        if span is None:
+            return None
+        first, last = span
+        pairs = [(first, last)] if t == first + 1 else []
+        if t < last:
+            pairs += [(first, t), (last, t)]
+        s = self.settings
+        return [(pair, self.sources.get(pair[0]), self.sources.get(pair[1])) for pair in pairs], s.flow, s.flow_size
+
+    def dreamed(self, t0: int, dreamed_t0: np.ndarray, t: int, motion) -> np.ndarray:
+        """Frame t dreamed from frame t0's dream carried along the source's flow (``motion``; occlusions dreamed
+        afresh)."""
         s = self.settings
         before, source = self.sources.get(t0), self.sources.get(t)
-        if source is None:
-            return None
-        if s.flow == "none":
-            motion = None
-        elif t == t0 + 1:
-            motion = self.motion.get(t)
-        else:
-            motion = motion_between(before, source, method=s.flow)
         init = coherent_init(dreamed_t0, before, source, blend=s.blend, method=s.flow, motion=motion)
         # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
         dreamed = to_uint8(self.dreamer.dream(to_unit(init), s.dream_at(t), seed=s.seed))
@@ -172,16 +189,16 @@ class Source(LoopSource):
 
     def restore(self, carry: dict) -> None:
         self.origin = carry.get("origin", 0)
-
-    def _pair(self, k: int) -> tuple | None:
-        """What the flow into source frame k needs: frames k - 1 and k, and the method."""
-        before, source = self.sources.get(k - 1), self.sources.get(k)
-        return None if before is None or source is None else (before, source, self.settings.flow)
+        self.motions.restart()
 
     def close(self) -> None:
-        self.motion.close()
+        self.motions.close()
         self.sources.close()
 
 
-def _motion(before: np.ndarray, source: np.ndarray, method: str):
-    return motion_between(before, source, method=method)
+def _motions(pairs: list, method: str, max_side: int | None) -> dict:
+    """``motion_between`` for each (pair, frame, frame) given: the motion from the pair's first source frame to
+    its second, by pair."""
+    if method == "none":
+        return {}
+    return {pair: motion_between(a, b, method=method, max_side=max_side) for pair, a, b in pairs}
