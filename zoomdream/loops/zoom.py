@@ -331,6 +331,7 @@ class Source(LoopSource):
         feathered mask of where frame 0 lies."""
         if weight <= 0:
             return image
+        image = np.clip(image, -1.0, 1.0)  # colour-matched values past the range, as the kept frame has them
         target, inside = self.loop_target(t)
         mask = (weight * inside)[..., None]
         return (image + mask * (target - image)).astype(np.float32)
@@ -367,7 +368,8 @@ class Source(LoopSource):
 def color_match(img: np.ndarray, reference_stats: tuple[np.ndarray, np.ndarray], strength: float) -> np.ndarray:
     """Move each channel's mean and std toward the reference's: long feedback loops otherwise drift to
     grey or to one saturated colour. One per-channel multiply-add, ``img * gain + offset``, in one OpenCV pass
-    (numpy's took 21 ms a 1280x720 frame)."""
+    (numpy's took 21 ms a 1280x720 frame). Not clipped: values may leave [-1, 1] by a little, and ``to_uint8``
+    saturates them as a clip would (a pass fewer between two dreams)."""
     if strength <= 0:
         return img
     mean, std = stats(img)
@@ -375,8 +377,7 @@ def color_match(img: np.ndarray, reference_stats: tuple[np.ndarray, np.ndarray],
     ratio = ref_std / std
     gain = 1.0 + strength * (ratio - 1.0)
     offset = strength * (ref_mean - mean * ratio)
-    mapped = cv2.transform(np.ascontiguousarray(img, np.float32), np.c_[np.diag(gain), offset])  # one pass
-    return np.clip(mapped, -1.0, 1.0, out=mapped)
+    return cv2.transform(np.ascontiguousarray(img, np.float32), np.c_[np.diag(gain), offset])  # one pass
 
 
 def stats(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
