@@ -13,7 +13,7 @@ from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
-from zoomdream.flow import coherent_init, motion_between, temporal_blend
+from zoomdream.flow import carried, coherent_init, motion_between, temporal_blend
 from zoomdream.interpolation import between_sources, blend
 from zoomdream.loops.common import (Ahead, ClipFrames, LoopSource, flow_size, flow_workers, last_dreamed,
                                     seed_and_max_size)
@@ -173,11 +173,12 @@ class Source(LoopSource):
         afresh)."""
         s = self.settings
         before, source = self.sources.get(t0), self.sources.get(t)
-        init = coherent_init(dreamed_t0, before, source, blend=s.blend, method=s.flow, motion=motion)
+        carry = None if motion is None else carried(dreamed_t0, motion)  # one warp serves the start and smoothing
+        init = coherent_init(dreamed_t0, before, source, blend=s.blend, method=s.flow, motion=motion, carry=carry)
         # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
         dreamed = to_uint8(self.dreamer.dream(to_unit(init), s.dream_at(t), seed=s.seed))
         if motion is not None and s.smooth:
-            dreamed = temporal_blend(dreamed, dreamed_t0, motion, s.smooth)
+            dreamed = temporal_blend(dreamed, dreamed_t0, motion, s.smooth, carry=carry)
         return dreamed
 
     def restart_at(self, t: int) -> int:
