@@ -117,7 +117,7 @@ def flow_size(job: Job) -> int | None:
 
 
 class Ahead:
-    """Work that depends only on the source, for frame k = 1, 2, ..., done ahead of the dream on worker
+    """Work that depends only on the source, for k = 0, 1, 2, ... (a frame, or a pair), done ahead on worker
     threads: ``work(*inputs(k))`` for up to ``depth`` frames past the one asked for, results in order.
 
     Threads, not processes: OpenCV's flow and warps and numpy's array loops release the GIL, so threads run
