@@ -24,7 +24,20 @@ climbed = dreamer.ascend(photo, 4, 0.02, np.random.default_rng(0))
 _, after = dreamer.step(climbed, np.zeros(2, np.int32), 0.0)
 out = dreamer.dream(photo, DreamSettings(octaves=2, steps=2), seed=0)
 np.save(sys.argv[2], np.asarray(stepped))
-print(json.dumps({"before": float(before), "after": float(after), "shape": list(out.shape)}))
+
+# The zoom's device path as a GPU runs it (jax.jit), against the CPU's OpenCV path, on a frame and a motion.
+from zoomdream import device
+from zoomdream.ascent import to_uint8, to_unit
+from zoomdream.loops.zoom import color_match, stats
+from zoomdream.motion import as_3x3, transform_matrix, warp_evenly
+frame = to_uint8(photo)
+matrix = as_3x3(transform_matrix(96, 64, zoom=1.05, angle=3.0, tx=1.5, ty=-2.0, center=None))
+reference = stats(to_unit(frame) * 0.7)
+kept, _ = device.to_host(device.color_match(device.warp_evenly(device.to_device(frame), matrix), reference, 0.7))
+on_cpu = to_uint8(color_match(warp_evenly(to_unit(frame), matrix), reference, 0.7))
+inside = np.abs(kept.astype(int) - on_cpu)[4:-4, 4:-4]  # borders mirror differently
+print(json.dumps({"before": float(before), "after": float(after), "shape": list(out.shape),
+                  "device": [int(inside.max()), float(inside.mean())]}))
 """
 
 
@@ -36,6 +49,7 @@ def test_jax_backend_matches_tensorflow(tmp_path, dreamer, photo):
     assert child.returncode == 0, child.stderr[-2000:]
     result = json.loads(child.stdout.strip().splitlines()[-1])
     assert result["after"] > result["before"]
+    assert result["device"][0] <= 1 and result["device"][1] < 0.05  # the compiled warp and colours: rounding
     tf_out = dreamer.dream(photo, DreamSettings(octaves=2, steps=2), seed=0)
     assert result["shape"] == list(tf_out.shape)
     tf_step, _ = dreamer.step(photo, np.array([5, 9]), 0.02)
