@@ -1,5 +1,6 @@
 """Rendering on a local Ray cluster of 2 worker processes: a batch of jobs, a clip in chunks, a worker killed
 mid-render, Ctrl-C and --resume, and the one-line errors (no Ray installed, bad cluster flags)."""
+import json
 import logging
 import os
 import signal
@@ -337,6 +338,8 @@ def test_bad_cluster_input_is_one_line_before_any_work(tmp_path, capsys):
         ("video", WEBM, "-o", tmp_path / "v.mp4", "--chunks", "2", "--steps", "-3"): "--steps",
         ("render", a, "--cluster", "--workers", "0"): "--workers 0",
         ("render", c, "--cluster=127.0.0.1:1"): "cannot reach the Ray cluster at '127.0.0.1:1'",  # nothing listens
+        ("zoom", "--noise", "-o", tmp_path / "z.mp4", "--interpolate", "4", "--chunks", "2"): "does not split into "
+                                                                                             "chunks",
     }
     for argv, message in cases.items():
         assert main([str(x) for x in argv]) == 2, argv
@@ -396,3 +399,93 @@ def test_a_head_asking_for_a_token_gets_this_machines_or_a_one_line_hint(head_as
     cluster._authenticate(address)
     assert os.environ["RAY_AUTH_MODE"] == "token"
     assert not (tmp_path / "v.mp4").exists()
+
+
+def zoom_job(tmp_path, name, **overrides):
+    values = dict(command="zoom", noise=True, size="32x32", frames=49, interpolate=4, zoom="1.05", angle="0.5",
+                  seed=5, output=str(tmp_path / name), frames_dir=str(tmp_path / (name + "-frames")), **TINY)
+    values.update(overrides)
+    return make_job(values)
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_zoom_in_betweens_on_workers_equal_a_single_render(tmp_path, pool, lite0, loop):
+    """One worker dreams every 4th frame; the frames between go to whichever worker is free as soon as their
+    dreamed frames are kept, each segment of the output encoded apart: the file equals a single render's, frame
+    for frame, decoded (the same segments, encoded the same way), and so do the PNG frames. A loop's last
+    segment crosses the wrap into frame 0."""
+    frames = 28 if loop else 49  # two segments either way: 0-24 and 25-
+    single = zoom_job(tmp_path, "single.mp4", frames=frames, loop=loop)
+    runner.render(single, progress=False, model=lite0)
+    job = zoom_job(tmp_path, "cluster.mp4", frames=frames, loop=loop, export_schedules=str(tmp_path / "s.csv"))
+    placed = len(pool.placed)
+    seen = []
+    spans = cluster.render_zoom(job, pool=pool, progress=False, on_progress=lambda done, total: seen.append(done))
+    assert spans == [range(0, 25), range(25, frames)]
+    keys = 8 if loop else 13  # a loop's chain ends on frame 0 again
+    assert seen[-1] == keys + frames
+    np.testing.assert_array_equal(pngs(job.frames_dir), pngs(single.frames_dir))
+    np.testing.assert_array_equal(decoded(job.output), decoded(single.output))
+    a, b = media.probe_video(single.output), media.probe_video(job.output)
+    assert (b.n_frames, b.fps, b.duration) == (a.n_frames, a.fps, a.duration) == (frames, 24.0, b.duration)
+    workers = dict(pool.placed[placed:])
+    assert workers["frames 0-24"] != workers["the dreamed frames"]  # made while the chain went on elsewhere
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 1 + frames
+    assert runner.record_path(Path(job.output)).is_file() and not (tmp_path / "cluster.mp4.zoomdream").exists()
+
+
+def test_a_killed_zoom_worker_resumes_the_chain_without_dreaming_kept_frames_again(tmp_path, pool, lite0):
+    job = zoom_job(tmp_path, "killed.mp4", frames=97, size="48x48", steps=2)
+    keys = tmp_path / "killed.mp4.zoomdream" / "keys"
+    kept, later = {}, {}
+
+    def files(count):  # a frame written again is a new file (written beside it, then renamed over it)
+        return {i: os.stat(media.frame_path(keys / "frames", i)).st_ino for i in range(count)}
+
+    def kill_the_chain(done, total):
+        chain = dict(pool.placed)["the dreamed frames"]
+        if kept:
+            later.update(files(len(kept)))  # the last call comes once every task is done, before the join
+        elif (keys / "state.json").is_file() and pool.pids[chain] is not None:
+            count = json.loads((keys / "state.json").read_text())["done"]  # counts only frames whole on disk
+            if 2 <= count < 25:
+                kept.update(files(count))
+                os.kill(pool.pids[chain], signal.SIGKILL)  # the worker dreaming the chain dies
+                pool.pids[chain] = None
+
+    cluster.render_zoom(job, pool=pool, progress=False, on_progress=kill_the_chain)
+    assert kept, "the chain's worker was not killed mid-chain"
+    assert later == kept  # Ray restarted the worker, and the chain went on from its kept frames
+    pool.pids = pool.ray.get([a.pid.remote() for a in pool.actors])
+    single = zoom_job(tmp_path, "single.mp4", frames=97, size="48x48", steps=2)
+    runner.render(single, progress=False, model=lite0)
+    np.testing.assert_array_equal(pngs(job.frames_dir), pngs(single.frames_dir))
+    np.testing.assert_array_equal(decoded(job.output), decoded(single.output))
+
+
+def test_a_batch_hands_out_the_longest_job_first(tmp_path, pool):
+    """Width x height x steps over the dreamed frames: a zoom's keyframed steps count frame by frame, and with
+    --interpolate 4 only every 4th frame is dreamed."""
+    sizes = {"small": dict(frames=4), "wide": dict(size="48x32", frames=6), "keyed": dict(frames=12, interpolate=4),
+             "steps": dict(frames=6, steps="0:(1), 5:(4)")}
+    jobs = [zoom_job(tmp_path, f"{name}.mp4", frames_dir=None, **{"interpolate": 1, **values})
+            for name, values in sizes.items()]
+    checked = {name: cluster.check(job) for name, job in zip(sizes, jobs)}
+    work = {name: cluster.job_work(settings, frames) for name, (frames, settings, _) in checked.items()}
+    assert work == {"small": 4 * 32 * 32, "wide": 6 * 48 * 32, "keyed": 3 * 32 * 32, "steps": 15 * 32 * 32}
+    placed = len(pool.placed)
+    cluster.render_jobs(jobs, names=list(sizes), pool=pool, progress=False)
+    assert [name for name, _ in pool.placed[placed:]] == ["steps", "wide", "small", "keyed"]
+    assert all(os.path.isfile(job.output) for job in jobs)
+
+
+def test_zoom_on_the_command_line_makes_its_in_betweens_on_the_workers(tmp_path, pool, monkeypatch, capsys):
+    monkeypatch.setattr(cluster, "_pool", lambda *args: cluster._Borrowed(pool))
+    out = tmp_path / "cli.mp4"
+    placed = len(pool.placed)
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in TINY.items()]
+    assert main(["zoom", "--noise", "--size", "32x32", "--frames", "12", "--interpolate", "4", "-o", str(out),
+                 *flags, "--cluster"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().err
+    assert [name for name, _ in pool.placed[placed:]] == ["the dreamed frames", "frames 0-11"]
+    assert media.probe_video(out).n_frames == 12 and runner.record_path(out).is_file()

@@ -3,7 +3,8 @@
 - ``SegmentStore``: a whole render's resume state: H.264 segments (which become the output file by a stream
   copy at the end) and the last kept frame lossless, under an OS lock, so an interrupted render continues
   exactly and two renders never share a folder.
-- ``FrameStore``: numbered PNG frames plus the resume state, for a piece of a render (a cluster's chunk).
+- ``FrameStore``: numbered PNG frames plus the resume state, for a piece of a render (a cluster's chunk, a
+  zoom's dreamed frames).
 - ``EncoderSink``: the streaming MP4/GIF encoder; the output file appears only when every frame is in.
 - ``FramesDirSink``: every frame as a numbered PNG, for ``--frames-dir``.
 - ``PreviewSink``: rewrites a preview PNG every N frames.
@@ -415,7 +416,7 @@ class SegmentStore(FrameStore):
             self.keep_first(frame)
         self._pending = (index, frame, carry)
         self._restartable = restartable
-        if restartable and index + 1 - self._start >= self.length:
+        if closes(self._start, index, restartable, self.length):
             self.flush()
 
     def flush(self) -> None:
@@ -455,6 +456,23 @@ class SegmentStore(FrameStore):
     def write_output(self, writer) -> None:
         """Make the output file from the segments (``media.VideoWriter.write_segments``)."""
         writer.write_segments([(self._segment(first), end - first) for first, end in self.segments])
+
+
+def closes(start: int, index: int, restartable: bool, length: int = SEGMENT_FRAMES) -> bool:
+    """Whether a segment from frame ``start`` closes after frame ``index``: once it holds ``length`` frames, at
+    the first frame the next one can start from (``restartable``)."""
+    return restartable and index + 1 - start >= length
+
+
+def segment_spans(restartable: list[bool], length: int = SEGMENT_FRAMES) -> list[range]:
+    """The segments a whole render of ``len(restartable)`` frames encodes (``SegmentStore``): frames made apart
+    into the same segments make the same file."""
+    spans, start = [], 0
+    for index, ok in enumerate(restartable):
+        if closes(start, index, ok, length) or index == len(restartable) - 1:
+            spans.append(range(start, index + 1))
+            start = index + 1
+    return spans
 
 
 def read_state(work: Path) -> dict:
