@@ -489,3 +489,33 @@ def test_zoom_on_the_command_line_makes_its_in_betweens_on_the_workers(tmp_path,
     assert f"wrote {out}" in capsys.readouterr().err
     assert [name for name, _ in pool.placed[placed:]] == ["the dreamed frames", "frames 0-11"]
     assert media.probe_video(out).n_frames == 12 and runner.record_path(out).is_file()
+
+
+def test_ctrl_c_stops_a_cluster_zoom_and_resume_keeps_what_was_made(tmp_path, pool, lite0):
+    job = zoom_job(tmp_path, "cut.mp4", frames=121, size="48x48", steps=2)
+    work = tmp_path / "cut.mp4.zoomdream"
+
+    def interrupt(done, total):
+        if any(work.glob("stream-*.mp4")):  # a segment is made
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cluster.render_zoom(job, pool=pool, progress=False, on_progress=interrupt)
+    assert pool.actors == [] and not (tmp_path / "cut.mp4").exists()
+    with pytest.raises(ZoomdreamError, match="add --resume"):
+        cluster.render_zoom(job, progress=False)
+    made = {path.name for path in work.glob("stream-*.mp4")}  # segments made before the stop are kept as they are
+    assert made
+    inodes = {name: os.stat(work / name).st_ino for name in made}
+    seen = []
+
+    def look(done, total):
+        seen.append({name: os.stat(work / name).st_ino for name in made})
+
+    with cluster.Pool(workers=2) as fresh:
+        cluster.render_zoom(replace(job, resume=True), pool=fresh, progress=False, on_progress=look)
+    assert seen[-1] == inodes
+    single = zoom_job(tmp_path, "single.mp4", frames=121, size="48x48", steps=2)
+    runner.render(single, progress=False, model=lite0)
+    np.testing.assert_array_equal(pngs(job.frames_dir), pngs(single.frames_dir))
+    np.testing.assert_array_equal(decoded(job.output), decoded(single.output))
