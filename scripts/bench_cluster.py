@@ -45,6 +45,7 @@ dreamed ones made apart from the chain, and whether each output decodes to the s
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import statistics
@@ -178,7 +179,8 @@ def looped_clip(folder: Path, loops: int) -> Path:
 
 
 def old_join(job, pieces: list[Path], model) -> None:
-    """The join before each chunk kept its own stream: every frame read back and encoded here."""
+    """The join before each chunk kept its own stream: every frame read back and encoded here (the frames a
+    chunk now keeps only in its segments decoded from them, where the old join read PNG frames)."""
     from zoomdream import runner
 
     job, source, output = runner.prepare(job, model)
@@ -215,7 +217,7 @@ def join_figures(args) -> None:
         folders.append(runner.render_piece(job, range(a, b), work / f"chunk{k}", warmup=w, progress=False,
                                            model=model, stream=stream and range(*stream)))
     render_s = time.perf_counter() - start
-    kept = [media.read_image(p) for p in media.list_frames(folders[0] / "frames")][:48]
+    kept = [frame for _, frame in itertools.islice(runner.part_frames(folders, (range(*streams[0]), 0, False)), 48)]
     start = time.perf_counter()
     with media.VideoWriter(work / "encode.mp4", 24.0) as writer:
         for frame in kept:
@@ -255,8 +257,8 @@ def join_figures(args) -> None:
           f"joined, seams encoded by the join {alone:.2f} s ({listed['alone']}); as on the cluster (each seam on "
           f"its worker at once, then the copy) {new:.2f} s ({listed['cluster']}); load {os.getloadavg()[0]:.1f}")
     print(f"one machine: {alone / old:.3f} of today's join")
-    first = range(*streams[0])
-    concat_s = concat_cost(runner.stream_path(folders[0], first), len(first))
+    first, end = runner.read_state(folders[0])["segments"][0]  # the first chunk's first segment
+    concat_s = concat_cost(runner.segment_path(folders[0], first), end - first)
     print(f"streams concatenated without re-encoding: {concat_s * 1000:.2f} ms a frame")
     print(f"join_ratio={new / old:.3f}")
 
@@ -453,7 +455,7 @@ def concat_cost(stream: Path, frames: int, copies: int = 8) -> float:
     from zoomdream import media
 
     start = time.perf_counter()
-    media.VideoWriter(stream.with_name("joined.mp4"), 24.0).join([stream] * copies, frames * copies)
+    media.VideoWriter(stream.with_name("joined.mp4"), 24.0).write_segments([(stream, frames)] * copies)
     return (time.perf_counter() - start) / (frames * copies)
 
 

@@ -190,11 +190,13 @@ def test_the_join_copies_each_pieces_stream_and_encodes_only_the_seams(tmp_path,
                      (range(7, 9), 1, True), (range(9, 12), 2, False)]
     folders = [runner.render_piece(job, range(*span), tmp_path / str(k), warmup=0, progress=False, model=lite0,
                                    stream=frames) for (frames, k, faded), span in zip(parts[::2], pieces)]
-    frames = {k: pngs(folder / "frames") for k, folder in enumerate(folders)}
-    expected = joined([frames[0], frames[1], frames[2]], [range(0, 5), range(5, 9), range(9, 12)], 2)
-    for frames_of, k, faded in parts[::2]:  # the frames only a stream holds: gone, so the join cannot read them
-        for index in frames_of if len(frames_of) >= runner.MIN_STREAM else ():
-            os.remove(media.frame_path(folders[k] / "frames", index))
+    lossless = [pngs(runner.render_piece(job, range(*span), tmp_path / f"png{k}", warmup=0, progress=False,
+                                         model=lite0) / "frames") for k, span in enumerate(pieces)]
+    expected = joined(lossless, [range(0, 5), range(5, 9), range(9, 12)], 2)
+    # The frames a piece holds alone are kept only in its segments; the cross-faded ones (and the last stream
+    # frame, which a resume after the stream starts from) as PNG; 2 frames are too few for a segment.
+    assert [sorted(p.name for p in (folder / "frames").glob("*.png")) for folder in folders] == [
+        [media.frame_path("", t).name for t in frames] for frames in ([2, 3, 4], [3, 4, 5, 6, 7, 8], [7, 8, 11])]
     runner.join_pieces(job, folders, model=lite0)
     a, b = media.probe_video(whole.output), media.probe_video(job.output)
     assert (b.n_frames, b.fps, b.duration, b.width, b.height, b.video_codec, b.pix_fmt) == \
@@ -209,8 +211,9 @@ def test_the_join_copies_each_pieces_stream_and_encodes_only_the_seams(tmp_path,
     assert np.abs(out - expected).mean(axis=(1, 2, 3)).max() < 1.5 * once_error  # every frame in its place
     # Streams under 3 frames would not join (x264's B-frame delay): the seams and the 2 frames between them
     # are encoded at the join as one stream, in the folder of the piece its first frame came from.
-    assert sorted(p.name for p in folders[1].glob("*.mp4")) == ["joined-00000003-00000009.mp4",
-                                                                 "stream-00000005-00000007.mp4"]
+    assert sorted(p.name for p in folders[1].rglob("*.mp4")) == ["joined-00000003-00000009.mp4"]
+    assert [sorted(p.name for p in folder.glob("segments/*.mp4")) for folder in folders] == [
+        ["00000000.mp4"], [], ["00000009.mp4"]]
     assert b"moov" in Path(job.output).read_bytes()[:4096]  # faststart: the index first, for browsers
 
 
@@ -275,7 +278,7 @@ def test_ctrl_c_stops_the_workers_keeps_their_frames_and_resumes(tmp_path, pool,
     pids = list(pool.pids)
 
     def interrupt(done, total):
-        if done >= 2:
+        if any((tmp_path / "cut.mp4.zoomdream").glob("chunk-*/state.json")):  # a chunk kept a frame
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -290,7 +293,7 @@ def test_ctrl_c_stops_the_workers_keeps_their_frames_and_resumes(tmp_path, pool,
             time.sleep(0.1)
         else:
             pytest.fail(f"worker {pid} still runs")
-    kept = sorted((tmp_path / "cut.mp4.zoomdream").glob("chunk-*/frames/*.png"))
+    kept = sorted((tmp_path / "cut.mp4.zoomdream").glob("chunk-*/state.json"))
     assert kept and not (tmp_path / "cut.mp4").exists()
 
     with pytest.raises(ZoomdreamError, match="add --resume"):
@@ -519,3 +522,23 @@ def test_ctrl_c_stops_a_cluster_zoom_and_resume_keeps_what_was_made(tmp_path, po
     runner.render(single, progress=False, model=lite0)
     np.testing.assert_array_equal(pngs(job.frames_dir), pngs(single.frames_dir))
     np.testing.assert_array_equal(decoded(job.output), decoded(single.output))
+
+
+@pytest.mark.parametrize("stop_after", [6, 8, 10])
+def test_a_piece_keeps_its_stream_as_segments_and_resumes_exactly(tmp_path, lite0, interrupt_after, stop_after):
+    """With --interpolate 2 the stream's last frame (7) is made from frames 6 and 8: a stop once the stream's
+    segment is closed resumes from frame 6, kept lossless, and makes frame 7 again without encoding it twice."""
+    job = video_job(tmp_path, "piece.mp4", interpolate=2)
+    whole = runner.render_piece(job, range(0, 12), tmp_path / "whole", progress=False, model=lite0,
+                                stream=range(0, 8))
+    with pytest.raises(KeyboardInterrupt):
+        runner.render_piece(job, range(0, 12), tmp_path / "cut", progress=False, model=lite0, stream=range(0, 8),
+                            sinks=(interrupt_after(stop_after),))
+    cut = runner.render_piece(job, range(0, 12), tmp_path / "cut", progress=False, model=lite0, stream=range(0, 8))
+    names = [sorted(p.name for p in folder.glob("frames/*.png")) for folder in (whole, cut)]
+    assert names[0] == names[1] == [media.frame_path("", t).name for t in range(6, 12)]
+    np.testing.assert_array_equal(pngs(cut / "frames"), pngs(whole / "frames"))
+    assert sorted(p.name for p in cut.glob("segments/*.mp4")) == ["00000000.mp4"]
+    np.testing.assert_array_equal(decoded(cut / "segments" / "00000000.mp4"),
+                                  decoded(whole / "segments" / "00000000.mp4"))
+    assert len(decoded(whole / "segments" / "00000000.mp4")) == 8

@@ -271,12 +271,10 @@ def _export_schedules(job: Job, settings, checked: Job) -> None:
 
 
 def _streams(job: Job, pieces: list[tuple[int, int, int]]) -> list[tuple[int, int] | None]:
-    """The frames each chunk encodes on its worker for an H.264 output: those the output takes from it alone
-    (its range, less the frames cross-faded into the next chunk, which the join encodes). None for a GIF."""
+    """The frames each chunk encodes on its worker: those the output takes from it alone (its range, less the
+    frames cross-faded into the next chunk, which the seams encode)."""
     from zoomdream import runner
 
-    if not runner.joins_streams(Path(job.output)):
-        return [None] * len(pieces)
     alone = {k: (frames.start, frames.stop) for frames, k, faded in runner.join_parts([p[:2] for p in pieces])
              if not faded}
     return [alone.get(k) for k in range(len(pieces))]
@@ -406,7 +404,8 @@ class _Worker:
         from zoomdream import runner
 
         runner.render_piece(job, range(*span), Path(work), warmup=warmup, progress=False, model=self._model(job),
-                            sinks=(self._counter(key), *self._preview(job)), stream=stream and range(*stream))
+                            sinks=(self._counter(key), *self._preview(job)), stream=stream and range(*stream),
+                            frames_dir=job.frames_dir and Path(job.frames_dir))
         return work
 
     def plan(self, job: Job) -> tuple[list[int], list[range]]:
@@ -422,12 +421,10 @@ class _Worker:
         return work
 
     def between(self, key: tuple, job: Job, keys: str, frames: tuple[int, int], stream: str) -> str:
-        from zoomdream import media, runner
-        from zoomdream.sinks import FramesDirSink
+        from zoomdream import runner
 
-        outs = (FramesDirSink(media.make_folder(job.frames_dir)),) if job.frames_dir else ()
         runner.render_between(job, Path(keys), range(*frames), Path(stream), model=self._model(job),
-                              sinks=(*outs, self._counter(key)))
+                              sinks=(*self._frames_dir(job), self._counter(key)))
         return stream
 
     def join_segments(self, job: Job, streams: list[tuple[str, int]], protected: tuple[str, ...]) -> None:
@@ -438,18 +435,13 @@ class _Worker:
     def seams(self, key: tuple, job: Job, pieces: list[str], folder: str) -> None:
         from zoomdream import runner
 
-        runner.encode_seams(job, [Path(p) for p in pieces], model=self._model(job), folder=Path(folder))
+        runner.encode_seams(job, [Path(p) for p in pieces], model=self._model(job), folder=Path(folder),
+                            sinks=self._frames_dir(job))  # the cross-faded frames: the chunks wrote the others
 
     def join(self, job: Job, pieces: list[str]) -> None:
-        from zoomdream import media, runner
-        from zoomdream.sinks import MemorySink
+        from zoomdream import runner
 
-        sinks = ()
-        if job.frames_dir:  # the joined frames, seams cross-faded
-            folder = media.make_folder(job.frames_dir)
-            sinks = (MemorySink(on_frame=lambda index, frame: media.write_image(media.frame_path(folder, index),
-                                                                                 frame)),)
-        runner.join_pieces(job, [Path(p) for p in pieces], model=self._model(job), sinks=sinks)
+        runner.join_pieces(job, [Path(p) for p in pieces], model=self._model(job))
 
     def _dreams(self, job: Job) -> bool:
         from zoomdream import runner
@@ -467,6 +459,13 @@ class _Worker:
             self.loaded = (None, None)  # let the old model go before the new one loads
             self.loaded = (key, load_model(*key))
         return self.loaded[1]
+
+    def _frames_dir(self, job: Job) -> tuple:
+        """``--frames-dir``, where the job asks for it: the frames a task makes as PNG."""
+        from zoomdream import media
+        from zoomdream.sinks import FramesDirSink
+
+        return (FramesDirSink(media.make_folder(job.frames_dir)),) if job.frames_dir else ()
 
     def _preview(self, job: Job) -> tuple:
         from zoomdream import runner
