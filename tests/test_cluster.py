@@ -542,3 +542,13 @@ def test_a_piece_keeps_its_stream_as_segments_and_resumes_exactly(tmp_path, lite
     np.testing.assert_array_equal(decoded(cut / "segments" / "00000000.mp4"),
                                   decoded(whole / "segments" / "00000000.mp4"))
     assert len(decoded(whole / "segments" / "00000000.mp4")) == 8
+
+
+def test_pieces_join_into_a_gif_from_their_segments(tmp_path, lite0):
+    job = video_job(tmp_path, "joined.gif")
+    pieces = [(0, 6), (4, 12)]
+    streams = [frames for frames, _, faded in runner.join_parts(pieces) if not faded]
+    folders = [runner.render_piece(job, range(*span), tmp_path / str(k), warmup=0, progress=False, model=lite0,
+                                   stream=stream) for k, (span, stream) in enumerate(zip(pieces, streams))]
+    runner.join_pieces(job, folders, model=lite0)
+    assert media.probe_video(job.output).n_frames == 12

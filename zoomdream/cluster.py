@@ -2,17 +2,19 @@
 
 A worker is a Ray actor (Ray's documented pattern for a model kept loaded per process): it loads its model
 once, keeps it between jobs, and calls the runner: ``render`` for whole jobs, ``render_piece`` for a clip's
-chunks, ``join_pieces`` for their join. ``render_jobs`` and ``render_chunks`` are the two entry points; both
-take a ``Pool`` or start one (a local Ray cluster sized to this machine, or a running cluster by address).
+chunks, ``join_pieces`` for their join, ``render_keys`` and ``render_between`` for a zoom with --interpolate N.
+``render_jobs``, ``render_chunks`` and ``render_zoom`` are the entry points; each takes a ``Pool`` or starts one
+(a local Ray cluster sized to this machine, or a running cluster by address).
 
 Frames cross machines as files, not through Ray's object store: every path of a job (inputs, output, work and
 frames folders) must name the same file on every machine, so a cluster needs a shared folder (NFS, a cloud
 file system) mounted at the same place everywhere; paths are made absolute where the command runs. Files make a
 chunk resumable: a worker that dies mid-chunk is restarted by Ray and its chunk retried, continuing from the
 frames it had kept (the runner's resume is exact), and Ctrl-C keeps every kept frame for ``--resume``. The
-object store carries only jobs, file names and a progress counter. For an H.264 output each chunk also encodes
-the frames the output takes from it alone into a stream of its own; the workers then encode the cross-faded
-seams, and the join copies every stream into the output without re-encoding, adding the audio once.
+object store carries only jobs, file names and a progress counter. Each chunk keeps the frames the output takes
+from it alone as H.264 segments of its own (PNG only for the frames its seams cross-fade); the workers then
+encode the cross-faded seams, and the join copies every stream into the output without re-encoding, adding the
+audio once.
 
 Ray is the optional extra ``zoomdream[cluster]``: it is imported only when a cluster is asked for.
 """
