@@ -31,14 +31,21 @@ token mode), one worker killed mid-chunk, against the same render on a local clu
 
 ``--estimate STARTUP,FRAME,ENCODE,READ,CONCAT``: the 1/8/64-worker estimate from parts measured elsewhere.
 
+``--zoom``: a noise zoom with ``--interpolate 4`` (``--zoom-size``, ``--zoom-frames``, zoom defaults) rendered in
+this process, then on 1 and on 2 workers (each worker's model loaded first): wall times, the frames between
+dreamed ones made apart from the chain, and whether each output decodes to the single render's frames
+(``equal=``).
+
     python scripts/bench_cluster.py [--clip tests/data/example.mp4] [--max-size 256] [--chunks 4]
     KERAS_BACKEND=jax python scripts/bench_cluster.py --frame-cost [--size 1920x1080]
     python scripts/bench_cluster.py --join [--loops 8]
     python scripts/bench_cluster.py --nodes 2 [--max-size 64]
+    python scripts/bench_cluster.py --zoom [--zoom-size 192x192 --zoom-frames 97]
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import statistics
@@ -172,7 +179,8 @@ def looped_clip(folder: Path, loops: int) -> Path:
 
 
 def old_join(job, pieces: list[Path], model) -> None:
-    """The join before each chunk kept its own stream: every frame read back and encoded here."""
+    """The join before each chunk kept its own stream: every frame read back and encoded here (the frames a
+    chunk now keeps only in its segments decoded from them, where the old join read PNG frames)."""
     from zoomdream import runner
 
     job, source, output = runner.prepare(job, model)
@@ -209,7 +217,7 @@ def join_figures(args) -> None:
         folders.append(runner.render_piece(job, range(a, b), work / f"chunk{k}", warmup=w, progress=False,
                                            model=model, stream=stream and range(*stream)))
     render_s = time.perf_counter() - start
-    kept = [media.read_image(p) for p in media.list_frames(folders[0] / "frames")][:48]
+    kept = [frame for _, frame in itertools.islice(runner.part_frames(folders, (range(*streams[0]), 0, False)), 48)]
     start = time.perf_counter()
     with media.VideoWriter(work / "encode.mp4", 24.0) as writer:
         for frame in kept:
@@ -249,8 +257,8 @@ def join_figures(args) -> None:
           f"joined, seams encoded by the join {alone:.2f} s ({listed['alone']}); as on the cluster (each seam on "
           f"its worker at once, then the copy) {new:.2f} s ({listed['cluster']}); load {os.getloadavg()[0]:.1f}")
     print(f"one machine: {alone / old:.3f} of today's join")
-    first = range(*streams[0])
-    concat_s = concat_cost(runner.stream_path(folders[0], first), len(first))
+    first, end = runner.read_state(folders[0])["segments"][0]  # the first chunk's first segment
+    concat_s = concat_cost(runner.segment_path(folders[0], first), end - first)
     print(f"streams concatenated without re-encoding: {concat_s * 1000:.2f} ms a frame")
     print(f"join_ratio={new / old:.3f}")
 
@@ -293,6 +301,97 @@ def nodes_figures(args) -> None:
           f"each, up in {up_s:.0f} s) {nodes_s:.1f} s, worker {killed[0] if killed else None} killed mid-chunk; "
           f"load {os.getloadavg()[0]:.1f}")
     print(f"equal={equal}")
+
+
+def zoom_figures(args) -> None:
+    """Wall time of a zoom with --interpolate 4: in this process, then its in-betweens on workers."""
+    import ray
+
+    from zoomdream import backend, cluster, media, runner
+    from zoomdream.config import make_job
+    from zoomdream.models import load_model
+
+    work = Path(tempfile.mkdtemp(prefix="bench-zoom-"))
+    settings = dict(command="zoom", noise=True, size=args.zoom_size, frames=args.zoom_frames, interpolate=4,
+                    zoom="1.04", angle="0.3", precision="float32")
+    print(f"{backend.cpu_name()}, {os.cpu_count()} CPUs; zoom --noise --size {args.zoom_size} --frames "
+          f"{args.zoom_frames} --interpolate 4 (zoom defaults: 2 octaves x 5 steps), float32")
+    single = make_job({**settings, "output": str(work / "single.mp4")})
+    model = load_model(single.model, precision="float32")
+    start = time.perf_counter()
+    runner.render(single, progress=False, model=model)
+    print(f"in this process: {time.perf_counter() - start:.1f} s (model loaded before)")
+    reference = np.stack(list(media.read_video(single.output)))
+    keys, spans = runner.key_plan(single, model)
+    start = time.perf_counter()
+    runner.render_keys(single, work / "keys", model=model, progress=False)
+    chain_s = time.perf_counter() - start
+    between_s = []
+    for span in spans:
+        start = time.perf_counter()
+        runner.render_between(single, work / "keys", span, runner.stream_path(work, span), model=model)
+        between_s.append(time.perf_counter() - start)
+    print(f"  its parts in this process: the chain of {len(keys)} dreamed frames {chain_s:.1f} s; the {len(spans)} "
+          f"segments' frames made and encoded {sum(between_s):.1f} s ({sum(between_s) / len(reference) * 1000:.0f} "
+          f"ms a frame); with the segments on other workers as the chain goes on, about {chain_s + between_s[-1]:.1f} "
+          f"s")
+    between_ms, encode_ms, png_ms = between_cost(model, args.size)
+    print(f"  a frame between two dreamed ones at {args.size} (--size), in this process: made {between_ms:.0f} ms, "
+          f"H.264-encoded {encode_ms:.0f} ms; a dreamed frame kept as PNG {png_ms:.0f} ms")
+    dream = args.dream_s
+    alone, chain = dream + 3 * between_ms / 1000, max(dream, png_ms / 1000)
+    helpers = math.ceil((3 * between_ms + 4 * encode_ms) / 1000 / chain)
+    print(f"  estimate beside a GPU dreaming a frame in {dream:g} s (--dream-s): one process makes 4 frames in "
+          f"{alone:.2f} s (the dream, then 3 frames between; ffmpeg encodes in its own process); on workers the "
+          f"chain keeps a dreamed frame every {chain:.2f} s (the dream, or its PNG where slower) and {helpers} more "
+          f"worker(s) keep up with the frames between: {alone / chain:.1f}x")
+    ray.init(include_dashboard=False, object_store_memory=cluster.LOCAL_OBJECT_STORE, log_to_driver=False,
+             logging_level="ERROR")
+    for workers in (1, 2):
+        with cluster.Pool(workers=workers) as pool:
+            warm = make_job({**settings, "frames": 8, "output": str(work / f"warm{workers}.mp4")})
+            cluster.render_zoom(warm, pool=pool, progress=False)
+            job = make_job({**settings, "output": str(work / f"workers{workers}.mp4")})
+            start = time.perf_counter()
+            spans = cluster.render_zoom(job, pool=pool, progress=False)
+            wall = time.perf_counter() - start
+            placed = pool.placed[-len(spans) - 1:]
+            apart = sum(1 for _, worker in placed[1:] if worker != placed[0][1])
+            equal = bool(np.array_equal(np.stack(list(media.read_video(job.output))), reference))
+            print(f"{workers} worker(s) x {pool.threads} thread(s): {wall:.1f} s; {len(spans)} segments, {apart} made "
+                  f"on a worker other than the chain's; equal={equal}; load {os.getloadavg()[0]:.1f}")
+    ray.shutdown()
+
+
+def between_cost(model, size: str, frames: int = 24) -> tuple[float, float, float]:
+    """Milliseconds to make one frame between two dreamed ones of a zoom at ``size`` (``Source.between``, two
+    noise frames standing in for the dreamed ones), to H.264-encode it, and to keep a frame as PNG."""
+    from zoomdream import media
+    from zoomdream.config import make_job
+    from zoomdream.loops import zoom
+
+    job = make_job(dict(command="zoom", noise=True, size=size, frames=8, interpolate=4, zoom="1.04", angle="0.3",
+                        precision="float32", output="unused.mp4"))
+    source = zoom.Source(zoom.resolve(job), model)
+    rng = np.random.default_rng(0)
+    w, h = source.settings.size
+    before, after = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(2))
+    made, made_s = [], []
+    for t in [1, 2, 3] * (frames // 3):
+        start = time.perf_counter()
+        made.append(source.between(t, before, after))
+        made_s.append(time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        with media.VideoWriter(Path(folder) / "between.mp4", 24) as writer:
+            for frame in made:
+                writer.write(frame)
+        encode_s = (time.perf_counter() - start) / len(made)
+        start = time.perf_counter()
+        for i, frame in enumerate(made[:6]):
+            media.write_image(Path(folder) / f"{i}.png", frame)
+        png_s = (time.perf_counter() - start) / 6
+    return 1000 * statistics.median(made_s), 1000 * encode_s, 1000 * png_s
 
 
 def frame_cost(args) -> None:
@@ -356,7 +455,7 @@ def concat_cost(stream: Path, frames: int, copies: int = 8) -> float:
     from zoomdream import media
 
     start = time.perf_counter()
-    media.VideoWriter(stream.with_name("joined.mp4"), 24.0).join([stream] * copies, frames * copies)
+    media.VideoWriter(stream.with_name("joined.mp4"), 24.0).write_segments([(stream, frames)] * copies)
     return (time.perf_counter() - start) / (frames * copies)
 
 
@@ -387,7 +486,7 @@ def main() -> None:
     parser.add_argument("--warmups", default="0,4,8", help="warm-up frames to compare (the last is the default's)")
     parser.add_argument("--frame-cost", action="store_true", help="time one video frame's parts and estimate a "
                                                                   "long clip on many workers")
-    parser.add_argument("--size", default="1920x1080", help="--frame-cost frame size")
+    parser.add_argument("--size", default="1920x1080", help="--frame-cost frame size; --zoom: of the frame between")
     parser.add_argument("--join", action="store_true", help="time today's join (every frame read and encoded) "
                                                             "against the new (streams joined) on a 1280x720 clip")
     parser.add_argument("--nodes", type=int, default=0, help="render on this many Ray nodes started here with "
@@ -398,6 +497,12 @@ def main() -> None:
                         help="print the estimate from these seconds (start-up, worker per frame, H.264 encode, PNG "
                              "read, concat per frame), measured elsewhere")
     parser.add_argument("--encode-frames", type=int, default=48)
+    parser.add_argument("--zoom", action="store_true", help="time a zoom --interpolate 4 in this process and with "
+                                                            "its in-betweens on 1 and 2 workers")
+    parser.add_argument("--zoom-size", default="192x192")
+    parser.add_argument("--zoom-frames", type=int, default=97)
+    parser.add_argument("--dream-s", type=float, default=0.05, help="--zoom's estimate: a GPU's dream of a frame "
+                                                                     "at --size (the H200's at 1080p: 0.05 s)")
     args = parser.parse_args()
     args.warmups = [int(w) for w in args.warmups.split(",")]
     if args.estimate:
@@ -406,6 +511,8 @@ def main() -> None:
         nodes_figures(args)
     elif args.join:
         join_figures(args)
+    elif args.zoom:
+        zoom_figures(args)
     else:
         frame_cost(args) if args.frame_cost else cluster_figures(args)
 

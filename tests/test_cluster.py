@@ -1,5 +1,6 @@
 """Rendering on a local Ray cluster of 2 worker processes: a batch of jobs, a clip in chunks, a worker killed
 mid-render, Ctrl-C and --resume, and the one-line errors (no Ray installed, bad cluster flags)."""
+import json
 import logging
 import os
 import signal
@@ -189,11 +190,13 @@ def test_the_join_copies_each_pieces_stream_and_encodes_only_the_seams(tmp_path,
                      (range(7, 9), 1, True), (range(9, 12), 2, False)]
     folders = [runner.render_piece(job, range(*span), tmp_path / str(k), warmup=0, progress=False, model=lite0,
                                    stream=frames) for (frames, k, faded), span in zip(parts[::2], pieces)]
-    frames = {k: pngs(folder / "frames") for k, folder in enumerate(folders)}
-    expected = joined([frames[0], frames[1], frames[2]], [range(0, 5), range(5, 9), range(9, 12)], 2)
-    for frames_of, k, faded in parts[::2]:  # the frames only a stream holds: gone, so the join cannot read them
-        for index in frames_of if len(frames_of) >= runner.MIN_STREAM else ():
-            os.remove(media.frame_path(folders[k] / "frames", index))
+    lossless = [pngs(runner.render_piece(job, range(*span), tmp_path / f"png{k}", warmup=0, progress=False,
+                                         model=lite0) / "frames") for k, span in enumerate(pieces)]
+    expected = joined(lossless, [range(0, 5), range(5, 9), range(9, 12)], 2)
+    # The frames a piece holds alone are kept only in its segments; the cross-faded ones (and the last stream
+    # frame, which a resume after the stream starts from) as PNG; 2 frames are too few for a segment.
+    assert [sorted(p.name for p in (folder / "frames").glob("*.png")) for folder in folders] == [
+        [media.frame_path("", t).name for t in frames] for frames in ([2, 3, 4], [3, 4, 5, 6, 7, 8], [7, 8, 11])]
     runner.join_pieces(job, folders, model=lite0)
     a, b = media.probe_video(whole.output), media.probe_video(job.output)
     assert (b.n_frames, b.fps, b.duration, b.width, b.height, b.video_codec, b.pix_fmt) == \
@@ -208,8 +211,9 @@ def test_the_join_copies_each_pieces_stream_and_encodes_only_the_seams(tmp_path,
     assert np.abs(out - expected).mean(axis=(1, 2, 3)).max() < 1.5 * once_error  # every frame in its place
     # Streams under 3 frames would not join (x264's B-frame delay): the seams and the 2 frames between them
     # are encoded at the join as one stream, in the folder of the piece its first frame came from.
-    assert sorted(p.name for p in folders[1].glob("*.mp4")) == ["joined-00000003-00000009.mp4",
-                                                                 "stream-00000005-00000007.mp4"]
+    assert sorted(p.name for p in folders[1].rglob("*.mp4")) == ["joined-00000003-00000009.mp4"]
+    assert [sorted(p.name for p in folder.glob("segments/*.mp4")) for folder in folders] == [
+        ["00000000.mp4"], [], ["00000009.mp4"]]
     assert b"moov" in Path(job.output).read_bytes()[:4096]  # faststart: the index first, for browsers
 
 
@@ -274,7 +278,7 @@ def test_ctrl_c_stops_the_workers_keeps_their_frames_and_resumes(tmp_path, pool,
     pids = list(pool.pids)
 
     def interrupt(done, total):
-        if done >= 2:
+        if any((tmp_path / "cut.mp4.zoomdream").glob("chunk-*/state.json")):  # a chunk kept a frame
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -289,7 +293,7 @@ def test_ctrl_c_stops_the_workers_keeps_their_frames_and_resumes(tmp_path, pool,
             time.sleep(0.1)
         else:
             pytest.fail(f"worker {pid} still runs")
-    kept = sorted((tmp_path / "cut.mp4.zoomdream").glob("chunk-*/frames/*.png"))
+    kept = sorted((tmp_path / "cut.mp4.zoomdream").glob("chunk-*/state.json"))
     assert kept and not (tmp_path / "cut.mp4").exists()
 
     with pytest.raises(ZoomdreamError, match="add --resume"):
@@ -337,6 +341,8 @@ def test_bad_cluster_input_is_one_line_before_any_work(tmp_path, capsys):
         ("video", WEBM, "-o", tmp_path / "v.mp4", "--chunks", "2", "--steps", "-3"): "--steps",
         ("render", a, "--cluster", "--workers", "0"): "--workers 0",
         ("render", c, "--cluster=127.0.0.1:1"): "cannot reach the Ray cluster at '127.0.0.1:1'",  # nothing listens
+        ("zoom", "--noise", "-o", tmp_path / "z.mp4", "--interpolate", "4", "--chunks", "2"): "does not split into "
+                                                                                             "chunks",
     }
     for argv, message in cases.items():
         assert main([str(x) for x in argv]) == 2, argv
@@ -396,3 +402,153 @@ def test_a_head_asking_for_a_token_gets_this_machines_or_a_one_line_hint(head_as
     cluster._authenticate(address)
     assert os.environ["RAY_AUTH_MODE"] == "token"
     assert not (tmp_path / "v.mp4").exists()
+
+
+def zoom_job(tmp_path, name, **overrides):
+    values = dict(command="zoom", noise=True, size="32x32", frames=49, interpolate=4, zoom="1.05", angle="0.5",
+                  seed=5, output=str(tmp_path / name), frames_dir=str(tmp_path / (name + "-frames")), **TINY)
+    values.update(overrides)
+    return make_job(values)
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_zoom_in_betweens_on_workers_equal_a_single_render(tmp_path, pool, lite0, loop):
+    """One worker dreams every 4th frame; the frames between go to whichever worker is free as soon as their
+    dreamed frames are kept, each segment of the output encoded apart: the file equals a single render's, frame
+    for frame, decoded (the same segments, encoded the same way), and so do the PNG frames. A loop's last
+    segment crosses the wrap into frame 0."""
+    frames = 28 if loop else 49  # two segments either way: 0-24 and 25-
+    single = zoom_job(tmp_path, "single.mp4", frames=frames, loop=loop)
+    runner.render(single, progress=False, model=lite0)
+    job = zoom_job(tmp_path, "cluster.mp4", frames=frames, loop=loop, export_schedules=str(tmp_path / "s.csv"))
+    placed = len(pool.placed)
+    seen = []
+    spans = cluster.render_zoom(job, pool=pool, progress=False, on_progress=lambda done, total: seen.append(done))
+    assert spans == [range(0, 25), range(25, frames)]
+    keys = 8 if loop else 13  # a loop's chain ends on frame 0 again
+    assert seen[-1] == keys + frames
+    np.testing.assert_array_equal(pngs(job.frames_dir), pngs(single.frames_dir))
+    np.testing.assert_array_equal(decoded(job.output), decoded(single.output))
+    a, b = media.probe_video(single.output), media.probe_video(job.output)
+    assert (b.n_frames, b.fps, b.duration) == (a.n_frames, a.fps, a.duration) == (frames, 24.0, b.duration)
+    workers = dict(pool.placed[placed:])
+    assert workers["frames 0-24"] != workers["the dreamed frames"]  # made while the chain went on elsewhere
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 1 + frames
+    assert runner.record_path(Path(job.output)).is_file() and not (tmp_path / "cluster.mp4.zoomdream").exists()
+
+
+def test_a_killed_zoom_worker_resumes_the_chain_without_dreaming_kept_frames_again(tmp_path, pool, lite0):
+    job = zoom_job(tmp_path, "killed.mp4", frames=97, size="48x48", steps=2)
+    keys = tmp_path / "killed.mp4.zoomdream" / "keys"
+    kept, later = {}, {}
+
+    def files(count):  # a frame written again is a new file (written beside it, then renamed over it)
+        return {i: os.stat(media.frame_path(keys / "frames", i)).st_ino for i in range(count)}
+
+    def kill_the_chain(done, total):
+        chain = dict(pool.placed)["the dreamed frames"]
+        if kept:
+            later.update(files(len(kept)))  # the last call comes once every task is done, before the join
+        elif (keys / "state.json").is_file() and pool.pids[chain] is not None:
+            count = json.loads((keys / "state.json").read_text())["done"]  # counts only frames whole on disk
+            if 2 <= count < 25:
+                kept.update(files(count))
+                os.kill(pool.pids[chain], signal.SIGKILL)  # the worker dreaming the chain dies
+                pool.pids[chain] = None
+
+    cluster.render_zoom(job, pool=pool, progress=False, on_progress=kill_the_chain)
+    assert kept, "the chain's worker was not killed mid-chain"
+    assert later == kept  # Ray restarted the worker, and the chain went on from its kept frames
+    pool.pids = pool.ray.get([a.pid.remote() for a in pool.actors])
+    single = zoom_job(tmp_path, "single.mp4", frames=97, size="48x48", steps=2)
+    runner.render(single, progress=False, model=lite0)
+    np.testing.assert_array_equal(pngs(job.frames_dir), pngs(single.frames_dir))
+    np.testing.assert_array_equal(decoded(job.output), decoded(single.output))
+
+
+def test_a_batch_hands_out_the_longest_job_first(tmp_path, pool):
+    """Width x height x steps over the dreamed frames: a zoom's keyframed steps count frame by frame, and with
+    --interpolate 4 only every 4th frame is dreamed."""
+    sizes = {"small": dict(frames=4), "wide": dict(size="48x32", frames=6), "keyed": dict(frames=12, interpolate=4),
+             "steps": dict(frames=6, steps="0:(1), 5:(4)")}
+    jobs = [zoom_job(tmp_path, f"{name}.mp4", frames_dir=None, **{"interpolate": 1, **values})
+            for name, values in sizes.items()]
+    checked = {name: cluster.check(job) for name, job in zip(sizes, jobs)}
+    work = {name: cluster.job_work(settings, frames) for name, (frames, settings, _) in checked.items()}
+    assert work == {"small": 4 * 32 * 32, "wide": 6 * 48 * 32, "keyed": 3 * 32 * 32, "steps": 15 * 32 * 32}
+    placed = len(pool.placed)
+    cluster.render_jobs(jobs, names=list(sizes), pool=pool, progress=False)
+    assert [name for name, _ in pool.placed[placed:]] == ["steps", "wide", "small", "keyed"]
+    assert all(os.path.isfile(job.output) for job in jobs)
+
+
+def test_zoom_on_the_command_line_makes_its_in_betweens_on_the_workers(tmp_path, pool, monkeypatch, capsys):
+    monkeypatch.setattr(cluster, "_pool", lambda *args: cluster._Borrowed(pool))
+    out = tmp_path / "cli.mp4"
+    placed = len(pool.placed)
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in TINY.items()]
+    assert main(["zoom", "--noise", "--size", "32x32", "--frames", "12", "--interpolate", "4", "-o", str(out),
+                 *flags, "--cluster"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().err
+    assert [name for name, _ in pool.placed[placed:]] == ["the dreamed frames", "frames 0-11"]
+    assert media.probe_video(out).n_frames == 12 and runner.record_path(out).is_file()
+
+
+def test_ctrl_c_stops_a_cluster_zoom_and_resume_keeps_what_was_made(tmp_path, pool, lite0):
+    job = zoom_job(tmp_path, "cut.mp4", frames=121, size="48x48", steps=2)
+    work = tmp_path / "cut.mp4.zoomdream"
+
+    def interrupt(done, total):
+        if any(work.glob("stream-*.mp4")):  # a segment is made
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cluster.render_zoom(job, pool=pool, progress=False, on_progress=interrupt)
+    assert pool.actors == [] and not (tmp_path / "cut.mp4").exists()
+    with pytest.raises(ZoomdreamError, match="add --resume"):
+        cluster.render_zoom(job, progress=False)
+    made = {path.name for path in work.glob("stream-*.mp4")}  # segments made before the stop are kept as they are
+    assert made
+    inodes = {name: os.stat(work / name).st_ino for name in made}
+    seen = []
+
+    def look(done, total):
+        seen.append({name: os.stat(work / name).st_ino for name in made})
+
+    with cluster.Pool(workers=2) as fresh:
+        cluster.render_zoom(replace(job, resume=True), pool=fresh, progress=False, on_progress=look)
+    assert seen[-1] == inodes
+    single = zoom_job(tmp_path, "single.mp4", frames=121, size="48x48", steps=2)
+    runner.render(single, progress=False, model=lite0)
+    np.testing.assert_array_equal(pngs(job.frames_dir), pngs(single.frames_dir))
+    np.testing.assert_array_equal(decoded(job.output), decoded(single.output))
+
+
+@pytest.mark.parametrize("stop_after", [6, 8, 10])
+def test_a_piece_keeps_its_stream_as_segments_and_resumes_exactly(tmp_path, lite0, interrupt_after, stop_after):
+    """With --interpolate 2 the stream's last frame (7) is made from frames 6 and 8: a stop once the stream's
+    segment is closed resumes from frame 6, kept lossless, and makes frame 7 again without encoding it twice."""
+    job = video_job(tmp_path, "piece.mp4", interpolate=2)
+    whole = runner.render_piece(job, range(0, 12), tmp_path / "whole", progress=False, model=lite0,
+                                stream=range(0, 8))
+    with pytest.raises(KeyboardInterrupt):
+        runner.render_piece(job, range(0, 12), tmp_path / "cut", progress=False, model=lite0, stream=range(0, 8),
+                            sinks=(interrupt_after(stop_after),))
+    cut = runner.render_piece(job, range(0, 12), tmp_path / "cut", progress=False, model=lite0, stream=range(0, 8))
+    names = [sorted(p.name for p in folder.glob("frames/*.png")) for folder in (whole, cut)]
+    assert names[0] == names[1] == [media.frame_path("", t).name for t in range(6, 12)]
+    np.testing.assert_array_equal(pngs(cut / "frames"), pngs(whole / "frames"))
+    assert sorted(p.name for p in cut.glob("segments/*.mp4")) == ["00000000.mp4"]
+    np.testing.assert_array_equal(decoded(cut / "segments" / "00000000.mp4"),
+                                  decoded(whole / "segments" / "00000000.mp4"))
+    assert len(decoded(whole / "segments" / "00000000.mp4")) == 8
+
+
+def test_pieces_join_into_a_gif_from_their_segments(tmp_path, lite0):
+    job = video_job(tmp_path, "joined.gif")
+    pieces = [(0, 6), (4, 12)]
+    streams = [frames for frames, _, faded in runner.join_parts(pieces) if not faded]
+    folders = [runner.render_piece(job, range(*span), tmp_path / str(k), warmup=0, progress=False, model=lite0,
+                                   stream=stream) for k, (span, stream) in enumerate(zip(pieces, streams))]
+    runner.join_pieces(job, folders, model=lite0)
+    assert media.probe_video(job.output).n_frames == 12

@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("input", nargs=None if command.input_required else "?", default=argparse.SUPPRESS,
                        help=command.input_help)
         _add_job_flags(p, command.name)
-        if command.name == "video":
-            cluster.add_flags(p, chunks=True)
+        if command.name in ("video", "zoom"):
+            cluster.add_flags(p, chunks=command.name == "video")
     p = sub.add_parser("render", help="run a TOML job file (flags override it)", epilog=RENDER_EXAMPLES,
                        description="Run a job whose TOML file holds any option (`command = \"zoom\"`, ...).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -2,22 +2,25 @@
 
 A worker is a Ray actor (Ray's documented pattern for a model kept loaded per process): it loads its model
 once, keeps it between jobs, and calls the runner: ``render`` for whole jobs, ``render_piece`` for a clip's
-chunks, ``join_pieces`` for their join. ``render_jobs`` and ``render_chunks`` are the two entry points; both
-take a ``Pool`` or start one (a local Ray cluster sized to this machine, or a running cluster by address).
+chunks, ``join_pieces`` for their join, ``render_keys`` and ``render_between`` for a zoom with --interpolate N.
+``render_jobs``, ``render_chunks`` and ``render_zoom`` are the entry points; each takes a ``Pool`` or starts one
+(a local Ray cluster sized to this machine, or a running cluster by address).
 
 Frames cross machines as files, not through Ray's object store: every path of a job (inputs, output, work and
 frames folders) must name the same file on every machine, so a cluster needs a shared folder (NFS, a cloud
 file system) mounted at the same place everywhere; paths are made absolute where the command runs. Files make a
 chunk resumable: a worker that dies mid-chunk is restarted by Ray and its chunk retried, continuing from the
 frames it had kept (the runner's resume is exact), and Ctrl-C keeps every kept frame for ``--resume``. The
-object store carries only jobs, file names and a progress counter. For an H.264 output each chunk also encodes
-the frames the output takes from it alone into a stream of its own; the workers then encode the cross-faded
-seams, and the join copies every stream into the output without re-encoding, adding the audio once.
+object store carries only jobs, file names and a progress counter. Each chunk keeps the frames the output takes
+from it alone as H.264 segments of its own (PNG only for the frames its seams cross-fade); the workers then
+encode the cross-faded seams, and the join copies every stream into the output without re-encoding, adding the
+audio once.
 
 Ray is the optional extra ``zoomdream[cluster]``: it is imported only when a cluster is asked for.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shutil
@@ -25,7 +28,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections import deque
+from bisect import bisect_left
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -54,8 +57,8 @@ def require_ray():
 
 
 def add_flags(parser, chunks: bool) -> None:
-    """The cluster flags of `render` and (with ``chunks``) `video`. They are not render settings: they change
-    where frames are made, never the frames, so they live here rather than in the Job schema."""
+    """The cluster flags of `render`, `zoom` and (with ``chunks``) `video`. They are not render settings: they
+    change where frames are made, never the frames, so they live here rather than in the Job schema."""
     group = parser.add_argument_group(f"cluster (needs Ray: {EXTRA})")
     group.add_argument("--cluster", nargs="?", const="", default=None, metavar="ADDRESS",
                        help="render on a Ray cluster: the ADDRESS of a running one (or $RAY_ADDRESS), else a local "
@@ -70,6 +73,8 @@ def add_flags(parser, chunks: bool) -> None:
         group.add_argument("--warmup", type=int, default=None, metavar="W",
                            help=f"frames each chunk starts early, cross-faded with the end of the chunk before, "
                                 f"so its seam dissolves instead of cutting (default: {WARMUP})")
+    else:  # asked for anyway: refused with the reason (see main)
+        group.add_argument("--chunks", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def requested(args) -> bool:
@@ -80,6 +85,10 @@ def main(args, jobs: list[Job], names: list[str], protected: tuple[str, ...] = (
     """Run the command's jobs on a cluster: `video` in chunks, `render` as whole jobs over the workers."""
     from zoomdream.settings import number
 
+    if args.command != "video" and getattr(args, "chunks", None) is not None:
+        raise ZoomdreamError(f"a {args.command} does not split into chunks: a zoom's dreamed frames are a feedback "
+                             f"chain, each made from the one before (leave out --chunks: with --cluster and "
+                             f"--interpolate N a zoom's frames between them go to the workers)")
     require_ray()
     if args.cluster and os.path.exists(args.cluster):
         raise ZoomdreamError(f"--cluster took '{args.cluster}' for the cluster's address, but it is a file here (put "
@@ -90,6 +99,8 @@ def main(args, jobs: list[Job], names: list[str], protected: tuple[str, ...] = (
         chunks = None if args.chunks is None else number(args.chunks, "chunks", low=1, high=100_000, integer=True)
         warmup = WARMUP if args.warmup is None else number(args.warmup, "warmup", low=0, high=10_000, integer=True)
         render_chunks(jobs[0], chunks, warmup=warmup, address=address, workers=workers)
+    elif len(jobs) == 1 and keyed(jobs[0]):
+        render_zoom(jobs[0], protected=protected, address=address, workers=workers)
     else:
         render_jobs(jobs, names=names, protected=protected, address=address, workers=workers)
 
@@ -109,12 +120,14 @@ def render_jobs(jobs: list[Job], *, names: list[str] | None = None, protected: t
     jobs = [absolute(job) for job in jobs]
     names = names or [str(job.output) for job in jobs]
     protected = tuple(os.path.abspath(p) for p in protected)
-    frames = [_named(name, check, job, protected)[0] for job, name in zip(jobs, names)]
+    checked = [_named(name, check, job, protected) for job, name in zip(jobs, names)]
+    frames = [count for count, _, _ in checked]
     _check_distinct(jobs, names)
     total = None if None in frames else sum(frames)
-    # Any work folder left now is the caller's to resume (checked above), so a retried job resumes too.
-    tasks = [Task(i, "render", (replace(job, resume=True), protected), name)
-             for i, (job, name) in enumerate(zip(jobs, names))]
+    # The longest first, so no worker is left with a long job at the end while the others wait. Any work folder
+    # left now is the caller's to resume (checked above), so a retried job resumes too.
+    order = sorted(range(len(jobs)), key=lambda i: -job_work(checked[i][1], frames[i]))
+    tasks = [Task(i, "render", (replace(jobs[i], resume=True), protected), names[i]) for i in order]
     with _pool(pool, address, workers, len(tasks)) as p:
         _, failures = p.run(tasks, total=total, progress=progress, on_progress=on_progress, stop_on_error=False)
     if failures:
@@ -136,9 +149,9 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
     excluded."""
     job = absolute(job)
     if job.command != "video":
-        raise ZoomdreamError(f"only a video job splits into chunks, not a {job.command} (a zoom's frames are a "
-                             f"feedback chain: each needs the one before it; render whole jobs with `zoomdream "
-                             f"render JOBS --cluster`)")
+        raise ZoomdreamError(f"only a video job splits into chunks, not a {job.command} (a zoom's dreamed frames "
+                             f"are a feedback chain: each needs the one before it; with --interpolate N the frames "
+                             f"between them go to the workers: `zoomdream zoom ... --interpolate 4 --cluster`)")
     total, settings, checked = check(job)
     if total is None:
         raise ZoomdreamError(f"the length of '{job.input}' is unknown, so it cannot be split into chunks (re-mux it "
@@ -151,10 +164,7 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
     claim = FrameStore(work, frames_dir=work)
     claim.lock()
     try:
-        if job.export_schedules:  # written once, here, before any frame: the chunks and the join leave it out
-            from zoomdream.curves import export_schedules
-
-            export_schedules(settings, job.export_schedules, checked)
+        _export_schedules(job, settings, checked)
         step = job.interpolate  # chunks start on dreamed frames where the frames between are interpolated
         with _pool(pool, address, workers, chunks) as p:
             spans = chunk_spans(total, chunks or len(p.actors), step)
@@ -183,13 +193,90 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
     return spans
 
 
+def render_zoom(job: Job, *, protected: tuple[str, ...] = (), address: str | None = None,
+                workers: int | None = None, progress: bool = True, on_progress=None,
+                pool: Pool | None = None) -> list[range]:
+    """Render a zoom with ``--interpolate N`` on the workers: the file a single render makes, its frames made
+    in parallel where they can be. Its dreamed frames (every Nth) are a feedback chain, each from the one
+    before: one worker dreams them into ``OUT.zoomdream/keys/`` (PNG, lossless; resumable on its own). The frames
+    between two dreamed ones depend on those two only: as soon as a segment's dreamed frames are kept, a free
+    worker makes its frames and encodes them into the segment a single render would encode (``runner.key_plan``;
+    a segment already made is kept), while the chain goes on. The join copies the segments into the output and
+    adds the audio once. Returns the segments' frame ranges."""
+    job = absolute(job)
+    if not keyed(job):
+        raise ZoomdreamError(f"only a zoom with --interpolate N (N of 2 or more) makes its frames apart from its "
+                             f"dreamed frames, not a {job.command} with --interpolate {job.interpolate} (render it "
+                             f"whole: `zoomdream render JOB --cluster`)")
+    _, settings, checked = check(job, protected)
+    from zoomdream import runner
+    from zoomdream.sinks import FrameStore
+
+    work = _work_folder(job)
+    claim = FrameStore(work, frames_dir=work)  # held by the driver until the output is made (see render_chunks)
+    claim.lock()
+    try:
+        _export_schedules(job, settings, checked)
+        with _pool(pool, address, workers, None) as p:
+            # One precision and tile for every worker; any work folder left now is the caller's to resume (checked).
+            pinned = replace(p.call("pin", job), resume=True, export_schedules=None)
+            keys, spans = p.call("plan", pinned)
+            folder, streams = str(work / "keys"), [runner.stream_path(work, span) for span in spans]
+            tasks = [Task(k + 1, "between", (pinned, folder, (span.start, span.stop), str(stream)),
+                          f"frames {span.start}-{span.stop - 1}", after=(0, bisect_left(keys, span.stop - 1) + 1))
+                     for k, (span, stream) in enumerate(zip(spans, streams)) if not stream.is_file()]
+            made = sum(len(spans[task.key - 1]) for task in tasks)
+            p.run([Task(0, "keys", (pinned, folder), "the dreamed frames"), *tasks], total=len(keys) + made,
+                  progress=progress, on_progress=on_progress, stop_on_error=True,
+                  label=f"frames ({len(keys)} dreamed, {made} made)")
+            p.call("join_segments", pinned, [(str(stream), len(span)) for span, stream in zip(spans, streams)],
+                   tuple(os.path.abspath(path) for path in protected))
+        claim.remove()
+    finally:
+        claim.release_unused()
+    return spans
+
+
+def job_work(settings, frames: int | None) -> float:
+    """A job's rough cost, to hand out the longest first: width x height x ascent steps, summed over the frames
+    it dreams (every Nth with --interpolate N; a clip of unknown length counts as one frame)."""
+    from zoomdream.loops.common import read_start
+    from zoomdream.motion import Schedule
+
+    if hasattr(settings, "size"):  # zoom
+        width, height = settings.size
+    elif hasattr(settings, "info"):  # a clip, shrunk to --max-size
+        width, height = settings.info.width, settings.info.height
+        scale = min(1.0, (settings.max_size or max(width, height)) / max(width, height))
+        width, height = width * scale, height * scale
+    else:  # a still
+        height, width = read_start(str(settings.input), settings.max_size).shape[:2]
+    dreamed = range(0, frames or 1, getattr(settings, "interpolate", 1))
+    steps, dream = getattr(settings, "steps", None), getattr(settings, "dream", None)
+    if isinstance(steps, Schedule):  # keyframed
+        return width * height * sum(max(1.0, steps.at(t)) for t in dreamed)
+    return width * height * len(dreamed) * max(1, dream.steps if dream is not None else 1)
+
+
+def keyed(job: Job) -> bool:
+    """Whether a job's dreamed frames are a chain apart from the frames between them (a zoom with
+    --interpolate N), which ``render_zoom`` makes on several workers."""
+    return job.command == "zoom" and isinstance(job.interpolate, int) and job.interpolate > 1
+
+
+def _export_schedules(job: Job, settings, checked: Job) -> None:
+    """``--export-schedules``, written once by the driver before any frame: the workers' jobs leave it out."""
+    if job.export_schedules:
+        from zoomdream.curves import export_schedules
+
+        export_schedules(settings, job.export_schedules, checked)
+
+
 def _streams(job: Job, pieces: list[tuple[int, int, int]]) -> list[tuple[int, int] | None]:
-    """The frames each chunk encodes on its worker for an H.264 output: those the output takes from it alone
-    (its range, less the frames cross-faded into the next chunk, which the join encodes). None for a GIF."""
+    """The frames each chunk encodes on its worker: those the output takes from it alone (its range, less the
+    frames cross-faded into the next chunk, which the seams encode)."""
     from zoomdream import runner
 
-    if not runner.joins_streams(Path(job.output)):
-        return [None] * len(pieces)
     alone = {k: (frames.start, frames.stop) for frames, k, faded in runner.join_parts([p[:2] for p in pieces])
              if not faded}
     return [alone.get(k) for k in range(len(pieces))]
@@ -286,6 +373,7 @@ class Task:
     method: str
     args: tuple
     name: str
+    after: tuple[int, int] | None = None  # (task key, frames): start once that task has kept that many frames
 
 
 class _Worker:
@@ -316,29 +404,46 @@ class _Worker:
     def piece(self, key: tuple, job: Job, span: tuple[int, int], work: str, warmup: int,
               stream: tuple[int, int] | None) -> str:
         from zoomdream import runner
-        from zoomdream.sinks import PreviewSink
 
-        out = Path(job.output)
-        preview = (PreviewSink(runner.preview_path(out), job.preview),) if job.preview else ()
         runner.render_piece(job, range(*span), Path(work), warmup=warmup, progress=False, model=self._model(job),
-                            sinks=(self._counter(key), *preview), stream=stream and range(*stream))
+                            sinks=(self._counter(key), *self._preview(job)), stream=stream and range(*stream),
+                            frames_dir=job.frames_dir and Path(job.frames_dir))
         return work
+
+    def plan(self, job: Job) -> tuple[list[int], list[range]]:
+        from zoomdream import runner
+
+        return runner.key_plan(job, model=self._model(job))
+
+    def keys(self, key: tuple, job: Job, work: str) -> str:
+        from zoomdream import runner
+
+        runner.render_keys(job, Path(work), progress=False, model=self._model(job),
+                           sinks=(self._counter(key), *self._preview(job)))
+        return work
+
+    def between(self, key: tuple, job: Job, keys: str, frames: tuple[int, int], stream: str) -> str:
+        from zoomdream import runner
+
+        runner.render_between(job, Path(keys), range(*frames), Path(stream), model=self._model(job),
+                              sinks=(*self._frames_dir(job), self._counter(key)))
+        return stream
+
+    def join_segments(self, job: Job, streams: list[tuple[str, int]], protected: tuple[str, ...]) -> None:
+        from zoomdream import runner
+
+        runner.join_segments(job, streams, model=self._model(job), protected=protected)
 
     def seams(self, key: tuple, job: Job, pieces: list[str], folder: str) -> None:
         from zoomdream import runner
 
-        runner.encode_seams(job, [Path(p) for p in pieces], model=self._model(job), folder=Path(folder))
+        runner.encode_seams(job, [Path(p) for p in pieces], model=self._model(job), folder=Path(folder),
+                            sinks=self._frames_dir(job))  # the cross-faded frames: the chunks wrote the others
 
     def join(self, job: Job, pieces: list[str]) -> None:
-        from zoomdream import media, runner
-        from zoomdream.sinks import MemorySink
+        from zoomdream import runner
 
-        sinks = ()
-        if job.frames_dir:  # the joined frames, seams cross-faded
-            folder = media.make_folder(job.frames_dir)
-            sinks = (MemorySink(on_frame=lambda index, frame: media.write_image(media.frame_path(folder, index),
-                                                                                 frame)),)
-        runner.join_pieces(job, [Path(p) for p in pieces], model=self._model(job), sinks=sinks)
+        runner.join_pieces(job, [Path(p) for p in pieces], model=self._model(job))
 
     def _dreams(self, job: Job) -> bool:
         from zoomdream import runner
@@ -356,6 +461,19 @@ class _Worker:
             self.loaded = (None, None)  # let the old model go before the new one loads
             self.loaded = (key, load_model(*key))
         return self.loaded[1]
+
+    def _frames_dir(self, job: Job) -> tuple:
+        """``--frames-dir``, where the job asks for it: the frames a task makes as PNG."""
+        from zoomdream import media
+        from zoomdream.sinks import FramesDirSink
+
+        return (FramesDirSink(media.make_folder(job.frames_dir)),) if job.frames_dir else ()
+
+    def _preview(self, job: Job) -> tuple:
+        from zoomdream import runner
+        from zoomdream.sinks import PreviewSink
+
+        return (PreviewSink(runner.preview_path(Path(job.output)), job.preview),) if job.preview else ()
 
     def _counter(self, key: tuple):
         from zoomdream.sinks import MemorySink
@@ -395,13 +513,17 @@ class _Progress:
     again). A key is (run, task)."""
 
     def __init__(self):
-        self.seen = {}
+        self.seen = {}  # run -> task -> frame indices
 
     def frame(self, key: tuple, index: int) -> None:
-        self.seen.setdefault(key[0], set()).add((key[1], index))
+        self.seen.setdefault(key[0], {}).setdefault(key[1], set()).add(index)
 
     def count(self, run: int) -> int:
-        return len(self.seen.get(run, ()))
+        return sum(map(len, self.seen.get(run, {}).values()))
+
+    def kept(self, run: int) -> dict[int, int]:
+        """Frames kept so far by each task of the run."""
+        return {task: len(indices) for task, indices in self.seen.get(run, {}).items()}
 
 
 class _Closes:
@@ -422,6 +544,7 @@ class Pool(_Closes):
     def __init__(self, address: str | None = None, workers: int | None = None, tasks: int | None = None):
         ray = self.ray = require_ray()
         self.started, self.actors, self.progress, self.runs = False, [], None, 0
+        self.placed: list[tuple[str, int]] = []  # (task name, worker index), in the order handed out
         try:
             self.started = _connect(ray, address)
             count, cpus, gpus, threads = _layout(ray, workers, tasks)
@@ -457,15 +580,21 @@ class Pool(_Closes):
 
         ray = self.ray
         self.runs += 1
-        queue, idle, running, results, failures = deque(tasks), list(self.actors), {}, {}, []
+        queue, idle, running, results, failures = list(tasks), list(self.actors), {}, {}, []
         try:
             with tqdm(total=total, desc=f"{label} on {len(self.actors)} workers", unit="frame",
                       disable=not progress, dynamic_ncols=True) as bar:
                 while queue or running:
-                    while queue and idle:
-                        task, actor = queue.popleft(), idle.pop(0)
+                    kept = ray.get(self.progress.kept.remote(self.runs)) if any(t.after for t in queue) else {}
+                    ready = [t for t in queue if t.after is None or kept.get(t.after[0], 0) >= t.after[1]]
+                    if not running and not ready:
+                        raise RuntimeError(f"{queue[0].name} waits for frames no task is making")
+                    for task in ready[:len(idle)]:
+                        queue.remove(task)
+                        actor = idle.pop(0)
                         call = getattr(actor, task.method).remote((self.runs, task.key), *task.args)
                         running[call] = (actor, task)
+                        self.placed.append((task.name, self.actors.index(actor)))
                     ready, _ = ray.wait(list(running), num_returns=len(running), timeout=POLL_S)
                     for ref in ready:
                         actor, task = running.pop(ref)

@@ -61,7 +61,8 @@ COMMANDS = {
   zoomdream zoom samples/chelsea.png -o zoom.mp4 --frames 240
   zoomdream zoom --noise --size 640x360 -o noise.mp4 --frames 480 --zoom '0:(1.02), 240:(1.05)'
   zoomdream zoom in.jpg -o spin.gif --angle '0.5*sin(t/30)' --gif-width 320
-  zoomdream zoom in.jpg -o long.mp4 --frames 2000 --resume            # continue after Ctrl-C""",
+  zoomdream zoom in.jpg -o long.mp4 --frames 2000 --resume            # continue after Ctrl-C
+  zoomdream zoom in.jpg -o fast.mp4 --interpolate 4 --cluster         # frames between dreamed ones on workers""",
                     "zoomdream.loops.zoom", "input image", input_required=False,
                     defaults=dict(octaves=2, steps=5)),
     "video": Command("video", "dream an existing clip frame by frame with optical-flow coherence, keeping its audio",

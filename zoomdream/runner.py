@@ -3,10 +3,13 @@
 ``render(job)`` resolves a Job through its command's loop module (``config.COMMANDS``), loads the model once,
 and runs the source's frames into the sinks the output settings ask for. ``render_piece`` renders frames
 ``[a, b)`` into a work folder of their own, started from the piece before it (or, for video, from warm-up
-frames dreamed and discarded), and ``join_pieces`` joins such pieces into one output, audio added once.
+frames dreamed and discarded), and ``join_pieces`` joins such pieces into one output, audio added once. A zoom
+with ``--interpolate N`` also renders apart: ``render_keys`` dreams its chain of dreamed frames, ``render_between``
+makes any segment of the output from them, and ``join_segments`` copies the segments into the output.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import queue
@@ -24,12 +27,13 @@ from zoomdream.config import LOOPS, Job, applies, job_inputs, save_job
 from zoomdream.engine import machine_tile
 from zoomdream.errors import Stopped, ZoomdreamError
 from zoomdream.loops import loop_module
+from zoomdream.loops.common import LoopSource
 from zoomdream.media.files import FRAME_PATTERN, WriteFailed, same_file
-from zoomdream.media.writer import WRITERS, H264Writer
 from zoomdream.models import LoadedModel, get_backbone, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
-from zoomdream.sinks import (EncoderSink, FrameStore, FramesDirSink, ImageSink, MemorySink, PreviewSink, Resume,
-                             SegmentStore, Sink, read_state)
+from zoomdream.sinks import (MIN_STREAM, EncoderSink, FrameStore, FramesDirSink, ImageSink, MemorySink, PieceStore,
+                             PreviewSink, Resume, SegmentStore, Sink, read_state, segment_path,
+                             segment_spans)
 
 
 class FrameSource(Protocol):
@@ -128,7 +132,7 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
                 if frame is None:
                     break
                 carry = {"rng": rng.bit_generator.state, "source": source.carry()}
-                keeper.put(t, frame, carry, source.restart_at(t + 1) == t + 1)
+                keeper.put(t, frame, carry, restartable(source, t))
                 previous, t = frame, t + 1
                 if dreamer is not None:
                     bar.set_postfix_str(f"{dreamer.dreams} dreams", refresh=False)
@@ -151,6 +155,11 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
         raise
     finally:
         source.close()
+
+
+def restartable(source: FrameSource, t: int) -> bool:
+    """Whether frame ``t + 1`` can start from frame ``t`` alone (not so between a zoom's in-between frames)."""
+    return source.restart_at(t + 1) == t + 1
 
 
 class _Keeper:
@@ -344,13 +353,18 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
             settings=job.settings_hash() + input_digest(job.input), span=range(0, source.total or 2 ** 62),
             resume=output.resume, progress=progress, stop=stop)
         store.write_output(encoder(output, source).writer)  # the segments copied into the output, the audio added
-        if not any(same_file(Path(p), record_path(output.path)) for p in protected):
-            save_job(job, record_path(output.path))
+        _save_record(job, output, protected)
         store.remove()
     except (WriteFailed, OSError) as error:  # a full disk, a read-only or vanished folder: its own line
         raise store.fault(error) from None
     finally:
         store.release_unused()  # after a failure: unlock, and take away only what this render made
+
+
+def _save_record(job: Job, output: OutputSettings, protected: tuple[str, ...]) -> None:
+    """``OUT.job.toml``, unless it is the job file this render came from (kept as it is)."""
+    if not any(same_file(Path(p), record_path(output.path)) for p in protected):
+        save_job(job, record_path(output.path))
 
 
 class _JobRecord(Sink):
@@ -396,22 +410,20 @@ def _stream_encoder(path: Path, source: FrameSource, crf: int) -> EncoderSink:
 
 def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None = None, warmup: int = 8,
                  progress: bool = True, model: LoadedModel | None = None, sinks: tuple[Sink, ...] = (),
-                 stream: range | None = None) -> Path:
-    """Render frames ``[span.start, span.stop)`` into ``work`` (PNG frames and resume state), resumable on its
-    own. Frame ``span.start`` starts from the last frame and carried state of the piece in ``start_from``,
-    or, for video, from ``warmup`` frames dreamed and discarded. ``stream``: frames of the span also encoded
-    as they are made, with the output's settings, into ``stream_path(work, stream)``, which ``join_pieces``
-    joins without re-encoding (the frames the output takes from this piece alone). Returns ``work``."""
+                 stream: range | None = None, frames_dir: Path | None = None) -> Path:
+    """Render frames ``[span.start, span.stop)`` into ``work`` (a ``PieceStore``: PNG frames, segments and the
+    resume state), resumable on its own. Frame ``span.start`` starts from the last frame and carried state of
+    the piece in ``start_from``, or, for video, from ``warmup`` frames dreamed and discarded. ``stream``: the
+    frames the output takes from this piece alone, kept only as H.264 segments with the output's settings,
+    which ``join_pieces`` copies without re-encoding (and, with ``frames_dir``, as PNG frames there too); the
+    others stay PNG frames, lossless, for the join's cross-fades. Returns ``work``."""
     job, source, _ = prepare(replace(job, output=None), model)
     if source.total is not None and span.stop > source.total:
         raise ZoomdreamError(f"frames {span.start}-{span.stop - 1} go past the render's {source.total} frames")
-    outs = list(sinks)
-    if stream is not None:
-        if not span.start <= stream.start < stream.stop <= span.stop:
-            raise ZoomdreamError(f"the stream's frames {stream.start}-{stream.stop - 1} must lie in the piece's "
-                                 f"{span.start}-{span.stop - 1}")
-        Path(work).mkdir(parents=True, exist_ok=True)
-        outs.append(_Only(stream, _stream_encoder(stream_path(work, stream), source, job.crf)))
+    stream = stream or range(0)
+    if stream and not span.start <= stream.start < stream.stop <= span.stop:
+        raise ZoomdreamError(f"the stream's frames {stream.start}-{stream.stop - 1} must lie in the piece's "
+                             f"{span.start}-{span.stop - 1}")
     start = None
     if start_from is not None and span.start > 0:
         if source.restart_at(span.start) != span.start:  # frame span.start is made from frames before span.start-1
@@ -420,12 +432,16 @@ def render_piece(job: Job, span: range, work: Path, *, start_from: Path | None =
         state = read_state(Path(start_from))
         if state["settings"] != job.settings_hash():
             raise ZoomdreamError(f"piece '{start_from}' was rendered with other settings than this job's")
-        before = FrameStore(Path(start_from))
+        before = PieceStore(Path(start_from))
         start = before.open(state["settings"], range(*state["span"]), resume=True)
         before.release()
         if start is None or start.next != span.start:
             raise ZoomdreamError(f"piece '{start_from}' does not end at frame {span.start} (render it first)")
-    store = FrameStore(Path(work))
+    # A resume after the stream starts from the dreamed frame before its end: kept lossless too.
+    tail = range(source.restart_at(stream.stop) - 1, stream.stop) if stream else range(0)
+    store = PieceStore(Path(work), stream, tail)
+    store.fps, store.crf = source.fps, job.crf  # the segments are encoded as the output will be
+    outs = [*sinks, *([_Only(store.stream, FramesDirSink(media.make_folder(frames_dir)))] if frames_dir else [])]
     try:
         run(source, outs, seed=job.seed, span=span, store=store, settings=job.settings_hash(), resume=True,
             start=start, warmup=warmup, progress=progress)
@@ -471,32 +487,52 @@ def join_parts(spans: list[tuple[int, int]]) -> list[tuple[range, int, bool]]:
 
 
 def part_frames(pieces: list[Path], part: tuple[range, int, bool]):
-    """The output frames of one part of ``join_parts``, read from the pieces' frames, as (index, frame): a
-    faded part goes from piece k's frame to piece k + 1's over its frames."""
+    """The output frames of one part of ``join_parts``, read from the pieces, as (index, frame): a faded part
+    goes from piece k's PNG frame to piece k + 1's over its frames; another is piece k's own, from its PNG
+    frames or else decoded from its segments."""
     frames, k, faded = part
+    if not faded:
+        yield from _piece_frames(pieces[k], frames)
+        return
     for index in frames:
         frame = media.read_image(media.frame_path(pieces[k] / "frames", index))
-        if faded:
-            later = media.read_image(media.frame_path(pieces[k + 1] / "frames", index))
-            weight = (index - frames.start + 1) / (len(frames) + 1)
-            frame = np.rint((1 - weight) * frame + weight * later.astype(np.float32)).astype(np.uint8)
-        yield index, frame
+        later = media.read_image(media.frame_path(pieces[k + 1] / "frames", index))
+        weight = (index - frames.start + 1) / (len(frames) + 1)
+        yield index, np.rint((1 - weight) * frame + weight * later.astype(np.float32)).astype(np.uint8)
 
 
-MIN_STREAM = 3  # x264 times its B-frame delay from a stream's first 3 frames: a shorter one would not join
+def _piece_frames(piece: Path, frames: range):
+    segments = read_state(piece).get("segments") or []
+    decoded: dict[int, np.ndarray] = {}
+    for index in frames:
+        path = media.frame_path(piece / "frames", index)
+        if not path.is_file() and index not in decoded:
+            first = next((a for a, b in segments if a <= index < b), None)
+            if first is None:
+                raise ZoomdreamError(f"piece '{piece}' holds no frame {index} (render it again)")
+            decoded = dict(enumerate(media.read_video(segment_path(piece, first)), first))
+        yield index, media.read_image(path) if path.is_file() else decoded[index]
+
+
+def _copied(piece: Path, frames: range) -> list[range] | None:
+    """The piece's segments that hold ``frames`` exactly, in order (None: they do not)."""
+    held = [range(a, b) for a, b in read_state(piece).get("segments") or [] if frames.start <= a < frames.stop]
+    ends = [frames.start] + [r.stop for r in held]
+    return held if held and all(r.start == end for r, end in zip(held, ends)) and ends[-1] == frames.stop else None
 
 
 def _planned(pieces: list[Path], spans: list[tuple[int, int]]) -> list[tuple[list, Path, bool]]:
-    """The output as streams to join, in order: (parts, stream file, whether the join encodes it). A part a
-    piece kept a stream of is joined as it is; consecutive parts the join encodes (the seams) make one stream,
-    in the folder of the piece its first frame is from. Every stream has MIN_STREAM frames or more (a short one
-    takes in the next, else the one before), so all have the same B-frame delay."""
+    """The output as streams to join, in order: (parts, stream file, whether the join encodes it). The frames
+    a piece holds alone in segments are joined as they are; consecutive parts the join encodes (the seams, and
+    a piece's frames too few for a segment) make one stream, in the folder of the piece its first frame is
+    from. Every stream has MIN_STREAM frames or more (a short one takes in the next, else the one before), so
+    all have the same B-frame delay."""
     segments = []
     for part in join_parts(spans):
         frames, k, faded = part
-        kept = stream_path(pieces[k], frames)
-        if not faded and len(frames) >= MIN_STREAM and kept.is_file():
-            segments.append(([part], kept))
+        copied = None if faded else _copied(pieces[k], frames)
+        if copied:
+            segments += [([(held, k, False)], segment_path(pieces[k], held.start)) for held in copied]
         elif segments and segments[-1][1] is None:
             segments[-1][0].append(part)
         else:
@@ -533,23 +569,16 @@ def _write(pieces: list[Path], parts: list, outs: list[Sink], segment: Sink | No
         raise
 
 
-def joins_streams(output: Path) -> bool:
-    """Whether ``join_pieces`` joins streams for this output (H.264), rather than encoding every frame."""
-    return WRITERS.get(Path(output).suffix.lower()) is H264Writer
-
-
-def encode_seams(job: Job, pieces: list[Path], model: LoadedModel | None = None,
-                 folder: Path | None = None) -> None:
+def encode_seams(job: Job, pieces: list[Path], model: LoadedModel | None = None, folder: Path | None = None,
+                 sinks: tuple[Sink, ...] = ()) -> None:
     """Encode the streams the join of ``pieces`` makes itself (the cross-faded seams, and parts too short to
-    join as they are), those kept in the piece work folder ``folder`` only where given, so that workers share
-    them out before the join; a stream already made is kept. Nothing to do for an output that is not H.264."""
+    join as they are; their frames handed to ``sinks`` too), those kept in the piece work folder ``folder`` only
+    where given, so that workers share them out before the join; a stream already made is kept."""
     job, source, output = prepare(job, model)
     try:
-        if not joins_streams(output.path):
-            return
         for parts, stream, here in _planned(pieces, piece_spans(job, pieces, source.total)):
             if here and not stream.is_file() and (folder is None or stream.parent == Path(folder)):
-                _write(pieces, parts, [], _stream_encoder(stream, source, output.crf))
+                _write(pieces, parts, list(sinks), _stream_encoder(stream, source, output.crf))
     finally:
         source.close()
 
@@ -563,26 +592,23 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
     over the frames both hold, the join cross-fades from the earlier piece to the later one, so the seam
     dissolves over the overlap instead of cutting from one dream history to another.
 
-    An H.264 output is joined from streams without re-encoding them (``write_segments``): the frames a piece
-    holds alone come from its stream where it kept one (``render_piece``'s ``stream``); the cross-faded
-    overlaps, and parts with no stream (or one too short to join), are encoded here with the same settings into
-    streams of their own, unless ``encode_seams`` made them already. Only those frames are read, unless
-    ``sinks`` are given. Other outputs (GIF) encode every frame here."""
+    The output is made from H.264 streams without re-encoding them (``write_segments``, as a whole render makes
+    it from its segments; a GIF decodes them): the frames a piece holds alone come from its segments where it
+    kept them (``render_piece``'s ``stream``); the cross-faded overlaps, and parts with no segments, are encoded
+    here with the same settings into streams of their own, unless ``encode_seams`` made them already. Only
+    those frames are read, unless ``sinks`` are given (then the frames in segments are decoded for them)."""
     job, source, output = prepare(job, model)
     pieces = [Path(work) for work in pieces]
     final = encoder(output, source)
-    joins = joins_streams(output.path)
-    outs = [*sinks] + ([] if joins else [final])
+    outs = list(sinks)
     try:
-        spans = piece_spans(job, pieces, source.total)
-        plan = _planned(pieces, spans) if joins else [(join_parts(spans), None, False)]
+        plan = _planned(pieces, piece_spans(job, pieces, source.total))
         for parts, stream, here in plan:
             encode = here and not stream.is_file()
             if encode or outs:
                 _write(pieces, parts, outs, _stream_encoder(stream, source, output.crf) if encode else None)
-        if joins:
-            final.writer.write_segments([(stream, sum(len(frames) for frames, _, _ in parts))
-                                         for parts, stream, _ in plan])
+        final.writer.write_segments([(stream, sum(len(frames) for frames, _, _ in parts))
+                                     for parts, stream, _ in plan])
         for out in outs:
             out.close()
     except BaseException:
@@ -592,6 +618,120 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
     finally:
         source.close()
     save_job(job, record_path(output.path))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Keyed renders (a zoom with --interpolate N): the chain of dreamed frames, and the frames between them apart
+
+
+def key_plan(job: Job, model: LoadedModel | None = None) -> tuple[list[int], list[range]]:
+    """The dreamed frames of a keyed render in chain order (the source's ``keys``), and the segments a whole
+    render of it encodes (``segment_spans``), which ``render_between`` makes apart."""
+    job, source, _ = prepare(replace(job, output=None), model)
+    try:
+        return source.keys(), segment_spans([restartable(source, t) for t in range(source.total)])
+    finally:
+        source.close()
+
+
+def render_keys(job: Job, work: Path, *, model: LoadedModel | None = None, sinks: tuple[Sink, ...] = (),
+                progress: bool = True) -> Path:
+    """Dream the chain of a keyed render into ``work``: its i-th dreamed frame as PNG frame i (lossless, as every
+    frame between two is made from them) and the resume state, so a killed render continues where it was. The
+    serial part of the render: ``render_between`` makes the rest from these frames. Returns ``work``."""
+    job, source, _ = prepare(replace(job, output=None), model)
+    chain = _Chain(source)
+    store = FrameStore(Path(work))
+    try:
+        run(chain, list(sinks), seed=job.seed, span=range(chain.total), store=store, settings=job.settings_hash(),
+            resume=True, progress=progress)
+    finally:
+        store.release()
+    return Path(work)
+
+
+def render_between(job: Job, keys: Path, frames: range, stream: Path, *, model: LoadedModel | None = None,
+                   sinks: tuple[Sink, ...] = ()) -> Path:
+    """Frames ``frames`` of a keyed render, made from its dreamed frames in ``keys`` (``render_keys``) alone and
+    encoded into ``stream`` with the output's settings, no audio: a segment of the output (``key_plan``), which
+    ``join_segments`` copies in. A frame between two dreamed ones depends on those two and the camera path
+    only, so any worker makes it as a whole render does. Returns ``stream``."""
+    job, source, _ = prepare(replace(job, output=None), model)
+    state = read_state(Path(keys))
+    needed = bisect.bisect_left(source.keys(), frames.stop - 1) + 1
+    if state["settings"] != job.settings_hash() or state["done"] < needed:
+        source.close()
+        raise ZoomdreamError(f"frames {frames.start}-{frames.stop - 1} need the first {needed} dreamed frames of "
+                             f"this job's settings, which '{keys}' does not hold (run render_keys first)")
+    run(_Between(source, Path(keys) / "frames"), [*sinks, _stream_encoder(Path(stream), source, job.crf)],
+        seed=job.seed, span=frames, start=Resume(frames.start, None, None), progress=False)
+    return Path(stream)
+
+
+def join_segments(job: Job, streams: list[tuple[Path, int]], model: LoadedModel | None = None,
+                  protected: tuple[str, ...] = ()) -> None:
+    """Make ``job.output`` from the segments of a whole render, each encoded apart as (file, frames), by a
+    stream copy with the audio added once (as a whole render makes it from its own), and save the job
+    beside it."""
+    job, source, output = prepare(job, model, protected)
+    try:
+        encoder(output, source).writer.write_segments([(Path(path), frames) for path, frames in streams])
+    finally:
+        source.close()
+    _save_record(job, output, protected)
+
+
+class _Chain(LoopSource):
+    """A keyed source's dreamed frames as a source of their own: frame i is its i-th dreamed frame."""
+
+    needs_previous = True
+
+    def __init__(self, source):
+        self.source, self.keys = source, source.keys()
+        self.fps, self.total = source.fps, len(self.keys)
+
+    @property
+    def first(self) -> np.ndarray | None:
+        return self.source.first
+
+    @first.setter
+    def first(self, frame: np.ndarray | None) -> None:
+        self.source.first = frame
+
+    def frame(self, i: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+        return self.source.frame(0, None, rng) if i == 0 else self.source.key(self.keys[i - 1], previous)
+
+    def carry(self) -> dict:
+        return self.source.carry()
+
+    def restore(self, carry: dict) -> None:
+        self.source.restore(carry)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class _Between(LoopSource):
+    """A keyed source's frames made from its dreamed frames kept in ``folder`` (``render_keys``)."""
+
+    def __init__(self, source, folder: Path):
+        self.source, self.keys, self.folder = source, source.keys(), folder
+        self.fps, self.total = source.fps, source.total
+        self.read: dict[int, np.ndarray] = {}
+        source.first = self.key(0)
+
+    def key(self, i: int) -> np.ndarray:
+        if i not in self.read:
+            self.read = {k: v for k, v in self.read.items() if k == i - 1}  # the pair in use, at most
+            self.read[i] = media.read_image(media.frame_path(self.folder, i))
+        return self.read[i]
+
+    def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+        i = bisect.bisect_right(self.keys, t) - 1
+        return self.key(i) if self.keys[i] == t else self.source.between(t, self.key(i), self.key(i + 1))
+
+    def close(self) -> None:
+        self.source.close()
 
 
 def render_image(job: Job, progress: bool = True, model: LoadedModel | None = None) -> np.ndarray:

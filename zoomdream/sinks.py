@@ -3,7 +3,9 @@
 - ``SegmentStore``: a whole render's resume state: H.264 segments (which become the output file by a stream
   copy at the end) and the last kept frame lossless, under an OS lock, so an interrupted render continues
   exactly and two renders never share a folder.
-- ``FrameStore``: numbered PNG frames plus the resume state, for a piece of a render (a cluster's chunk).
+- ``FrameStore``: numbered PNG frames plus the resume state (a zoom's dreamed frames on a cluster).
+- ``PieceStore``: a piece of a render (a cluster's chunk): H.264 segments of the frames the output takes from it
+  alone, PNG frames of those its seams cross-fade, and the resume state.
 - ``EncoderSink``: the streaming MP4/GIF encoder; the output file appears only when every frame is in.
 - ``FramesDirSink``: every frame as a numbered PNG, for ``--frames-dir``.
 - ``PreviewSink``: rewrites a preview PNG every N frames.
@@ -259,11 +261,14 @@ class FrameStore:
         """PNG first (atomic), then the state that says it exists; never into folders this store no longer
         holds (deleted, or made afresh by another render, since it locked them)."""
         self._check_held()
+        self._keep_png(index, frame)
+        self._write_state(index, carry)
+
+    def _keep_png(self, index: int, frame: np.ndarray) -> None:
         path = media.frame_path(self.frames_dir, index)
         self.frame_bytes = frame.nbytes  # at most this much a frame, until one is kept
         media.write_image(path, frame)
         self.frame_bytes = os.path.getsize(path)
-        self._write_state(index, carry)
 
     def _write_state(self, index: int, carry: dict, **more) -> None:
         self.done = index - self.span.start + 1
@@ -368,7 +373,7 @@ class SegmentStore(FrameStore):
         self._restartable = False  # whether the next frame can start from that one
 
     def _segment(self, start: int) -> Path:
-        return self.segments_dir / f"{start:08d}.mp4"
+        return segment_path(self.work, start)
 
     def _last(self, index: int) -> Path:
         return self.work / f"last-{index:08d}.png"
@@ -415,8 +420,11 @@ class SegmentStore(FrameStore):
             self.keep_first(frame)
         self._pending = (index, frame, carry)
         self._restartable = restartable
-        if restartable and index + 1 - self._start >= self.length:
+        if self._closes(index, restartable):
             self.flush()
+
+    def _closes(self, index: int, restartable: bool) -> bool:
+        return closes(self._start, index, restartable, self.length)
 
     def flush(self) -> None:
         """Close the open segment: the MP4, then the last frame lossless, then the state that counts them."""
@@ -455,6 +463,90 @@ class SegmentStore(FrameStore):
     def write_output(self, writer) -> None:
         """Make the output file from the segments (``media.VideoWriter.write_segments``)."""
         writer.write_segments([(self._segment(first), end - first) for first, end in self.segments])
+
+
+def segment_path(work: Path, start: int) -> Path:
+    """Where a store keeps the segment that starts at frame ``start``."""
+    return Path(work) / "segments" / f"{start:08d}.mp4"
+
+
+MIN_STREAM = 3  # x264 times its B-frame delay from a stream's first 3 frames: a shorter one would not join
+
+
+class PieceStore(SegmentStore):
+    """A piece of a render (a cluster's chunk) in a work folder of its own: the frames the output takes from it
+    alone (``stream``) as H.264 segments, which the join copies into the output without reading them, and the
+    rest as numbered PNG frames in ``frames/``, lossless: the frames the join cross-faded with the pieces around
+    it, and ``lossless`` too (the frames at the end of the stream that a resume after it starts from).
+
+    Why not a PNG per frame: only the cross-faded frames are read again, and a PNG costs 0.2 s a 1080p frame. The
+    segments close only at frames the next can start from, each of MIN_STREAM frames or more, the last at the
+    stream's end; ``state.json`` counts a frame once it is durable (its PNG, or the segment holding it), so a
+    resume continues exactly. A piece without a stream keeps every frame as PNG."""
+
+    def __init__(self, work: Path, stream: range = range(0), lossless: range = range(0)):
+        super().__init__(work, work / "frames")
+        self.stream = stream if len(stream) >= MIN_STREAM else range(0)
+        self.lossless = lossless
+
+    def _closes(self, index: int, restartable: bool) -> bool:
+        left = self.stream.stop - index - 1  # frames of the stream after this one: none, or a segment's worth
+        return left == 0 or closes(self._start, index, restartable, self.length) and left >= MIN_STREAM
+
+    def _encoded(self) -> int:
+        """The end of the closed segments (the stream's start before any)."""
+        return self.segments[-1][1] if self.segments else self.stream.start
+
+    def keep(self, index: int, frame: np.ndarray, carry: dict, restartable: bool = True) -> None:
+        self._check_held()
+        if index not in self.stream or index in self.lossless:
+            self._keep_png(index, frame)
+        if index not in self.stream:
+            self._write_state(index, carry)
+        elif index >= self._encoded():  # frames a resume makes again after a closed segment are in it already
+            super().keep(index, frame, carry, restartable)
+
+    def _write_state(self, index: int, carry: dict, **more) -> None:
+        super()._write_state(index, carry, **{"segments": self.segments, **more})
+
+    def load(self, index: int) -> np.ndarray:
+        path = media.frame_path(self.frames_dir, index)
+        return media.read_image(path if path.is_file() else self._last(index))
+
+    def first(self) -> np.ndarray | None:
+        return FrameStore.first(self)
+
+    def _check_kept(self, state: dict, last: int) -> None:
+        segments = state.get("segments")
+        last_kept = media.frame_path(self.frames_dir, last).is_file() or self._last(last).is_file()
+        if not isinstance(segments, list) or not last_kept or any(not self._segment(a).is_file() for a, _ in segments):
+            raise ZoomdreamError(f"cannot resume {self.work}: its frames or segments are missing or do not match "
+                                 f"state.json (delete {self.work} to start over)")
+
+    def kept(self, start: int, stop: int):
+        end = max(self.stream.start, min(stop, self._encoded()))
+        for index in range(start, min(stop, self.stream.start)):
+            yield index, self.load(index)
+        yield from SegmentStore.kept(self, max(start, self.stream.start), end)
+        for index in range(max(start, end), stop):
+            yield index, self.load(index)
+
+
+def closes(start: int, index: int, restartable: bool, length: int = SEGMENT_FRAMES) -> bool:
+    """Whether a segment from frame ``start`` closes after frame ``index``: once it holds ``length`` frames, at
+    the first frame the next one can start from (``restartable``)."""
+    return restartable and index + 1 - start >= length
+
+
+def segment_spans(restartable: list[bool], length: int = SEGMENT_FRAMES) -> list[range]:
+    """The segments a whole render of ``len(restartable)`` frames encodes (``SegmentStore``): frames made apart
+    into the same segments make the same file."""
+    spans, start = [], 0
+    for index, ok in enumerate(restartable):
+        if closes(start, index, ok, length) or index == len(restartable) - 1:
+            spans.append(range(start, index + 1))
+            start = index + 1
+    return spans
 
 
 def read_state(work: Path) -> dict:

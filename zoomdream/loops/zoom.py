@@ -215,7 +215,7 @@ class Source(LoopSource):
         self.reference = None  # frame 0's colour statistics, taken from frame 0 when first needed
         self.closing = None  # frame 0 as the frame before the wrap must show it (see loop_target)
         self.growth = None  # the log of the closing span's linear zoom (see share)
-        self.segment = None  # (first, last, their frames): the dreamed pair the frames between come from
+        self.segment = None  # (first, its frame, the next dreamed frame): the pair the frames between come from
         self.end = settings.frames if settings.loop else settings.frames - 1  # the last dreamed frame's index
         self.on_device = backend.has_accelerator()  # warp and colours where the dream is (zoomdream.device)
         self.held = None  # (the last frame made on the device, as kept, and its tensor there)
@@ -231,15 +231,33 @@ class Source(LoopSource):
             return self.dreamed(t - 1, previous, t, rng)
         first = last_dreamed(t, self.step)
         if self.segment is None or self.segment[0] != first:
-            last = min(first + self.step, self.end)
-            rng = np.random.default_rng([s.seed, last])  # per dreamed frame: a resume re-dreams it the same
-            after = self.first if last == s.frames else self.dreamed(first, previous, last, rng)
-            self.segment = (first, last, previous, after)
-        first, last, before, after = self.segment
-        if t == last:
-            return after
+            self.segment = (first, previous, self.key(first, previous))
+        first, before, after = self.segment
+        return after if t == self.next_key(first) else self.between(t, before, after)
+
+    def keys(self) -> list[int]:
+        """The dreamed frames in chain order, each made from the one before by ``key``: frame 0, every nth
+        frame, and the path's end (the last frame; in a loop, frame ``frames``, which is frame 0 again)."""
+        return sorted({*range(0, self.end, self.step), self.end})
+
+    def next_key(self, first: int) -> int:
+        return min(first + self.step, self.end)
+
+    def key(self, first: int, image: np.ndarray) -> np.ndarray:
+        """The dreamed frame after dreamed frame ``first`` (``image``), with an RNG of its own: a resume, or
+        another process, dreams it the same."""
+        s = self.settings
+        last = self.next_key(first)
+        rng = np.random.default_rng([s.seed, last])
+        return self.first if last == s.frames else self.dreamed(first, image, last, rng)
+
+    def between(self, t: int, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """In-between frame t from the dreamed frames around it (``key``) and the camera path alone, so any
+        process that holds those two (and frame 0, in a loop) makes it the same."""
+        first = last_dreamed(t, self.step)
+        last = self.next_key(first)
         made = between_affine(before, after, (t - first) / (last - first), self.path(first, t), self.path(t, last))
-        if last == s.frames:  # across a loop's wrap: frame 0 as the path shows it there, sharp
+        if last == self.settings.frames:  # across a loop's wrap: frame 0 as the path shows it there, sharp
             made = to_uint8(self.close_loop(to_unit(made), t, weight=1.0))
         return made
 
