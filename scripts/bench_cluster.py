@@ -19,7 +19,8 @@ frame at ``--size`` (default 1920x1080) with the video defaults: optical flow an
 kept and read back, the H.264 encode (each chunk's, on its worker) and the join's concatenation; then an estimate of the wall time of a 3-minute clip at
 24 fps on 1, 8 and 64 workers that each cost that much per frame.
 
-``--join``: today's join (every frame read back and encoded on one machine) against the new (each chunk's own
+``--join``: today's join (every frame read back from PNG and encoded on one machine, with x264's medium preset as
+it was then; also with today's veryfast) against the new (each chunk's own
 H.264 stream joined without re-encoding, the cross-faded seams encoded), in turn ``--repeats`` times on the
 same ``--chunks``-chunk render of the 1280x720 test clip played ``--loops`` times: the new as the cluster runs
 it (each seam encoded on its worker at once, then the copy; the longest seam counted) and on one machine (the
@@ -178,20 +179,33 @@ def looped_clip(folder: Path, loops: int) -> Path:
     return clip
 
 
-def old_join(job, pieces: list[Path], model) -> None:
-    """The join before each chunk kept its own stream: every frame read back and encoded here (the frames a
-    chunk now keeps only in its segments decoded from them, where the old join read PNG frames)."""
-    from zoomdream import runner
+def old_join(job, frames: Path, model, preset: str) -> None:
+    """The join before each chunk kept its own stream: every frame read back from the PNG the chunk kept of it
+    and encoded here with x264's ``preset`` (medium then; veryfast since the pipelined render)."""
+    from zoomdream import media, runner
+    from zoomdream.sinks import EncoderSink
 
     job, source, output = runner.prepare(job, model)
-    final = runner.encoder(output, source)
+    final = EncoderSink(output.path, source.fps, crf=output.crf, preset=preset, **source.audio)
     try:
-        for part in runner.join_parts(runner.piece_spans(job, pieces, source.total)):
-            for index, frame in runner.part_frames(pieces, part):
-                final.write(index, frame)
+        for index, path in enumerate(media.list_frames(frames)):
+            final.write(index, media.read_image(path))
         final.close()
     finally:
         source.close()
+
+
+def as_pngs(job, pieces: list[Path], model, folder: Path) -> Path:
+    """The joined frames as PNG files, as the chunks kept them for the old join (written here, not timed)."""
+    from zoomdream import media, runner
+
+    job, source, _ = runner.prepare(job, model)  # the job as the pieces were rendered with it
+    source.close()
+    media.make_folder(folder)
+    for part in runner.join_parts(runner.piece_spans(job, pieces, source.total)):
+        for index, frame in runner.part_frames(pieces, part):
+            media.write_image(media.frame_path(folder, index), frame)
+    return folder
 
 
 def join_figures(args) -> None:
@@ -217,6 +231,7 @@ def join_figures(args) -> None:
         folders.append(runner.render_piece(job, range(a, b), work / f"chunk{k}", warmup=w, progress=False,
                                            model=model, stream=stream and range(*stream)))
     render_s = time.perf_counter() - start
+    pngs = as_pngs(job, folders, model, work / "pngs")
     kept = [frame for _, frame in itertools.islice(runner.part_frames(folders, (range(*streams[0]), 0, False)), 48)]
     start = time.perf_counter()
     with media.VideoWriter(work / "encode.mp4", 24.0) as writer:
@@ -237,29 +252,31 @@ def join_figures(args) -> None:
         runner.join_pieces(job, folders, model)
         return max(seams), time.perf_counter() - start
 
-    times = {"old": [], "alone": [], "cluster": []}
+    times = {"old": [], "old, veryfast": [], "alone": [], "cluster": []}
     for _ in range(args.repeats):
-        for name in ("old", "alone", "cluster"):
+        for name in times:
             for seam in work.glob("chunk*/joined-*.mp4"):
                 seam.unlink()  # the new join encodes its seams each time
             start = time.perf_counter()
-            if name == "old":
-                old_join(job, folders, model)
+            if name.startswith("old"):
+                old_join(job, pngs, model, "veryfast" if "veryfast" in name else "medium")
             elif name == "alone":  # one machine: the join encodes every seam itself
                 runner.join_pieces(job, folders, model)
             else:
                 seam_s, copy_s = new_join(job, folders, model)
             times[name].append(time.perf_counter() - start if name != "cluster" else seam_s + copy_s)
             assert media.probe_video(job.output).n_frames == total
-    old, alone, new = (statistics.median(times[name]) for name in ("old", "alone", "cluster"))
+    old, fast, alone, new = (statistics.median(values) for values in times.values())
     listed = {name: ", ".join(f"{t:.2f}" for t in values) for name, values in times.items()}
-    print(f"join, median of {args.repeats}: every frame read and encoded {old:.2f} s ({listed['old']}); streams "
+    print(f"join, median of {args.repeats}: every frame read and encoded {old:.2f} s ({listed['old']}; with "
+          f"today's faster x264 preset {fast:.2f} s: {listed['old, veryfast']}); streams "
           f"joined, seams encoded by the join {alone:.2f} s ({listed['alone']}); as on the cluster (each seam on "
           f"its worker at once, then the copy) {new:.2f} s ({listed['cluster']}); load {os.getloadavg()[0]:.1f}")
     print(f"one machine: {alone / old:.3f} of today's join")
     first, end = runner.read_state(folders[0])["segments"][0]  # the first chunk's first segment
     concat_s = concat_cost(runner.segment_path(folders[0], first), end - first)
     print(f"streams concatenated without re-encoding: {concat_s * 1000:.2f} ms a frame")
+    print(f"against the old join with today's x264 preset: {new / fast:.3f}")
     print(f"join_ratio={new / old:.3f}")
 
 

@@ -15,10 +15,12 @@ import os
 import queue
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Protocol
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -494,11 +496,12 @@ def part_frames(pieces: list[Path], part: tuple[range, int, bool]):
     if not faded:
         yield from _piece_frames(pieces[k], frames)
         return
-    for index in frames:
-        frame = media.read_image(media.frame_path(pieces[k] / "frames", index))
-        later = media.read_image(media.frame_path(pieces[k + 1] / "frames", index))
-        weight = (index - frames.start + 1) / (len(frames) + 1)
-        yield index, np.rint((1 - weight) * frame + weight * later.astype(np.float32)).astype(np.uint8)
+    with ThreadPoolExecutor(1) as reader:  # the later piece's frame decodes beside the earlier one's
+        for index in frames:
+            later = reader.submit(media.read_image, media.frame_path(pieces[k + 1] / "frames", index))
+            frame = media.read_image(media.frame_path(pieces[k] / "frames", index))
+            weight = (index - frames.start + 1) / (len(frames) + 1)
+            yield index, cv2.addWeighted(frame, 1 - weight, later.result(), weight, 0.0)  # rounded, one pass
 
 
 def _piece_frames(piece: Path, frames: range):
