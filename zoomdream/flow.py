@@ -36,6 +36,7 @@ METHODS = ("dis", "farneback", "none")
 
 
 PHOTOMETRIC = 50.0  # Lai et al.'s alpha, on [0, 1] colour values
+ALPHA, BETA = 0.01, 0.5  # the forward-backward check's tolerance (consistency_mask)
 
 
 _per_thread = threading.local()
@@ -166,7 +167,7 @@ def carried(frame: np.ndarray, motion: tuple[np.ndarray, np.ndarray]) -> np.ndar
 
 
 def consistency_mask(
-    flow_back: np.ndarray, flow_fwd: np.ndarray, *, alpha: float = 0.01, beta: float = 0.5
+    flow_back: np.ndarray, flow_fwd: np.ndarray, *, alpha: float = ALPHA, beta: float = BETA
 ) -> np.ndarray:
     """Which pixels of curr can trust the warp: 1 reliable, 0 occluded / newly revealed / from outside the frame.
 
@@ -182,9 +183,14 @@ def consistency_mask(
         raise ZoomdreamError(
             f"flows of shape {flow_back.shape} and {flow_fwd.shape} cannot be compared; both must be HxWx2, same size"
         )
-    # OpenCV passes throughout: numpy's took 68 ms a 720p frame, as long as the flow itself.
     flow_back = np.asarray(flow_back, np.float32)
-    points = sample_points(flow_back)
+    return _consistency(flow_back, flow_fwd, sample_points(flow_back), alpha, beta)
+
+
+def _consistency(flow_back: np.ndarray, flow_fwd: np.ndarray, points: np.ndarray, alpha: float,
+                 beta: float) -> np.ndarray:
+    """``consistency_mask`` given ``sample_points(flow_back)``, which ``motion_between`` also warps with."""
+    # OpenCV passes throughout: numpy's took 68 ms a 720p frame, as long as the flow itself.
     fwd_at_back = _remap(np.asarray(flow_fwd, np.float32), points)
     round_trip = cv2.add(flow_back, fwd_at_back)
     lengths = cv2.add(cv2.multiply(flow_back, flow_back), cv2.multiply(fwd_at_back, fwd_at_back))
@@ -214,10 +220,12 @@ def motion_between(
     """
     flow_back = flow_between(source_prev, source_curr, method=method, max_side=max_side)
     flow_fwd = flow_between(source_curr, source_prev, method=method, max_side=max_side)
-    difference = cv2.subtract(np.float32(source_curr), np.float32(warp(source_prev, flow_back)))
+    points = sample_points(flow_back)  # one map for the source's warp and the consistency check
+    difference = cv2.subtract(np.float32(source_curr), np.float32(_remap(source_prev, points)))
     # exp(-PHOTOMETRIC * the mean over channels of the squared difference, colours in 0..1)
     visible = cv2.exp(_channel_sum(cv2.multiply(difference, difference), -PHOTOMETRIC / 3 / 255.0 ** 2))
-    return flow_back, cv2.multiply(consistency_mask(flow_back, flow_fwd), visible)[..., None]
+    reliable = _consistency(flow_back, flow_fwd, points, ALPHA, BETA)
+    return flow_back, cv2.multiply(reliable, visible)[..., None]
 
 
 def coherent_init(
