@@ -1,6 +1,9 @@
 """One shared model for the whole suite: EfficientNet-Lite0 with its real ImageNet weights, loaded once."""
 import os
+import re
+import subprocess
 import tempfile
+from fractions import Fraction
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="zoomdream-test-cache-")  # --precision auto times afresh
@@ -69,3 +72,30 @@ def studio(lite0, tmp_path_factory):
                 models={("efficientnet-lite0", None, "float32"): lite0})
     yield app, f"http://127.0.0.1:{port}/"
     app.close()
+
+
+def timing(path) -> tuple[int, set[Fraction], Fraction]:
+    """The video track's packets as ffmpeg's muxer left them: how many, their durations and the track's length,
+    in seconds (from the decoding timestamps, which players and ffmpeg's average rate go by)."""
+    from zoomdream.media.ffmpeg import ffmpeg_exe
+
+    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f",
+                          "framecrc", "-"], capture_output=True, text=True, check=True).stdout
+    num, den = re.search(r"^#tb 0: (\d+)/(\d+)", out, re.M).groups()
+    tick = Fraction(int(num), int(den))
+    rows = [[int(v) for v in line.split(",")[1:4]] for line in out.splitlines() if line.startswith("0,")]
+    return len(rows), {d * tick for _, _, d in rows}, (rows[-1][0] + rows[-1][2] - rows[0][0]) * tick
+
+
+def assert_exact(path, frames: int, fps: float) -> None:
+    """Packets of one frame's duration, a track of frames/fps, the header's average rate the nominal one, and
+    ``read_video`` yields every frame."""
+    from zoomdream import media
+
+    rate = Fraction(fps).limit_denominator(1001)
+    count, durations, length = timing(path)
+    assert (count, durations) == (frames, {1 / rate}), (path, count, durations)
+    assert abs(length - frames / rate) < Fraction(1, 1000), (path, float(length), frames / fps)
+    info = media.probe_video(path)
+    assert (info.n_frames, round(info.fps, 3)) == (frames, round(fps, 3))
+    assert sum(1 for _ in media.read_video(path)) == frames

@@ -19,6 +19,8 @@ from zoomdream.config import load_toml, make_job, save_job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import ffmpeg_exe
 
+from conftest import assert_exact
+
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
 WEBM = os.path.join(DATA, "big_buck_bunny_432_433.webm")  # 1 s, 24 fps, Vorbis audio
@@ -145,6 +147,7 @@ def test_chunked_video_equals_its_chunks_and_keeps_count_fps_and_audio(tmp_path,
     a, b = media.probe_video(whole.output), media.probe_video(job.output)
     assert (b.n_frames, b.fps, b.has_audio, b.width, b.height) == (a.n_frames, a.fps, a.has_audio, a.width, a.height)
     assert len(decoded(job.output)) == len(decoded(whole.output)) == 12
+    assert_exact(job.output, 12, 24)
     assert audio(job.output) == audio(whole.output) != b""
     frames, reference = pngs(tmp_path / "chunked"), pngs(tmp_path / "whole")
     chunks = chunks_here(job, spans, 2, tmp_path / "here", lite0)
@@ -431,6 +434,7 @@ def test_zoom_in_betweens_on_workers_equal_a_single_render(tmp_path, pool, lite0
     np.testing.assert_array_equal(decoded(job.output), decoded(single.output))
     a, b = media.probe_video(single.output), media.probe_video(job.output)
     assert (b.n_frames, b.fps, b.duration) == (a.n_frames, a.fps, a.duration) == (frames, 24.0, b.duration)
+    assert_exact(job.output, frames, 24)
     workers = dict(pool.placed[placed:])
     assert workers["frames 0-24"] != workers["the dreamed frames"]  # made while the chain went on elsewhere
     assert len((tmp_path / "s.csv").read_text().splitlines()) == 1 + frames
