@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [job_from_args(args, f) for f in files]
         protected = tuple(files) if args.command == "render" else ()
         check_jobs(jobs, protected)
-        _quiet_tensorflow_start()
+        if not args.check:  # a check loads no model: starting TensorFlow would cost it seconds
+            _quiet_tensorflow_start()
         if cluster.requested(args) and not args.check:  # every job at once on Ray workers
             cluster.main(args, jobs, [f or args.command for f in files], protected)
             print("\n".join(f"wrote {job.output}" for job in jobs), file=sys.stderr)
