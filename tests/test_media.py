@@ -203,9 +203,13 @@ def test_write_image_unknown_extension(tmp_path):
     assert not path.exists()
 
 
-def test_write_image_missing_folder(tmp_path):
+def test_write_image_makes_a_missing_folder_but_not_under_a_file(tmp_path):
     path = tmp_path / "no" / "such" / "out.png"
-    with pytest.raises(ZoomdreamError, match="does not exist") as err:
+    zio.write_image(path, np.zeros((2, 2, 3), np.uint8))
+    assert path.is_file()
+    (tmp_path / "file").write_bytes(b"x")
+    path = tmp_path / "file" / "sub" / "out.png"
+    with pytest.raises(ZoomdreamError, match="is a file, not a folder") as err:
         zio.write_image(path, np.zeros((2, 2, 3), np.uint8))
     assert_one_line_naming(err, path)
 

@@ -169,12 +169,13 @@ def plot_curves(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         raise ZoomdreamError("give a zoom or video command line or a job file (zoomdream curves zoom --noise "
                              "--audio song.mp3 -o curves.png)")
     args = parser.parse_args(argv)
-    from zoomdream.curves import write_curves
+    from zoomdream.curves import checked_outputs, write_curves
 
     job = job_from_args(args)
     if args.check:
         from zoomdream import runner
 
+        checked_outputs(job)
         runner.check_job(replace(job, output=None, export_schedules=None))
         print(f"checked {job.output}", file=sys.stderr)
         return 0

@@ -30,7 +30,7 @@ from zoomdream.engine import machine_tile
 from zoomdream.errors import Stopped, ZoomdreamError
 from zoomdream.loops import loop_module
 from zoomdream.loops.common import LoopSource
-from zoomdream.media.files import FRAME_PATTERN, WriteFailed, same_file
+from zoomdream.media.files import FRAME_PATTERN, WriteFailed, check_output_target, make_output_folder, same_file
 from zoomdream.models import LoadedModel, get_backbone, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
 from zoomdream.sinks import (MIN_STREAM, EncoderSink, FrameStore, FramesDirSink, ImageSink, MemorySink, PieceStore,
@@ -241,6 +241,7 @@ def _checked_output(job: Job, protected: tuple[str, ...]) -> OutputSettings:
     path and by inode, so links and ./ spellings are caught. ``protected``: the job file the job came from
     (re-rendering ``OUT.job.toml`` leaves that record as it is)."""
     out = Path(job.output)
+    check_output_target(out)
     written = [out, preview_path(out), record_path(out)]
     written += [Path(job.export_schedules)] if job.export_schedules else []
     inputs = job_inputs(job)
@@ -311,6 +312,8 @@ def prepare(job: Job, model: LoadedModel | None = None, protected: tuple[str, ..
     fails at once), load the model and build the source. Returns (job with precision pinned, source, output
     settings)."""
     module, settings, job, output = check_job(job, protected)
+    if output is not None:  # every command makes its output's folder, before the model loads
+        make_output_folder(output.path)
     if job.export_schedules:
         from zoomdream.curves import export_schedules
 

@@ -78,17 +78,27 @@ def output_extension(p: Path, supported: tuple[str, ...], kind: str) -> str:
 
 
 def check_output_target(p: Path) -> None:
-    """Fail before any work when the output can obviously not be written."""
+    """Fail before any work when the output can obviously not be written. A missing folder is fine where it
+    can be made (``make_output_folder`` makes it): every command creates its output's folder, checks alike."""
     if p.is_dir():
         raise ZoomdreamError(f"cannot write '{show(p)}': it is a folder (give a file name)")
     parent = p.parent
+    while not parent.exists() and parent != parent.parent:  # the nearest folder that exists makes the rest
+        parent = parent.parent
     if not parent.is_dir():
-        raise ZoomdreamError(
-            f"cannot write '{show(p)}': folder '{show(parent)}' does not exist (create it first)"
-        )
+        raise ZoomdreamError(f"cannot write '{show(p)}': '{show(parent)}' is a file, not a folder (choose another "
+                             f"output folder)")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ZoomdreamError(f"cannot write '{show(p)}': folder '{show(parent)}' is read-only (make it writable, "
                              f"or choose an output in another folder)")
+
+
+def make_output_folder(p: Path) -> Path:
+    """Check ``p`` as an output (``check_output_target``) and create its folder, with its parents."""
+    p = Path(p)
+    check_output_target(p)
+    make_folder(p.parent)
+    return p
 
 
 def same_file(a: Path, b: Path) -> bool:

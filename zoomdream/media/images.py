@@ -11,7 +11,7 @@ import numpy as np
 
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.files import (
-    PathArg, atomic_write_bytes, check_output_target, existing_file, output_extension, show,
+    PathArg, atomic_write_bytes, existing_file, make_output_folder, output_extension, show,
 )
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -99,7 +99,7 @@ def write_image(path: PathArg, img: np.ndarray) -> None:
     p = Path(path)
     ext = output_extension(p, IMAGE_EXTENSIONS, "image")
     check_frame(img)
-    check_output_target(p)
+    make_output_folder(p)
     params = {
         ".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95],
         ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],

@@ -17,7 +17,7 @@ import numpy as np
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import Ffmpeg, file_arg, fps_fraction, rate_arg, run_ffmpeg
 from zoomdream.media.files import (
-    PathArg, WriteFailed, check_output_target, output_extension, own_temp, remove_quietly, show,
+    PathArg, WriteFailed, make_output_folder, output_extension, own_temp, remove_quietly, show,
 )
 from zoomdream.media.images import check_frame
 from zoomdream.media.probe import read_header
@@ -320,7 +320,7 @@ def VideoWriter(
     """
     p = Path(path)
     ext = output_extension(p, VIDEO_EXTENSIONS, "video")
-    check_output_target(p)
+    make_output_folder(p)
     rate = fps_fraction(fps)
     if not isinstance(crf, int) or not 0 <= crf <= 51:
         raise ZoomdreamError(f"crf {crf!r} must be a whole number from 0 to 51 (18 is visually lossless)")

@@ -1,0 +1,69 @@
+"""Every check before the work, alike in every command and in --check: what the real run would refuse, --check
+refuses, with the same line, before any model loads."""
+import os
+
+import pytest
+
+from zoomdream import runner
+from zoomdream.cli import main
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
+CLIP = os.path.join(DATA, "example.mp4")  # 2 s, 640x480, 25 fps
+PHOTO = os.path.join(SAMPLES, "chelsea.png")
+COMMANDS = {
+    "image": ["image", PHOTO, "-o", "{}.png"],
+    "zoom": ["zoom", "--noise", "-o", "{}.mp4"],
+    "video": ["video", CLIP, "-o", "{}.mp4"],
+    "interpolate": ["interpolate", CLIP, "-o", "{}.mp4"],
+    "curves": ["curves", "zoom", "--noise", "-o", "{}.png"],
+    "render": ["render", "{job}", "-o", "{}.mp4"],
+}
+
+
+class ModelLoaded(Exception):
+    pass
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """A model load (or, for interpolate, which loads none, its source) ends the render at once: what happened
+    before it is what the test sees."""
+    from zoomdream.loops import interpolate
+
+    def load_model(*args, **kwargs):
+        raise ModelLoaded
+
+    monkeypatch.setattr(runner, "load_model", load_model)
+    monkeypatch.setattr(interpolate, "Source", load_model)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err.strip()
+
+
+def argv(command: str, output, job) -> list[str]:
+    return [a.replace("{}", str(output)).replace("{job}", str(job)) for a in COMMANDS[command]]
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_makes_a_missing_output_folder_before_the_model_loads(tmp_path, capsys, command, no_model):
+    job = tmp_path / "job.toml"
+    job.write_text('command = "zoom"\nnoise = true\n')
+    out = tmp_path / "no" / "sub" / "out"
+    code, err = run(capsys, *argv(command, out, job), "--check")
+    assert code == 0 and err.startswith("checked"), err
+    assert not (tmp_path / "no").exists()  # a check changes nothing
+    (tmp_path / "file").write_bytes(b"")
+    code, err = run(capsys, *argv(command, tmp_path / "file" / "out", job), "--check")
+    assert code == 2 and err == f"zoomdream: error: cannot write '{tmp_path / 'file' / 'out'}" \
+                                f"{'.png' if command in ('image', 'curves') else '.mp4'}': '{tmp_path / 'file'}' is " \
+                                f"a file, not a folder (choose another output folder)", err
+    if command == "curves":
+        code, err = run(capsys, *argv(command, out, job), "--frames", "3")
+        assert code == 0 and (tmp_path / "no" / "sub" / "out.png").is_file(), err
+        return
+    with pytest.raises(ModelLoaded):
+        main(argv(command, out, job))
+    assert (tmp_path / "no" / "sub").is_dir()
