@@ -67,3 +67,28 @@ def test_every_command_makes_a_missing_output_folder_before_the_model_loads(tmp_
     with pytest.raises(ModelLoaded):
         main(argv(command, out, job))
     assert (tmp_path / "no" / "sub").is_dir()
+
+
+def ffmpeg(*args) -> None:
+    import subprocess
+
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *map(str, args)], check=True)
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_video_start_past_the_end_and_a_clip_max_size_leaves_too_small_are_refused_up_front(tmp_path, capsys,
+                                                                                             check, no_model):
+    """--check refuses what the run would fail on later: a start past the clip's end, and a 1x1 clip whose
+    --max-size (which never enlarges) leaves it 1x1 (a traceback and empty work folders before)."""
+    flag = ["--check"] if check else []
+    out = tmp_path / "v.mp4"
+    code, err = run(capsys, "video", CLIP, "-o", out, "--start", "100", *flag)
+    assert (code, err) == (2, f"zoomdream: error: --start 100 is past the end of '{CLIP}', which lasts 2.00 s "
+                              f"(give a start below 2.00)")
+    tiny = tmp_path / "bitmap.mkv"
+    ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=1x1:d=1:r=10", "-c:v", "png", tiny)
+    code, err = run(capsys, "video", tiny, "-o", out, "--max-size", "96", *flag)
+    assert code == 2 and err.startswith(f"zoomdream: error: video '{tiny}' is 1x1") and "at least 8x8" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["bitmap.mkv"]
