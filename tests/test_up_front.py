@@ -92,3 +92,35 @@ def test_video_start_past_the_end_and_a_clip_max_size_leaves_too_small_are_refus
     code, err = run(capsys, "video", tiny, "-o", out, "--max-size", "96", *flag)
     assert code == 2 and err.startswith(f"zoomdream: error: video '{tiny}' is 1x1") and "at least 8x8" in err, err
     assert sorted(os.listdir(tmp_path)) == ["bitmap.mkv"]
+
+
+def test_job_file_paths_are_read_from_its_folder_and_saved_jobs_reload_from_anywhere(tmp_path, capsys,
+                                                                                    monkeypatch):
+    """A job file's relative input and output are its folder's (they were the current folder's); the job a
+    render saves names its paths so that it renders again from any folder."""
+    import shutil
+
+    from zoomdream.config import load_job_file, make_job, save_job
+
+    jobs = tmp_path / "renders"
+    jobs.mkdir()
+    shutil.copy(PHOTO, jobs / "cat.png")
+    (jobs / "zoom.toml").write_text('command = "zoom"\ninput = "cat.png"\noutput = "out/z.gif"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, err = run(capsys, "render", "../renders/zoom.toml", "--frames", "2", "--max-size", "32", "--steps", "1",
+                    "--octaves", "1", "--tile", "64")
+    assert code == 0, err
+    assert (jobs / "out" / "z.gif").is_file() and os.listdir(elsewhere) == []
+    saved = (jobs / "out" / "z.job.toml").read_text()
+    assert f'input = "{jobs / "cat.png"}"' in saved and 'output = "z.gif"' in saved  # the output is beside it
+    again = make_job(load_job_file(jobs / "out" / "z.job.toml"))
+    assert again.input == str(jobs / "cat.png") and again.output == str(jobs / "out" / "z.gif")
+    first = make_job(dict(command="zoom", input="../renders/cat.png", output="z.gif", guide="g.png"))
+    save_job(first, jobs / "first.toml")
+    settings = first.settings_hash()
+    monkeypatch.chdir(tmp_path)  # another folder: the same files, the same settings (a resume matches)
+    loaded = make_job(load_job_file(jobs / "first.toml"))
+    assert os.path.samefile(loaded.input, jobs / "cat.png") and loaded.guide == str(elsewhere / "g.png")
+    assert loaded.settings_hash() == settings

@@ -12,7 +12,7 @@ from dataclasses import fields, replace
 from functools import partial
 
 from zoomdream import cluster
-from zoomdream.config import COMMANDS, FIELDS, LOOPS, RENAMED, Job, load_toml, make_job
+from zoomdream.config import COMMANDS, FIELDS, LOOPS, RENAMED, Job, load_job_file, make_job
 from zoomdream.errors import ZoomdreamError, error_line
 
 RENDER_EXAMPLES = """examples:
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def job_from_args(args: argparse.Namespace, job_file: str | None = None) -> Job:
     values = {k: v for k, v in vars(args).items() if k in FIELDS and k != "command"}
     if args.command == "render":
-        data = load_toml(job_file or args.job_file[0])
+        data = load_job_file(job_file or args.job_file[0])
         data.update(values)
         return make_job(data)
     return make_job({**values, "command": args.command})

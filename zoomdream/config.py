@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -224,12 +225,21 @@ class Job:
                 object.__setattr__(self, f.name, _number_or_text(value))
 
     def settings_hash(self) -> str:
-        """Hash of everything that changes the frames: resuming under a different hash is refused."""
+        """Hash of everything that changes the frames: resuming under a different hash is refused. Paths count
+        as absolute paths: the same file named from another folder (a job file's) is the same setting."""
         kept = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["affects_frames"]}
+        kept.update({name: os.path.abspath(value) for name, value in self.paths().items() if name in kept})
         return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
+    def paths(self) -> dict[str, str]:
+        """The job's file and folder settings that are set (``weights = "random"`` names no file)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.metadata["kind"] == "path" and getattr(self, f.name) not in (None, "", "random")}
+
+
 FIELDS = {f.name: f for f in fields(Job)}
+PATHS = tuple(name for name, f in FIELDS.items() if f.metadata["kind"] == "path")
 
 
 def _number_or_text(value: str) -> int | float | str:
@@ -305,6 +315,18 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def load_job_file(path: str | Path) -> dict[str, Any]:
+    """A job file's settings, its relative paths (input, output, ...) taken from the job file's folder, as tools
+    with config files do: ``zoomdream render ../renders/zoom.job.toml`` finds what the job names."""
+    data = load_toml(path)
+    folder = Path(path).parent
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if RENAMED.get(name, name) in PATHS and isinstance(value, str) and value not in ("", "random"):
+            data[key] = str(folder / os.path.expanduser(value))  # an absolute value stays as it is
+    return data
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -313,20 +335,29 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def job_to_toml(job: Job) -> str:
-    """The resolved job as TOML: its command's own settings (unset options are left out: TOML has no null)."""
+def job_to_toml(job: Job, folder: str | Path | None = None) -> str:
+    """The resolved job as TOML: its command's own settings (unset options are left out: TOML has no null).
+    With ``folder`` (where the file goes), paths are written to load from there (``load_job_file``): relative
+    to it for files under it, absolute for others, so the file reloads from any current folder."""
     lines = ["# zoomdream job: re-run with `zoomdream render THIS_FILE`", f"schema = {SCHEMA_VERSION}"]
+    paths = {} if folder is None else {name: _path_from(value, Path(folder)) for name, value in job.paths().items()}
     for f in fields(job):
-        value = getattr(job, f.name)
+        value = paths.get(f.name, getattr(job, f.name))
         if value is not None and f.name != "resume" and applies(job, f.name):
             lines.append(f"{f.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 
+def _path_from(value: str, folder: Path) -> str:
+    """``value`` as a job file in ``folder`` names it: relative under that folder, else absolute."""
+    path, here = os.path.abspath(value), os.path.abspath(folder)
+    return os.path.relpath(path, here) if path.startswith(os.path.join(here, "")) else path
+
+
 def save_job(job: Job, path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(job_to_toml(job))
+    tmp.write_text(job_to_toml(job, path.parent))
     tmp.replace(path)
 
 
