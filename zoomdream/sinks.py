@@ -355,14 +355,10 @@ class SegmentStore(FrameStore):
 
     What is durable: a frame counts as kept once the segment holding it is closed (ffmpeg finished, its MP4
     renamed into ``segments/``), the segment's last frame is written losslessly and ``state.json`` counts it,
-    in that order (a kill between the steps leaves the older state, whose files are all still there). A segment
-    closes only after a frame the next one can start from (``restartable``: not between a zoom's in-between
-    frames and the dreamed frame after them), and never leaves fewer than MIN_STREAM frames for the last one.
-
-    Segments are cut at the same frames however a render is interrupted, so a resumed output is the same file.
-    A graceful stop (Ctrl-C, SIGTERM, Stop, an error) keeps the open segment's frames losslessly in ``open/``
-    (they are held in memory until their segment closes: at most ``length`` frames) and a resume encodes them
-    again into the same segment before going on; a kill -9 loses them and a resume dreams them again.
+    in that order (a kill between the steps leaves the older state, whose files are all still there). Frames
+    of a segment still open are dreamed again on resume, from the last kept frame and the carry saved with it,
+    so the result equals an uninterrupted render. A segment closes only after a frame the next one can start
+    from (``restartable``: not between a zoom's in-between frames and the dreamed frame after them).
     """
 
     def __init__(self, work: Path, frames_dir: Path | None = None, *, fps: float = 24.0, crf: int = 18,
@@ -373,8 +369,8 @@ class SegmentStore(FrameStore):
         self.segments: list[list[int]] = []  # [first, end) of each closed segment
         self._writer = None
         self._start = 0
-        self._open: list[tuple[int, np.ndarray, dict, bool]] = []  # (index, frame, carry, restartable) given
-        # to the open segment: what a graceful stop keeps losslessly
+        self._pending = None  # (index, frame, carry) of the last frame given
+        self._restartable = False  # whether the next frame can start from that one
 
     def _segment(self, start: int) -> Path:
         return segment_path(self.work, start)
@@ -382,40 +378,23 @@ class SegmentStore(FrameStore):
     def _last(self, index: int) -> Path:
         return self.work / f"last-{index:08d}.png"
 
-    def _open_frame(self, index: int) -> Path:
-        return self.work / "open" / f"{index:08d}.png"
-
     def open(self, settings: str, span: range, resume: bool) -> Resume | None:
         resumed = super().open(settings, span, resume)  # locks the folder first
         for temp in self.segments_dir.glob(".*"):  # a segment a killed render left half-written
             remove_quietly(temp)
-        state = read_state(self.work) if resumed else {}
-        self.segments = state.get("segments", [])
-        if state.get("open"):  # frames a graceful stop kept: encoded again into the segment they began
-            first, end = state["open"]
-            for index in range(first, end):
-                carry = state["carry"] if index == end - 1 else {}
-                self._feed(index, media.read_image(self._open_frame(index)), carry, True)
+        self.segments = read_state(self.work)["segments"] if resumed else []
         return resumed
 
     def _check_kept(self, state: dict, last: int) -> None:
-        segments, kept = state.get("segments"), state.get("open")
+        segments = state.get("segments")
         ends = [end for _, end in segments] if isinstance(segments, list) else []
         missing = [self._segment(a) for a, _ in segments or [] if not self._segment(a).is_file()]
-        if kept is not None:
-            valid = (isinstance(kept, list) and len(kept) == 2 and kept[0] == (ends[-1] if ends else 0)
-                     and kept[1] == last + 1)
-            missing += [Path("open")] if not valid else [self._open_frame(i) for i in range(*kept)
-                                                         if not self._open_frame(i).is_file()]
-        elif not ends or ends[-1] != last + 1 or not self._last(last).is_file():
-            missing.append(self._last(last))
-        if missing:
+        if not ends or ends[-1] != last + 1 or missing or not self._last(last).is_file():
             raise ZoomdreamError(f"cannot resume {self.work}: its segments or last frame are missing or do not "
                                  f"match state.json (delete {self.work} to start over)")
 
     def load(self, index: int) -> np.ndarray:
-        path = self._open_frame(index)
-        return media.read_image(path if path.is_file() else self._last(index))
+        return media.read_image(self._last(index))
 
     def first(self) -> np.ndarray | None:
         path = self.work / "first.png"
@@ -427,37 +406,31 @@ class SegmentStore(FrameStore):
                 for index, frame in enumerate(media.read_video(self._segment(first)), first):
                     if start <= index < stop:
                         yield index, frame
-        for index, frame, _, _ in self._open:  # frames a graceful stop kept, being encoded again
-            if start <= index < stop:
-                yield index, frame
 
     def keep(self, index: int, frame: np.ndarray, carry: dict, restartable: bool = True) -> None:
         self._check_held()
         if not self.segments:
             self.frame_bytes = frame.nbytes  # at most this much a frame, until a segment is closed
-        if index == 0:
-            self.keep_first(frame)
-        self._feed(index, frame, carry, restartable)
-        if self._closes(index, restartable):
-            self.flush()
-
-    def _feed(self, index: int, frame: np.ndarray, carry: dict, restartable: bool) -> None:
-        """Give a frame to the open segment (opened at this frame if none is)."""
         if self._writer is None:
             media.make_folder(self.segments_dir)
             self._start = index
             self._writer = H264Segment(self._segment(index), fps_fraction(self.fps), crf=self.crf)
         self._writer.write(frame)
-        self._open.append((index, frame, carry, restartable))
+        if index == 0:
+            self.keep_first(frame)
+        self._pending = (index, frame, carry)
+        self._restartable = restartable
+        if self._closes(index, restartable):
+            self.flush()
 
     def _closes(self, index: int, restartable: bool) -> bool:
-        return closes(self._start, index, restartable, self.length, self.span.stop)
+        return closes(self._start, index, restartable, self.length)
 
     def flush(self) -> None:
         """Close the open segment: the MP4, then the last frame lossless, then the state that counts them."""
         if self._writer is None:
             return
-        index, frame, carry, _ = self._open[-1]
+        index, frame, carry = self._pending
         writer, self._writer = self._writer, None
         writer.close()
         if writer.aborted:  # dropped after an encoder error: its frames are dreamed again on resume
@@ -467,31 +440,25 @@ class SegmentStore(FrameStore):
         self.frame_bytes = self._segment(self._start).stat().st_size // (index + 1 - self._start)
         media.write_image(self._last(index), frame)
         self._write_state(index, carry, segments=self.segments)
-        self._open = []
-        for old in [*self.work.glob("last-*.png"), *self.work.glob("open/*.png")]:
+        for old in self.work.glob("last-*.png"):
             if old != self._last(index):
                 remove_quietly(old)
 
     def abort(self) -> None:
-        """The render stopped (Ctrl-C, Stop, an error): the open segment is dropped, and its frames up to the
-        last one the next frame can start from are kept losslessly in ``open/``, so a resume encodes them again
-        into the same segment and the output is the file an uninterrupted render makes."""
+        """The render stopped (Ctrl-C, Stop, an error): close the open segment, so every frame made so far is
+        kept, where the next frame can start from its last; else, or if the encoder itself failed, drop it
+        (its frames are dreamed again on resume)."""
         if self._writer is None:
             return
-        writer, self._writer = self._writer, None
-        writer.abort()
-        ends = [k for k, (_, _, _, restartable) in enumerate(self._open) if restartable]
-        kept, self._open = self._open[:ends[-1] + 1] if ends else [], []
-        if not kept or kept[-1][0] + 1 - self.span.start <= self.done:
-            return  # nothing new (a resume that stopped before passing what it was given)
+        writer = self._writer
         try:
-            for index, frame, _, _ in kept:
-                if not self._open_frame(index).is_file():  # else kept by an earlier stop, the same frame
-                    media.write_image(self._open_frame(index), frame)
-            index, _, carry, _ = kept[-1]
-            self._write_state(index, carry, segments=self.segments, open=[kept[0][0], index + 1])
-        except OSError:
-            pass  # a full or vanished disk: the state before still stands, and a resume dreams them again
+            if self._restartable:
+                self.flush()
+                return
+        except (ZoomdreamError, OSError):
+            pass
+        writer.abort()
+        self._writer = None
 
     def write_output(self, writer) -> None:
         """Make the output file from the segments (``media.VideoWriter.write_segments``)."""
@@ -544,15 +511,14 @@ class PieceStore(SegmentStore):
 
     def load(self, index: int) -> np.ndarray:
         path = media.frame_path(self.frames_dir, index)
-        return media.read_image(path) if path.is_file() else super().load(index)
+        return media.read_image(path if path.is_file() else self._last(index))
 
     def first(self) -> np.ndarray | None:
         return FrameStore.first(self)
 
     def _check_kept(self, state: dict, last: int) -> None:
         segments = state.get("segments")
-        last_kept = any(path.is_file() for path in (media.frame_path(self.frames_dir, last), self._last(last),
-                                                     self._open_frame(last)))
+        last_kept = media.frame_path(self.frames_dir, last).is_file() or self._last(last).is_file()
         if not isinstance(segments, list) or not last_kept or any(not self._segment(a).is_file() for a, _ in segments):
             raise ZoomdreamError(f"cannot resume {self.work}: its frames or segments are missing or do not match "
                                  f"state.json (delete {self.work} to start over)")
@@ -566,14 +532,10 @@ class PieceStore(SegmentStore):
             yield index, self.load(index)
 
 
-def closes(start: int, index: int, restartable: bool, length: int = SEGMENT_FRAMES, stop: int = 2 ** 62) -> bool:
-    """Whether a segment from frame ``start`` closes after frame ``index`` of a render ending before ``stop``:
-    once it holds ``length`` frames, at the first frame the next one can start from (``restartable``), unless
-    that would leave fewer than MIN_STREAM frames for the last segment. x264 gives a stream of 3 frames or more
-    the same B-frame delay; a shorter one joined to them would shift the timestamps at the join (a 25-frame
-    file of 24 + 1 frames at 25 fps lasted 1.08 s and read back as 23 frames)."""
-    left = stop - index - 1
-    return restartable and index + 1 - start >= length and (left == 0 or left >= MIN_STREAM)
+def closes(start: int, index: int, restartable: bool, length: int = SEGMENT_FRAMES) -> bool:
+    """Whether a segment from frame ``start`` closes after frame ``index``: once it holds ``length`` frames, at
+    the first frame the next one can start from (``restartable``)."""
+    return restartable and index + 1 - start >= length
 
 
 def segment_spans(restartable: list[bool], length: int = SEGMENT_FRAMES) -> list[range]:
@@ -581,7 +543,7 @@ def segment_spans(restartable: list[bool], length: int = SEGMENT_FRAMES) -> list
     into the same segments make the same file."""
     spans, start = [], 0
     for index, ok in enumerate(restartable):
-        if closes(start, index, ok, length, len(restartable)) or index == len(restartable) - 1:
+        if closes(start, index, ok, length) or index == len(restartable) - 1:
             spans.append(range(start, index + 1))
             start = index + 1
     return spans

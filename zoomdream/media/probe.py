@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 from zoomdream.errors import ZoomdreamError
@@ -17,9 +16,8 @@ _PROBE_TIMEOUT_S = 120
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video holds. width/height are as displayed (rotation applied); fps is the rate read_video
-    yields frames at; n_frames is what it yields for the whole clip (the frames themselves for a constant-rate
-    file, else duration x fps, an estimate for variable-rate sources), None without a duration."""
+    """What a video holds. width/height are as displayed (rotation applied); n_frames is what read_video
+    yields for the whole clip (duration x fps, an estimate for variable-rate sources), None without a duration."""
 
     width: int
     height: int
@@ -43,7 +41,6 @@ class Header:
     video_codec: str | None
     pix_fmt: str | None
     audio_codec: str | None
-    tbr: float | None = None  # the rate ffmpeg guesses the frames are on (the average rate is ``fps``)
 
 
 def _rate_value(rest: str, unit: str) -> float | None:
@@ -65,7 +62,7 @@ def _parse_header(text: str) -> Header:
         duration = duration if duration > 0 else None
 
     width = height = None
-    fps = tbr = None
+    fps = None
     video_codec = pix_fmt = audio_codec = None
     for i, line in enumerate(lines):
         video = re.search(r"Stream #0:\d+\S*: Video: (.*)", line)
@@ -78,8 +75,7 @@ def _parse_header(text: str) -> Header:
             size = re.search(r",\s*(\d+)x(\d+)", rest)
             if size:
                 width, height = int(size.group(1)), int(size.group(2))
-            tbr = _rate_value(rest, "tbr")
-            fps = _rate_value(rest, "fps") or tbr
+            fps = _rate_value(rest, "fps") or _rate_value(rest, "tbr")
             # Side data (rotation) follows on indented lines until the next stream.
             for extra in lines[i + 1 :]:
                 if "Stream #" in extra:
@@ -90,7 +86,7 @@ def _parse_header(text: str) -> Header:
         audio = re.search(r"Stream #0:\d+\S*: Audio: (\S+)", line)
         if audio and audio_codec is None:
             audio_codec = audio.group(1).rstrip(",")
-    return Header(duration, width, height, fps, video_codec, pix_fmt, audio_codec, tbr)
+    return Header(duration, width, height, fps, video_codec, pix_fmt, audio_codec)
 
 
 def read_header(path, what: str = "read") -> tuple[Path, Header]:
@@ -130,36 +126,8 @@ def probe_video(path: PathArg) -> VideoInfo:
         raise ZoomdreamError(f"cannot read '{show(p)}': ffmpeg reports no frame rate (re-encode the video)")
     fps = float(fps_fraction(h.fps))
     n_frames = max(1, round(h.duration * fps)) if h.duration else None
-    if h.tbr and abs(h.tbr - h.fps) > 1e-3 * h.tbr:  # the average rate is not the frames' own: look at them
-        frames = constant_rate_frames(p, fps_fraction(h.tbr))
-        if frames is not None:
-            fps, n_frames = float(fps_fraction(h.tbr)), frames
     return VideoInfo(
         width=h.width, height=h.height, fps=fps, n_frames=n_frames, duration=h.duration,
         has_audio=h.audio_codec is not None, audio_codec=h.audio_codec,
         video_codec=h.video_codec, pix_fmt=h.pix_fmt,
     )
-
-
-def constant_rate_frames(path: Path, rate: Fraction) -> int | None:
-    """How many frames the video holds if they are shown at ``rate`` exactly, one after another (None: they are
-    not: a variable-rate file). Read from the packets' timestamps (a stream copy: nothing is decoded).
-
-    Why: a file whose last packets are timed differently (an MP4 joined from H.264 streams of other B-frame
-    delays) has an average rate below its frames' own, and reading it at that rate drops frames."""
-    args = ["-hide_banner", "-nostdin", "-i", file_arg(path), "-map", "0:V:0", "-c", "copy", "-f", "framecrc", "-"]
-    try:
-        res = subprocess.run([ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, timeout=_PROBE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return None
-    text = res.stdout.decode("ascii", "replace")
-    base = re.search(r"^#tb 0: (\d+)/(\d+)", text, re.M)
-    if res.returncode != 0 or not base:
-        return None
-    tick = Fraction(int(base.group(1)), int(base.group(2)))
-    times = sorted(int(line.split(",")[2]) for line in text.splitlines() if line.startswith("0,"))
-    step = 1 / (rate * tick)  # one frame, in ticks
-    if not times or any(abs((b - a) - step) > 0.5 for a, b in zip(times, times[1:])):
-        return None
-    return len(times)
