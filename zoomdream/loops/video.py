@@ -76,11 +76,14 @@ def resolve(job: Job) -> VideoSettings:
         raise ZoomdreamError("no input video given (zoomdream video IN.mp4 -o OUT.mp4)")
     seed, max_size = seed_and_max_size(job)
     info = media.probe_video(job.input)
-    if max_size is None:
-        check_frame_size(info.width, info.height, f"video '{job.input}' is")
+    check_frame_size(*media.fitted_size(info.width, info.height, max_size), f"video '{job.input}' is")
     duration = None if job.duration is None else number(job.duration, "duration", above=0)
+    start = number(job.start, "start", low=0)
+    if info.duration is not None and start >= info.duration:
+        raise ZoomdreamError(f"--start {start:g} is past the end of '{job.input}', which lasts {info.duration:.2f} s "
+                             f"(give a start below {info.duration:.2f})")
     settings = VideoSettings(
-        input=Path(job.input), info=info, start=number(job.start, "start", low=0), duration=duration,
+        input=Path(job.input), info=info, start=start, duration=duration,
         every=number(job.every, "every", low=1, high=10_000, integer=True), max_size=max_size,
         blend=number(job.blend, "blend", low=0, high=1), smooth=number(job.smooth, "smooth", low=0, high=1),
         flow=job.flow, interpolate=number(job.interpolate, "interpolate", low=1, high=16, integer=True),
