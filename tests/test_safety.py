@@ -258,7 +258,7 @@ def test_a_read_only_output_folder_is_one_line_and_left_as_it_was(tmp_path, cli,
         folder.chmod(0o555)
     code, err = cli(*TINY, "--frames", "2", "-o", folder / "out.mp4")
     assert code == 2
-    one_line(err, f"cannot create folder '{folder / 'out.mp4.zoomdream'}", "read-only")
+    one_line(err, f"cannot write '{folder / 'out.mp4'}': folder '{folder}' is read-only")
     assert os.listdir(folder) == []
 
 

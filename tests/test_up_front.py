@@ -124,3 +124,108 @@ def test_job_file_paths_are_read_from_its_folder_and_saved_jobs_reload_from_anyw
     loaded = make_job(load_job_file(jobs / "first.toml"))
     assert os.path.samefile(loaded.input, jobs / "cat.png") and loaded.guide == str(elsewhere / "g.png")
     assert loaded.settings_hash() == settings
+
+
+def interrupted_render(tmp_path, **settings):
+    """A work folder as an interrupted noise zoom leaves it (its job.toml and state.json), with ``settings``."""
+    import json
+
+    from zoomdream.config import make_job, save_job
+
+    out = tmp_path / "z.mp4"
+    job = runner.check_job(make_job(dict(command="zoom", noise=True, output=str(out), **settings)))[2]
+    work = runner.work_folder(out)
+    work.mkdir()
+    save_job(job, work / "job.toml")
+    state = {"version": 2, "settings": job.settings_hash(), "span": [0, 120], "done": 24, "carry": {}}
+    (work / "state.json").write_text(json.dumps(state))
+    return out, work
+
+
+def test_a_resume_with_changed_settings_names_them(tmp_path, capsys, no_model):
+    out, work = interrupted_render(tmp_path, steps=3, zoom="1.02")
+    zoom = ["zoom", "--noise", "-o", out, "--resume"]
+    code, err = run(capsys, *zoom, "--steps", "4", "--zoom", "1.05")
+    assert (code, err) == (2, f"zoomdream: error: cannot resume {work}: these settings differ: steps (3 there, 4 "
+                              f"here), zoom (1.02 there, 1.05 here) (use the settings in {work / 'job.toml'}, or "
+                              f"delete the folder to start over)")
+    code, err = run(capsys, *zoom, "--steps", "3", "--zoom", "1.02", "--seed", "1", "--check")
+    assert code == 2 and "this setting differs: seed (0 there, 1 here)" in err, err
+    code, err = run(capsys, *zoom, "--steps", "3", "--zoom", "1.02", "--check")
+    assert code == 0, err
+
+
+def test_a_second_render_into_a_busy_output_is_refused_before_its_model_loads(tmp_path, capsys, no_model):
+    """The second render was told to delete the live render's folder (which killed it), or, before the first
+    segment was kept, was refused only after loading its model; now both are the lock's one line, up front."""
+    from zoomdream.sinks import FrameStore
+
+    out = tmp_path / "z.mp4"
+    live = FrameStore(runner.work_folder(out))
+    live.lock()  # a render of z.mp4 is running, with no frame kept yet
+    try:
+        for extra in ([], ["--resume"], ["--check"]):
+            code, err = run(capsys, "zoom", "--noise", "-o", out, *extra)
+            assert (code, err) == (2, f"zoomdream: error: another render is using '{runner.work_folder(out)}' "
+                                      f"(wait for it to finish, or give this one another output or --frames-dir)")
+        (live.work / "state.json").write_text("{}")  # it has kept frames
+        code, err = run(capsys, "zoom", "--noise", "-o", out)
+        assert code == 2 and "another render is using" in err, err
+    finally:
+        live.release()
+
+
+def test_resume_of_a_finished_render_is_refused(tmp_path, capsys, no_model):
+    out = tmp_path / "z.mp4"
+    out.write_bytes(b"a finished render")
+    code, err = run(capsys, "zoom", "--noise", "-o", out, "--resume")
+    assert (code, err) == (2, f"zoomdream: error: '{out}' is finished: there is nothing to resume (leave out --resume "
+                              f"to render it again, or give another output)")
+    assert out.read_bytes() == b"a finished render"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Found by fault injection: each one line, exit 2, in bounded time and memory
+
+
+def job_file(tmp_path, line: str):
+    path = tmp_path / "job.toml"
+    path.write_text(f'command = "zoom"\nnoise = true\noutput = "z.mp4"\n{line}\n')
+    return path
+
+
+@pytest.mark.parametrize("line, words", [
+    ("zoom = " + "[" * 10_000 + "]" * 10_000, "nests values too deeply"),  # a RecursionError traceback
+    ('zoom = "' + "1+" * 5_000_000 + '1"', "is larger than 1 MB"),  # 7.7 s and 2.5 GB, the line 10 MB long
+    ('zoom = "' + "1+" * 60_000 + '1"', "setting 'zoom' is 120,001 characters long (at most 100,000: shorten it)"),
+    ('zoom = "' + "+".join(["max(" + ",".join(["sin(t)"] * 90) + ")"] * 20) + '"',
+     "expression has 5,459 terms (at most 2,000"),
+    ('zoom = "max(1.02' + ",1" * 101 + ')"', "max takes 2 to 100 arguments, got 102"),
+    ('layers = "' + ",".join(["block3:1"] * 65) + '"', "the layer spec has 65 terms (at most 64"),
+    ('zoom = "' + ", ".join(f"{i}:(1.02)" for i in range(20_000)) + '"', "characters long (at most 100,000"),
+    ('frames_dir = "' + "o" * 10_000 + '"', "setting 'frames_dir' is 10,0"),
+    ("stepz" * 100_000 + " = 1", "unknown setting 'stepzstepz"),
+], ids=["brackets", "10MB", "long", "terms", "arguments", "layers", "keyframes", "path", "key"])
+def test_job_text_is_bounded_and_so_is_the_error_line(tmp_path, capsys, line, words):
+    import time
+
+    path = job_file(tmp_path, line)
+    start = time.perf_counter()
+    code, err = run(capsys, "render", path, "--check")
+    assert code == 2 and len(err.splitlines()) == 1 and words in err, err[:300]
+    assert len(err) <= 1000 + len("zoomdream: error: ") and time.perf_counter() - start < 5
+
+
+def test_a_fifo_is_not_called_empty(tmp_path, capsys):
+    for name in ("in.mp4", "job.toml"):
+        os.mkfifo(tmp_path / name)  # opened for reading, it would block until a writer came
+    code, err = run(capsys, "video", tmp_path / "in.mp4", "-o", tmp_path / "o.mp4", "--check")
+    assert (code, err) == (2, f"zoomdream: error: cannot read '{tmp_path / 'in.mp4'}': it is not a regular file (a "
+                              f"pipe, socket or device; save it to a file first)")
+    code, err = run(capsys, "render", tmp_path / "job.toml", "--check")
+    assert code == 2 and "is not a regular file" in err, err
+
+
+def test_an_output_name_of_10000_characters_is_named_not_echoed(tmp_path, capsys):
+    code, err = run(capsys, "zoom", "--noise", "-o", tmp_path / ("o" * 10_000 + ".mp4"), "--check")
+    assert code == 2 and err.startswith("zoomdream: error: setting 'output' is ") and len(err) < 200, err

@@ -147,6 +147,23 @@ def _lock(folder: Path):
                          f"another output or --frames-dir)")
 
 
+def busy(folder: Path) -> bool:
+    """Whether a live render holds ``folder``'s lock (asked by taking it for a moment; nothing is created)."""
+    if fcntl is None:
+        return False
+    try:
+        handle = open(folder / LOCK_NAME, "rb")
+    except OSError:  # no lock file: no render has held the folder, or the last one finished
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 def _same_file(handle, path: Path) -> bool:
     """Whether the open ``handle`` is still the file at ``path`` (not deleted or replaced since it was opened)."""
     try:
