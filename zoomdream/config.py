@@ -25,7 +25,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 SCHEMA_VERSION = 2
-RENAMED = {"interpolation": "easing"}  # old key -> new key: old job files load with a one-line warning
+RENAMED = {"interpolation": "easing"}
+MAX_TEXT = 100_000  # characters of a text setting (an expression, keyframes, layers): each is parsed up front
+MAX_PATH = 4096  # characters of a path (Linux's PATH_MAX)
+MAX_JOB_FILE = 1 << 20  # bytes of a job file  # old key -> new key: old job files load with a one-line warning
 
 # The kinds of value a setting holds. "schedule" is a number or keyframe/expression text: "5" from the command
 # line and 5 from TOML are the same setting.
@@ -260,6 +263,9 @@ def _check_type(name: str, value: Any) -> Any:
     kind = f.metadata["kind"]
     if value is None:
         return value
+    most = MAX_PATH if kind == "path" else MAX_TEXT
+    if isinstance(value, str) and len(value) > most:
+        raise ZoomdreamError(f"setting '{name}' is {len(value):,} characters long (at most {most:,}: shorten it)")
     if isinstance(value, _ACCEPTS[kind]) and (kind == "bool" or not isinstance(value, bool)):
         return float(value) if kind == "float" else value
     raise ZoomdreamError(f"setting '{name}' = {value!r} has the wrong type (expected {kind}, default {f.default!r})")
@@ -300,9 +306,18 @@ def applies(job: Job, name: str) -> bool:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise ZoomdreamError(f"job file '{path}' is not a regular file (a pipe, socket or device; save it to a "
+                             f"file first)")
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            text = f.read(MAX_JOB_FILE + 1)
+        if len(text) > MAX_JOB_FILE:
+            raise ZoomdreamError(f"job file '{path}' is larger than {MAX_JOB_FILE >> 20} MB (a job file holds "
+                                 f"settings only: check the file)")
+        data = tomllib.loads(text.decode())
+    except RecursionError:
+        raise ZoomdreamError(f"job file '{path}' nests values too deeply (check its syntax)") from None
     except FileNotFoundError:
         raise ZoomdreamError(f"job file '{path}' not found (check the path)") from None
     except IsADirectoryError:

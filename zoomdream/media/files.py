@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import threading
 import re
 from pathlib import Path
@@ -58,10 +59,13 @@ def existing_file(path, what: str = "read") -> Path:
     if p.is_dir():
         raise ZoomdreamError(f"cannot {what} '{show(p)}': it is a folder, not a file (give a file path)")
     try:
-        size = p.stat().st_size
+        info = p.stat()
     except OSError as e:
         raise ZoomdreamError(f"cannot {what} '{show(p)}': {e.strerror} (check file permissions)") from None
-    if size == 0:
+    if not stat.S_ISREG(info.st_mode):  # a FIFO, socket or device: no size to check, and a read may never end
+        raise ZoomdreamError(f"cannot {what} '{show(p)}': it is not a regular file (a pipe, socket or device; save "
+                             f"it to a file first)")
+    if info.st_size == 0:
         raise ZoomdreamError(f"cannot {what} '{show(p)}': the file is empty (re-export or re-download it)")
     return p
 
