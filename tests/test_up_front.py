@@ -229,3 +229,11 @@ def test_a_fifo_is_not_called_empty(tmp_path, capsys):
 def test_an_output_name_of_10000_characters_is_named_not_echoed(tmp_path, capsys):
     code, err = run(capsys, "zoom", "--noise", "-o", tmp_path / ("o" * 10_000 + ".mp4"), "--check")
     assert code == 2 and err.startswith("zoomdream: error: setting 'output' is ") and len(err) < 200, err
+
+
+def test_the_test_data_readme_names_test_files_that_exist():
+    import re
+
+    text = open(os.path.join(DATA, "README.md")).read()
+    named = re.findall(r"tests/(test_\w+\.py)", text)
+    assert named and all(os.path.isfile(os.path.join(os.path.dirname(__file__), name)) for name in named), named
