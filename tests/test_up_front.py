@@ -237,3 +237,26 @@ def test_the_test_data_readme_names_test_files_that_exist():
     text = open(os.path.join(DATA, "README.md")).read()
     named = re.findall(r"tests/(test_\w+\.py)", text)
     assert named and all(os.path.isfile(os.path.join(os.path.dirname(__file__), name)) for name in named), named
+
+
+@pytest.mark.parametrize("total", [26, None])
+def test_the_progress_bar_ends_at_the_frames_made(capsys, total):
+    """A variable-rate clip's frame count is an estimate (duration x rate): its bar stopped at 25/26; a clip
+    without a duration had no total at all. The bar ends on the frames made, 25/25."""
+    import numpy as np
+
+    from zoomdream.loops.common import LoopSource
+    from zoomdream.sinks import MemorySink
+
+    class Clip(LoopSource):
+        fps = 25.0
+
+        def frame(self, t, previous, rng):
+            return np.zeros((8, 8, 3), np.uint8) if t < 25 else None
+
+    source = Clip()
+    source.total = total
+    memory = MemorySink()
+    assert runner.run(source, [memory], seed=0, span=range(0, total or 2 ** 62)) == 25 == len(memory.frames)
+    err = capsys.readouterr().err
+    assert "25/25" in err.splitlines()[-1].split("\r")[-1], err

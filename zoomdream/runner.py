@@ -193,6 +193,9 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
                 if dreamer is not None:
                     bar.set_postfix_str(f"{dreamer.dreams} dreams", refresh=False)
                 bar.update()
+            if bar.total != bar.n:  # the source ended before its estimate (a variable-rate clip), or had none
+                bar.total = bar.n
+                bar.refresh()
         keeper.finish()
         if store is not None:
             store.flush()
