@@ -263,8 +263,11 @@ class H264Writer(FfmpegWriter):
                 run_ffmpeg(args, f"cannot add audio from '{show(src)}' to '{show(self.path)}'",
                            "try without audio or convert the audio to AAC")
                 return
-            except ZoomdreamError:
+            except ZoomdreamError as error:
                 remove_quietly(self._temp)
+                if _errno(str(error)):  # the disk, not the audio: said as a full disk is, whatever the codec
+                    raise WriteFailed(f"cannot write '{show(self.path)}': no space left on device (free some, then "
+                                      f"try again)", errno.ENOSPC, self.path) from None
                 if i == len(attempts) - 1:
                     raise
 
