@@ -421,3 +421,17 @@ def test_a_disk_that_fills_during_the_audio_mux_gets_the_disk_full_line_with_the
     monkeypatch.setattr(writer, "run_ffmpeg", real)
     assert cli(*args, "-o", out, "--resume") == (0, f"wrote {out}")
     assert len(frames_of(out)) == 12
+
+
+def test_temporary_files_of_a_render_killed_at_the_join_are_removed_by_the_next_that_completes(tmp_path, cli):
+    """A kill -9 during the final join leaves the join's hidden temporary files (the video, its audio pass, the
+    segment list); the render that completes the output next removes them, and never a live writer's."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid names no process now
+    out = tmp_path / "out.mp4"
+    left = [tmp_path / f".out.{tag}-{dead.pid}-1.mp4" for tag in ("part", "video.part", "segments.txt")]
+    live = tmp_path / f".out.part-{os.getppid()}-1.mp4"
+    for path in [*left, live]:
+        path.write_bytes(b"half a video")
+    assert cli(*TINY, "--frames", "2", "-o", out) == (0, f"wrote {out}")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [live.name]

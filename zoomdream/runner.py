@@ -30,7 +30,8 @@ from zoomdream.engine import machine_tile
 from zoomdream.errors import Stopped, ZoomdreamError
 from zoomdream.loops import loop_module
 from zoomdream.loops.common import LoopSource
-from zoomdream.media.files import FRAME_PATTERN, WriteFailed, check_output_target, make_output_folder, same_file
+from zoomdream.media.files import (FRAME_PATTERN, WriteFailed, check_output_target, make_output_folder,
+                                   remove_dead_temps, same_file)
 from zoomdream.models import LoadedModel, get_backbone, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
 from zoomdream.sinks import (MIN_STREAM, EncoderSink, FrameStore, FramesDirSink, ImageSink, MemorySink, PieceStore,
@@ -416,6 +417,7 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
             resume=output.resume, progress=progress, stop=stop)
         store.write_output(encoder(output, source).writer)  # the segments copied into the output, the audio added
         _save_record(job, output, protected)
+        remove_dead_temps(output.path)  # of a render of this output killed while it wrote it (a kill at the join)
         store.remove()
     except (WriteFailed, OSError) as error:  # a full disk, a read-only or vanished folder: its own line
         raise store.fault(error) from None
@@ -681,6 +683,7 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
     finally:
         source.close()
     save_job(job, record_path(output.path))
+    remove_dead_temps(output.path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -742,6 +745,7 @@ def join_segments(job: Job, streams: list[tuple[Path, int]], model: LoadedModel 
     finally:
         source.close()
     _save_record(job, output, protected)
+    remove_dead_temps(output.path)
 
 
 class _Chain(LoopSource):

@@ -43,6 +43,37 @@ def own_temp(path: Path, tag: str = "part") -> Path:
     return temp_sibling(path, f"{tag}-{os.getpid()}-{threading.get_ident()}")
 
 
+def remove_dead_temps(path: Path) -> list[Path]:
+    """Remove the temporary files (``own_temp``) of ``path`` that writers killed outright left behind: those
+    whose process is gone. A later render of the same output calls it once its output is complete. Returns
+    what it removed."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.stem)}\.[\w.]+-(\d+)-\d+{re.escape(path.suffix)}$")
+    removed = []
+    for entry in path.parent.glob(f".{glob_escape(path.stem)}.*"):
+        found = pattern.match(entry.name)
+        if found and not _alive(int(found.group(1))):
+            remove_quietly(entry)
+            removed.append(entry)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process's own writers are done with the output by now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        return True
+    return True
+
+
 def remove_quietly(path: Path | None) -> None:
     if path is not None:
         try:
