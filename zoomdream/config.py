@@ -104,8 +104,8 @@ _OUT = OutputSettings(Path("."))
 class Job:
     command: str = opt("image", "what to render", "str", choices=ALL, commands=ALL, group="job")
     input: str | None = opt(None, "input image or video", "path", commands=ALL, group="job", affects_frames=False)
-    output: str | None = opt(None, "output file: .png/.jpg for image; .mp4/.mov/.mkv/.gif for zoom and video",
-                             "path", commands=ALL, group="job", affects_frames=False)
+    output: str | None = opt(None, "output file: .png/.jpg for image; .mp4/.mov/.mkv/.gif/.webp for zoom and "
+                                   "video", "path", commands=ALL, group="job", affects_frames=False)
     # model
     model: str = opt(_ENGINE.model, "backbone (see `zoomdream models`)", "str", group="model")
     weights: str | None = opt(_ENGINE.weights, "weights file for keras.applications backbones (default: the Keras "
@@ -201,9 +201,9 @@ class Job:
                                    "str", commands=("zoom", "video"), group="audio", metavar="HEX")
     crf: int = opt(_OUT.crf, "H.264 quality (lower is better, 18 is visually lossless)", "int", commands=LOOPS,
                    group="output", affects_frames=False)
-    gif_fps: float | None = opt(_OUT.gif_fps, "GIF frame rate (default: the video's; 12 halves the file)", "float",
-                                commands=LOOPS, group="output", affects_frames=False)
-    gif_width: int | None = opt(_OUT.gif_width, "GIF width in pixels (default: the frame's)", "int",
+    gif_fps: float | None = opt(_OUT.gif_fps, "GIF and WebP frame rate (default: the video's; 12 halves the file)",
+                                "float", commands=LOOPS, group="output", affects_frames=False)
+    gif_width: int | None = opt(_OUT.gif_width, "GIF and WebP width in pixels (default: the frame's)", "int",
                                 commands=LOOPS, group="output", affects_frames=False)
     frames_dir: str | None = opt(None, "also keep numbered PNG frames here", "path", commands=LOOPS,
                                  group="output", metavar="DIR", affects_frames=False)
