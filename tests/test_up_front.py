@@ -260,3 +260,23 @@ def test_the_progress_bar_ends_at_the_frames_made(capsys, total):
     assert runner.run(source, [memory], seed=0, span=range(0, total or 2 ** 62)) == 25 == len(memory.frames)
     err = capsys.readouterr().err
     assert "25/25" in err.splitlines()[-1].split("\r")[-1], err
+
+
+def test_a_clip_without_a_duration_gets_a_progress_total(tmp_path):
+    """Its frames are counted (a stream copy, nothing decoded), and those the render takes give the bar's total."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from zoomdream.config import make_job
+    from zoomdream.loops import video
+
+    clip = tmp_path / "streamed.mkv"
+    with open(clip, "wb") as f:  # written to a pipe, Matroska leaves the duration out
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                        "testsrc=s=64x48:d=2:r=25", "-c:v", "libx264", "-f", "matroska", "pipe:1"], stdout=f, check=True)
+    settings = video.resolve(make_job(dict(command="video", input=str(clip), output=str(tmp_path / "o.mp4"))))
+    assert settings.info.duration is None and settings.frames is None
+    assert video.counted_frames(settings) == 50
+    later = video.resolve(make_job(dict(command="video", input=str(clip), start=1.0, every=2, duration=0.5)))
+    assert video.counted_frames(later) == 7

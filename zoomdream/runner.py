@@ -179,7 +179,7 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
             for sink in sinks:
                 sink.write(index, frame)
         keeper = _Keeper(store, sinks)
-        total = len(span) if source.total is not None or span.stop < 2 ** 62 else None
+        total = len(span) if source.total is not None or span.stop < 2 ** 62 else getattr(source, "expected", None)
         dreamer = getattr(source, "dreamer", None)  # counts the dreams: a frame may take none, or many (a loop's 0)
         with tqdm(total=total, initial=t - span.start, desc="frames", unit="frame", disable=not progress,
                   dynamic_ncols=True) as bar:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -106,6 +108,22 @@ def with_music(settings: VideoSettings, job: Job) -> VideoSettings:
     return replace(s, dream=dream, audio=track, steps=steps, step_size=step_size)
 
 
+def counted_frames(s: VideoSettings) -> int | None:
+    """The frames of a clip whose header gives no duration, counted by a stream copy (read, not decoded), and
+    those of them the render takes: the progress bar's total (None where ffmpeg reports no count)."""
+    from zoomdream.media.ffmpeg import ffmpeg_exe, file_arg
+
+    done = subprocess.run([ffmpeg_exe(), "-nostdin", "-i", file_arg(s.input), "-map", "0:v:0", "-c", "copy", "-f",
+                           "null", "-"], capture_output=True, text=True, errors="replace", timeout=600)
+    counts = re.findall(r"frame=\s*(\d+)", done.stderr)
+    if done.returncode != 0 or not counts:
+        return None
+    frames = max(0.0, int(counts[-1]) - s.start * s.info.fps)
+    if s.duration is not None:
+        frames = min(frames, s.duration * s.info.fps)
+    return math.ceil(round(frames, 3) / s.every)  # as ``VideoSettings.frames`` counts from a duration
+
+
 class Source(LoopSource):
     """Frame t starts from the dream of frame t - 1 carried along the source's flow. With ``interpolate`` n,
     only every nth source frame is dreamed that way (from the dreamed frame n before), and the frames between
@@ -127,6 +145,7 @@ class Source(LoopSource):
                                   keep=2 * self.step + 2 + self.motions.depth)
         self.origin = 0  # where dreaming last started afresh: dreamed frames are origin + multiples of n
         self.segment = None  # (first, last, their dreamed frames)
+        self.expected = self.total if self.total is not None else counted_frames(settings)  # for the progress bar
 
     def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
         if previous is None:  # frame 0, or the first warm-up frame of a piece
