@@ -114,6 +114,9 @@ def changed_settings(job: Job, work: Path) -> str:
     except ZoomdreamError:  # no record to compare (a cluster's pieces, an older render): the store decides
         return ""
     unpinned = {"precision": job.precision == "auto", "tile": job.tile is None}
+    pinned = replace(job, **{name: getattr(before, name) for name, free in unpinned.items() if free})
+    if state["settings"] == pinned.settings_hash() + input_digest(job.input):
+        return ""  # the same render (the store compares again once the machine has pinned the settings)
     differ = []
     for name, field in FIELDS.items():
         here, there = getattr(job, name), getattr(before, name)
