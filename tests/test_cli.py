@@ -162,7 +162,7 @@ print(json.dumps({"codes": codes, "heavy": heavy}))
 
 
 def test_up_front_errors_start_no_tensorflow_ray_or_gradio(tmp_path):
-    """Usage errors, bad files and settings, --help and the `models` listing answer before TensorFlow (seconds to
+    """Usage errors, bad files and settings, --help, a passing --check and the `models` listing answer before TensorFlow (seconds to
     load), Ray or Gradio is imported: run in a fresh interpreter, then its sys.modules is read."""
     import json
     import subprocess
@@ -187,6 +187,8 @@ def test_up_front_errors_start_no_tensorflow_ray_or_gradio(tmp_path):
         (["render", str(tmp_path / "missing.toml")], 2),
         (["models"], 0),
         (["zoom", "--help"], 0),
+        (["zoom", "--noise", "-o", str(tmp_path / "z.mp4"), "--check"], 0),  # a passing check loads no model
+        (["image", photo, "-o", out, "--check"], 0),
     ]
     env = {**os.environ, "PYTHONPATH": os.path.dirname(SAMPLES), "KERAS_HOME": str(tmp_path / "keras")}
     result = subprocess.run([sys.executable, "-c", UP_FRONT, json.dumps([argv for argv, _ in cases])], env=env,

@@ -203,9 +203,13 @@ def test_write_image_unknown_extension(tmp_path):
     assert not path.exists()
 
 
-def test_write_image_missing_folder(tmp_path):
+def test_write_image_makes_a_missing_folder_but_not_under_a_file(tmp_path):
     path = tmp_path / "no" / "such" / "out.png"
-    with pytest.raises(ZoomdreamError, match="does not exist") as err:
+    zio.write_image(path, np.zeros((2, 2, 3), np.uint8))
+    assert path.is_file()
+    (tmp_path / "file").write_bytes(b"x")
+    path = tmp_path / "file" / "sub" / "out.png"
+    with pytest.raises(ZoomdreamError, match="is a file, not a folder") as err:
         zio.write_image(path, np.zeros((2, 2, 3), np.uint8))
     assert_one_line_naming(err, path)
 
@@ -416,12 +420,46 @@ def test_bad_encoder_option_reports_ffmpeg_error(tmp_path):
 
 
 @pytest.mark.parametrize("ext, cls", [(".mp4", writer.H264Writer), (".MOV", writer.H264Writer),
-                                      (".mkv", writer.H264Writer), (".gif", writer.GifWriter)])
+                                      (".mkv", writer.H264Writer), (".gif", writer.GifWriter),
+                                      (".webp", writer.WebpWriter)])
 def test_writer_table_picks_the_class_per_extension(tmp_path, ext, cls):
     w = zio.VideoWriter(tmp_path / f"a{ext}", 24)
     assert type(w) is cls
     w.abort()
-    assert zio.VIDEO_EXTENSIONS == (".mp4", ".mov", ".mkv", ".gif")
+    assert zio.VIDEO_EXTENSIONS == (".mp4", ".mov", ".mkv", ".gif", ".webp")
+
+
+def photo_frames(n: int, size: int) -> list[np.ndarray]:
+    """A pan across the cat photo: the photographic texture GIF's 256 colours fit worst."""
+    photo = zio.read_image(Path(__file__).parent.parent / "samples" / "chelsea.png")
+    return [np.ascontiguousarray(photo[100:100 + size, 150 + 3 * i:150 + 3 * i + size]) for i in range(n)]
+
+
+def passthrough_frames(path: Path, size: int) -> np.ndarray:
+    """Every frame a GIF or WebP holds, as stored (not resampled to a rate)."""
+    import subprocess
+
+    from zoomdream.media.ffmpeg import ffmpeg_exe
+
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f",
+                          "rawvideo", "-pix_fmt", "rgb24", "pipe:1"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, size, size, 3)
+
+
+def test_webp_loops_and_is_a_fraction_of_a_gif(tmp_path):
+    """Sizes and quality on dream frames are scripts/bench_gif.py's; here: a looping animated WebP that holds
+    every frame, close to them, in under half a GIF's bytes."""
+    frames = photo_frames(8, 96)
+    psnr = {}
+    for ext in (".gif", ".webp"):
+        write_video(tmp_path / f"a{ext}", frames, fps=12)
+        got = passthrough_frames(tmp_path / f"a{ext}", 96).astype(np.float64)
+        assert len(got) == 8
+        psnr[ext] = 10 * np.log10(255 ** 2 / np.mean((got - np.array(frames, np.float64)) ** 2))
+    data = (tmp_path / "a.webp").read_bytes()
+    assert data[:4] == b"RIFF" and data[8:12] == b"WEBP" and b"ANIM" in data
+    assert (tmp_path / "a.webp").stat().st_size < 0.5 * (tmp_path / "a.gif").stat().st_size
+    assert psnr[".webp"] > 33, psnr
 
 
 def test_gif_ignores_audio_and_crf(tmp_path):
@@ -431,7 +469,7 @@ def test_gif_ignores_audio_and_crf(tmp_path):
 
 
 def test_unsupported_video_extension(tmp_path):
-    with pytest.raises(ZoomdreamError, match=r"\.mp4 \.mov \.mkv \.gif") as err:
+    with pytest.raises(ZoomdreamError, match=r"\.mp4 \.mov \.mkv \.gif \.webp") as err:
         zio.VideoWriter(tmp_path / "a.avi", 24)
     assert_one_line_naming(err, tmp_path / "a.avi")
 

@@ -258,7 +258,7 @@ def test_a_read_only_output_folder_is_one_line_and_left_as_it_was(tmp_path, cli,
         folder.chmod(0o555)
     code, err = cli(*TINY, "--frames", "2", "-o", folder / "out.mp4")
     assert code == 2
-    one_line(err, f"cannot create folder '{folder / 'out.mp4.zoomdream'}", "read-only")
+    one_line(err, f"cannot write '{folder / 'out.mp4'}': folder '{folder}' is read-only")
     assert os.listdir(folder) == []
 
 
@@ -390,3 +390,48 @@ def test_stress_six_processes_three_outputs_killed_at_random(tmp_path, lite0):
         assert not runner.work_folder(out).exists()
     print(f"stress: {len(procs)} processes, codes {sorted(p.returncode for _, p in procs)}, "
           f"{time.monotonic() - started:.1f} s, left: {sorted(n for n in os.listdir(tmp_path) if n.startswith('.'))}")
+
+
+def test_a_disk_that_fills_during_the_audio_mux_gets_the_disk_full_line_with_the_video_s_size(tmp_path, cli,
+                                                                                              monkeypatch):
+    """It got "cannot add audio ... try without audio or convert the audio to AAC", and the disk-full line said
+    "about 1 KB for the 0 frames left" at the join: now the full disk, and the room the video needs (the
+    segments it is copied from), then --resume makes the video."""
+    from zoomdream.media import writer
+
+    clip = os.path.join(DATA, "big_buck_bunny_432_433.webm")  # with Vorbis audio: re-encoded to AAC
+    args = ["video", clip, "--max-size", "32", "--duration", "0.5", "--octaves", "1", "--steps", "1", "--tile", "64",
+            "--precision", "float32"]
+    out = tmp_path / "out.mp4"
+    real = writer.run_ffmpeg
+
+    def full(ffmpeg_args, failure, fix):
+        if "1:a:0?" in ffmpeg_args:  # the audio pass
+            raise ZoomdreamError(f"{failure}: ffmpeg said: [out#0/mp4] Error writing trailer: No space left on "
+                                 f"device ({fix})")
+        real(ffmpeg_args, failure, fix)
+
+    monkeypatch.setattr(writer, "run_ffmpeg", full)
+    code, err = cli(*args, "-o", out)
+    segments = sum(p.stat().st_size for p in (runner.work_folder(out) / "segments").glob("*.mp4"))
+    assert code == 2
+    one_line(err, f"the disk holding '{tmp_path}' is full: this render needs about {max(1, round(segments / 1024))} "
+                  f"KB for the video (free that space, then run the same command with --resume)")
+    assert not out.exists() and leftovers(tmp_path) == []
+    monkeypatch.setattr(writer, "run_ffmpeg", real)
+    assert cli(*args, "-o", out, "--resume") == (0, f"wrote {out}")
+    assert len(frames_of(out)) == 12
+
+
+def test_temporary_files_of_a_render_killed_at_the_join_are_removed_by_the_next_that_completes(tmp_path, cli):
+    """A kill -9 during the final join leaves the join's hidden temporary files (the video, its audio pass, the
+    segment list); the render that completes the output next removes them, and never a live writer's."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid names no process now
+    out = tmp_path / "out.mp4"
+    left = [tmp_path / f".out.{tag}-{dead.pid}-1.mp4" for tag in ("part", "video.part", "segments.txt")]
+    live = tmp_path / f".out.part-{os.getppid()}-1.mp4"
+    for path in [*left, live]:
+        path.write_bytes(b"half a video")
+    assert cli(*TINY, "--frames", "2", "-o", out) == (0, f"wrote {out}")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [live.name]

@@ -12,7 +12,7 @@ from dataclasses import fields, replace
 from functools import partial
 
 from zoomdream import cluster
-from zoomdream.config import COMMANDS, FIELDS, LOOPS, RENAMED, Job, load_toml, make_job
+from zoomdream.config import COMMANDS, FIELDS, LOOPS, RENAMED, Job, load_job_file, make_job
 from zoomdream.errors import ZoomdreamError, error_line
 
 RENDER_EXAMPLES = """examples:
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def job_from_args(args: argparse.Namespace, job_file: str | None = None) -> Job:
     values = {k: v for k, v in vars(args).items() if k in FIELDS and k != "command"}
     if args.command == "render":
-        data = load_toml(job_file or args.job_file[0])
+        data = load_job_file(job_file or args.job_file[0])
         data.update(values)
         return make_job(data)
     return make_job({**values, "command": args.command})
@@ -169,12 +169,13 @@ def plot_curves(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         raise ZoomdreamError("give a zoom or video command line or a job file (zoomdream curves zoom --noise "
                              "--audio song.mp3 -o curves.png)")
     args = parser.parse_args(argv)
-    from zoomdream.curves import write_curves
+    from zoomdream.curves import checked_outputs, write_curves
 
     job = job_from_args(args)
     if args.check:
         from zoomdream import runner
 
+        checked_outputs(job)
         runner.check_job(replace(job, output=None, export_schedules=None))
         print(f"checked {job.output}", file=sys.stderr)
         return 0
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [job_from_args(args, f) for f in files]
         protected = tuple(files) if args.command == "render" else ()
         check_jobs(jobs, protected)
-        _quiet_tensorflow_start()
+        if not args.check:  # a check loads no model: starting TensorFlow would cost it seconds
+            _quiet_tensorflow_start()
         if cluster.requested(args) and not args.check:  # every job at once on Ray workers
             cluster.main(args, jobs, [f or args.command for f in files], protected)
             print("\n".join(f"wrote {job.output}" for job in jobs), file=sys.stderr)

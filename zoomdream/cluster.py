@@ -324,10 +324,7 @@ def check(job: Job, protected: tuple[str, ...] = ()) -> tuple[int | None, object
     _, settings, checked, _ = runner.check_job(job, protected)
     if job.command not in LOOPS:
         return 1, settings, checked
-    work = _work_folder(job)
-    if not job.resume and runner.interrupted(Path(job.output)):
-        raise ZoomdreamError(f"an interrupted render exists in {work} (add --resume to continue it, or delete that "
-                             f"folder to start over)")
+    runner.check_work(checked)
     return getattr(settings, "frames", None), settings, checked
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -24,7 +25,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 SCHEMA_VERSION = 2
-RENAMED = {"interpolation": "easing"}  # old key -> new key: old job files load with a one-line warning
+RENAMED = {"interpolation": "easing"}
+MAX_TEXT = 100_000  # characters of a text setting (an expression, keyframes, layers): each is parsed up front
+MAX_PATH = 4096  # characters of a path (Linux's PATH_MAX)
+MAX_JOB_FILE = 1 << 20  # bytes of a job file  # old key -> new key: old job files load with a one-line warning
 
 # The kinds of value a setting holds. "schedule" is a number or keyframe/expression text: "5" from the command
 # line and 5 from TOML are the same setting.
@@ -100,8 +104,8 @@ _OUT = OutputSettings(Path("."))
 class Job:
     command: str = opt("image", "what to render", "str", choices=ALL, commands=ALL, group="job")
     input: str | None = opt(None, "input image or video", "path", commands=ALL, group="job", affects_frames=False)
-    output: str | None = opt(None, "output file: .png/.jpg for image; .mp4/.mov/.mkv/.gif for zoom and video",
-                             "path", commands=ALL, group="job", affects_frames=False)
+    output: str | None = opt(None, "output file: .png/.jpg for image; .mp4/.mov/.mkv/.gif/.webp for zoom and "
+                                   "video", "path", commands=ALL, group="job", affects_frames=False)
     # model
     model: str = opt(_ENGINE.model, "backbone (see `zoomdream models`)", "str", group="model")
     weights: str | None = opt(_ENGINE.weights, "weights file for keras.applications backbones (default: the Keras "
@@ -197,9 +201,9 @@ class Job:
                                    "str", commands=("zoom", "video"), group="audio", metavar="HEX")
     crf: int = opt(_OUT.crf, "H.264 quality (lower is better, 18 is visually lossless)", "int", commands=LOOPS,
                    group="output", affects_frames=False)
-    gif_fps: float | None = opt(_OUT.gif_fps, "GIF frame rate (default: the video's; 12 halves the file)", "float",
-                                commands=LOOPS, group="output", affects_frames=False)
-    gif_width: int | None = opt(_OUT.gif_width, "GIF width in pixels (default: the frame's)", "int",
+    gif_fps: float | None = opt(_OUT.gif_fps, "GIF and WebP frame rate (default: the video's; 12 halves the file)",
+                                "float", commands=LOOPS, group="output", affects_frames=False)
+    gif_width: int | None = opt(_OUT.gif_width, "GIF and WebP width in pixels (default: the frame's)", "int",
                                 commands=LOOPS, group="output", affects_frames=False)
     frames_dir: str | None = opt(None, "also keep numbered PNG frames here", "path", commands=LOOPS,
                                  group="output", metavar="DIR", affects_frames=False)
@@ -224,12 +228,21 @@ class Job:
                 object.__setattr__(self, f.name, _number_or_text(value))
 
     def settings_hash(self) -> str:
-        """Hash of everything that changes the frames: resuming under a different hash is refused."""
+        """Hash of everything that changes the frames: resuming under a different hash is refused. Paths count
+        as absolute paths: the same file named from another folder (a job file's) is the same setting."""
         kept = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["affects_frames"]}
+        kept.update({name: os.path.abspath(value) for name, value in self.paths().items() if name in kept})
         return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
+    def paths(self) -> dict[str, str]:
+        """The job's file and folder settings that are set (``weights = "random"`` names no file)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.metadata["kind"] == "path" and getattr(self, f.name) not in (None, "", "random")}
+
+
 FIELDS = {f.name: f for f in fields(Job)}
+PATHS = tuple(name for name, f in FIELDS.items() if f.metadata["kind"] == "path")
 
 
 def _number_or_text(value: str) -> int | float | str:
@@ -250,6 +263,9 @@ def _check_type(name: str, value: Any) -> Any:
     kind = f.metadata["kind"]
     if value is None:
         return value
+    most = MAX_PATH if kind == "path" else MAX_TEXT
+    if isinstance(value, str) and len(value) > most:
+        raise ZoomdreamError(f"setting '{name}' is {len(value):,} characters long (at most {most:,}: shorten it)")
     if isinstance(value, _ACCEPTS[kind]) and (kind == "bool" or not isinstance(value, bool)):
         return float(value) if kind == "float" else value
     raise ZoomdreamError(f"setting '{name}' = {value!r} has the wrong type (expected {kind}, default {f.default!r})")
@@ -290,9 +306,18 @@ def applies(job: Job, name: str) -> bool:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise ZoomdreamError(f"job file '{path}' is not a regular file (a pipe, socket or device; save it to a "
+                             f"file first)")
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            text = f.read(MAX_JOB_FILE + 1)
+        if len(text) > MAX_JOB_FILE:
+            raise ZoomdreamError(f"job file '{path}' is larger than {MAX_JOB_FILE >> 20} MB (a job file holds "
+                                 f"settings only: check the file)")
+        data = tomllib.loads(text.decode())
+    except RecursionError:
+        raise ZoomdreamError(f"job file '{path}' nests values too deeply (check its syntax)") from None
     except FileNotFoundError:
         raise ZoomdreamError(f"job file '{path}' not found (check the path)") from None
     except IsADirectoryError:
@@ -305,6 +330,18 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def load_job_file(path: str | Path) -> dict[str, Any]:
+    """A job file's settings, its relative paths (input, output, ...) taken from the job file's folder, as tools
+    with config files do: ``zoomdream render ../renders/zoom.job.toml`` finds what the job names."""
+    data = load_toml(path)
+    folder = Path(path).parent
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if RENAMED.get(name, name) in PATHS and isinstance(value, str) and value not in ("", "random"):
+            data[key] = str(folder / os.path.expanduser(value))  # an absolute value stays as it is
+    return data
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -313,20 +350,29 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def job_to_toml(job: Job) -> str:
-    """The resolved job as TOML: its command's own settings (unset options are left out: TOML has no null)."""
+def job_to_toml(job: Job, folder: str | Path | None = None) -> str:
+    """The resolved job as TOML: its command's own settings (unset options are left out: TOML has no null).
+    With ``folder`` (where the file goes), paths are written to load from there (``load_job_file``): relative
+    to it for files under it, absolute for others, so the file reloads from any current folder."""
     lines = ["# zoomdream job: re-run with `zoomdream render THIS_FILE`", f"schema = {SCHEMA_VERSION}"]
+    paths = {} if folder is None else {name: _path_from(value, Path(folder)) for name, value in job.paths().items()}
     for f in fields(job):
-        value = getattr(job, f.name)
+        value = paths.get(f.name, getattr(job, f.name))
         if value is not None and f.name != "resume" and applies(job, f.name):
             lines.append(f"{f.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 
+def _path_from(value: str, folder: Path) -> str:
+    """``value`` as a job file in ``folder`` names it: relative under that folder, else absolute."""
+    path, here = os.path.abspath(value), os.path.abspath(folder)
+    return os.path.relpath(path, here) if path.startswith(os.path.join(here, "")) else path
+
+
 def save_job(job: Job, path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(job_to_toml(job))
+    tmp.write_text(job_to_toml(job, path.parent))
     tmp.replace(path)
 
 

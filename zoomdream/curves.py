@@ -18,7 +18,7 @@ from zoomdream.audio import SERIES, Track
 from zoomdream.config import job_inputs
 from zoomdream.errors import ZoomdreamError
 from zoomdream.loops import loop_module
-from zoomdream.media.files import atomic_write_bytes, same_file, show
+from zoomdream.media.files import atomic_write_bytes, check_output_target, make_output_folder, same_file, show
 from zoomdream.motion import Schedule, TextSchedule
 
 PLOT_EXTENSIONS = (".png", ".svg", ".pdf")
@@ -72,6 +72,7 @@ def _checked_path(path: str, extensions: tuple[str, ...], flag: str, job) -> Pat
         if same_file(source, p):
             raise ZoomdreamError(f"{flag} '{show(p)}' would overwrite the input '{show(source)}' (choose another "
                                  f"name)")
+    check_output_target(p)
     return p
 
 
@@ -79,6 +80,7 @@ def export_schedules(settings, path: str, job) -> Path:
     """Write the table as CSV (one row per frame, exact values), atomically; returns the path."""
     p = _checked_path(path, (".csv",), "--export-schedules", job)
     columns = table(settings)
+    make_output_folder(p)
     rows = zip(*(values.tolist() for values in columns.values()))
     text = ",".join(columns) + "\n" + "".join(",".join(map(repr, row)) + "\n" for row in rows)
     atomic_write_bytes(p, text.encode())  # a temp name per writer: parallel exports never share one
@@ -155,12 +157,19 @@ def plot(columns: dict[str, np.ndarray], fps: float, title: str):
     return figure
 
 
+def checked_outputs(job) -> Path:
+    """The plot's path (and ``--export-schedules``'s), checked as a render checks its output (``--check``)."""
+    if not job.output:
+        raise ZoomdreamError("no output file given (add -o curves.png)")
+    if job.export_schedules:
+        _checked_path(job.export_schedules, (".csv",), "--export-schedules", job)
+    return _checked_path(job.output, PLOT_EXTENSIONS, "curves output", job)
+
+
 def write_curves(job):
     """``zoomdream curves``: resolve the job as its render would, write ``--export-schedules`` if asked, and
     plot every schedule to ``job.output``. Returns the Figure."""
-    if not job.output:
-        raise ZoomdreamError("no output file given (add -o curves.png)")
-    out = _checked_path(job.output, PLOT_EXTENSIONS, "curves output", job)
+    out = checked_outputs(job)
     settings = loop_module(job.command).resolve(job)
     if job.export_schedules:
         export_schedules(settings, job.export_schedules, job)
@@ -170,6 +179,7 @@ def write_curves(job):
     figure = plot(columns, settings.fps, f"zoomdream {job.command}: {frames} frames at {settings.fps:g} fps "
                                          f"({frames / settings.fps:.1f} s){music}")
     try:
+        make_output_folder(out)
         figure.savefig(out, dpi=DPI)
     except OSError as e:
         raise ZoomdreamError(f"cannot write '{show(out)}': {e.strerror or e} (check the folder and its "

@@ -24,4 +24,15 @@ def error_line(error: ZoomdreamError | OSError | MemoryError) -> str:
         text = "out of memory (use a smaller --size, --max-size or --tile)"
     else:
         text = str(error)
-    return f"zoomdream: error: {one_line(text)}"
+    return f"zoomdream: error: {shortened(one_line(text))}"
+
+
+MAX_LINE = 1000  # characters of an error line: a 10 MB setting is named, not echoed
+
+
+def shortened(text: str) -> str:
+    """``text`` cut in its middle to MAX_LINE characters, so the fix, which ends the line, is kept."""
+    if len(text) <= MAX_LINE:
+        return text
+    cut = len(text) - MAX_LINE + 5
+    return f"{text[:600]} ... {text[600 + cut:]}"

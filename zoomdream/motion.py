@@ -52,6 +52,8 @@ __all__ = [
 ]
 
 MAX_EXPONENT = 1000.0
+MAX_ARGUMENTS = 100  # of one call, such as max(...)
+MAX_NODES = 2000  # numbers, names, operators and calls of one expression
 ALLOWED_HINT = "use numbers, t, + - * / ** and math functions such as sin, cos, exp"
 KEYFRAME_HINT = "write keyframes as 0:(1.0), 30:(1.5)"
 
@@ -139,6 +141,10 @@ def _compile(text: str, name: str, source: str, offset: int, variables=None) -> 
         ) from None
     except (MemoryError, RecursionError, ValueError):
         raise ZoomdreamError(f'{name}: expression is too deeply nested in "{_shown(source)}" (simplify it)') from None
+    nodes = sum(isinstance(node, ast.expr) for node in ast.walk(tree))
+    if nodes > MAX_NODES:  # evaluated for every frame: a schedule stays a formula, not a program
+        raise ZoomdreamError(f'{name}: expression has {nodes:,} terms (at most {MAX_NODES:,}: simplify it, or use '
+                             f'keyframes)')
     try:
         _check(tree.body, stripped, name, source, offset, variables)
     except RecursionError:
@@ -201,6 +207,7 @@ def _check(node: ast.AST, text: str, name: str, source: str, offset: int, variab
             refuse(node)
         function_name = node.func.id
         _, fewest, most = FUNCTIONS[function_name]
+        most = MAX_ARGUMENTS if most is None else most  # each is evaluated every frame: max(...) stays small
         if len(node.args) < fewest or (most is not None and len(node.args) > most):
             wanted = f"{fewest}" if fewest == most else f"{fewest} or more" if most is None else f"{fewest} to {most}"
             refuse(node, hint=f"{function_name} takes {wanted} arguments, got {len(node.args)}")

@@ -55,10 +55,17 @@ def _split_top_level(text: str) -> list[str]:
     return parts
 
 
+MAX_TERMS = 64  # layers in one spec: each is a loss term of every ascent step
+
+
 def parse_layers(spec: str) -> tuple[LayerTerm, ...]:
     """Parse ``"block10:1.0,mixed4[37]:0.5"`` into terms; errors name the bad part and the syntax."""
     terms = []
-    for part in _split_top_level(spec):
+    parts = _split_top_level(spec)
+    if len(parts) > MAX_TERMS:
+        raise ZoomdreamError(f"the layer spec has {len(parts)} terms (at most {MAX_TERMS}: combine a layer's "
+                             f"channels as LAYER[C1,C2,...])")
+    for part in parts:
         m = _TERM.match(part)
         if not m:
             raise ZoomdreamError(

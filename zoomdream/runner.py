@@ -25,16 +25,17 @@ import numpy as np
 from tqdm import tqdm
 
 from zoomdream import media, precision
-from zoomdream.config import LOOPS, Job, applies, job_inputs, save_job
+from zoomdream.config import FIELDS, LOOPS, Job, applies, job_inputs, load_job_file, make_job, save_job
 from zoomdream.engine import machine_tile
 from zoomdream.errors import Stopped, ZoomdreamError
 from zoomdream.loops import loop_module
 from zoomdream.loops.common import LoopSource
-from zoomdream.media.files import FRAME_PATTERN, WriteFailed, same_file
+from zoomdream.media.files import (FRAME_PATTERN, WriteFailed, check_output_target, make_output_folder,
+                                   remove_dead_temps, same_file)
 from zoomdream.models import LoadedModel, get_backbone, load_model
 from zoomdream.settings import MAX_FRAMES, MAX_SIDE, OutputSettings, number
 from zoomdream.sinks import (MIN_STREAM, EncoderSink, FrameStore, FramesDirSink, ImageSink, MemorySink, PieceStore,
-                             PreviewSink, Resume, SegmentStore, Sink, read_state, segment_path,
+                             PreviewSink, Resume, SegmentStore, Sink, busy, read_state, segment_path,
                              segment_spans)
 
 
@@ -77,6 +78,63 @@ def interrupted(output: Path) -> bool:
     """Whether an interrupted render of ``output`` left frames to resume (a whole render's or a chunk's)."""
     work = work_folder(output)
     return (work / "state.json").is_file() or any(work.glob("*/state.json"))
+
+
+def check_work(job: Job) -> None:
+    """The up-front checks of a loop's work folder, before any model loads: a live render holding it (or the
+    frames folder) is named; an interrupted one needs --resume, and a resume whose settings differ names them;
+    --resume of a finished render is refused (it would render it again over itself)."""
+    out = Path(job.output)
+    work = work_folder(out)
+    pieces = [folder for folder in work.glob("*") if folder.is_dir()]  # a chunked render's
+    for folder in [work, *pieces, *([Path(job.frames_dir)] if job.frames_dir else [])]:
+        if busy(folder):
+            raise ZoomdreamError(f"another render is using '{folder}' (wait for it to finish, or give this one "
+                                 f"another output or --frames-dir)")
+    if not interrupted(out):
+        if job.resume and out.is_file():
+            raise ZoomdreamError(f"'{out}' is finished: there is nothing to resume (leave out --resume to render it "
+                                 f"again, or give another output)")
+        return
+    if not job.resume:
+        raise ZoomdreamError(f"an interrupted render exists in {work} (add --resume to continue it, or delete that "
+                             f"folder to start over)")
+    differ = changed_settings(job, work)
+    if differ:
+        raise ZoomdreamError(f"cannot resume {work}: {differ} (use the settings in {work / 'job.toml'}, or delete "
+                             f"the folder to start over)")
+
+
+def changed_settings(job: Job, work: Path) -> str:
+    """What differs between ``job`` and the interrupted render in ``work`` (its ``job.toml`` and the input's
+    fingerprint in its state), in words; "" when nothing that can be compared before the model loads does
+    (``precision = "auto"`` and the default tile are pinned only then)."""
+    try:
+        state, before = read_state(work), make_job(load_job_file(work / "job.toml"))
+    except ZoomdreamError:  # no record to compare (a cluster's pieces, an older render): the store decides
+        return ""
+    unpinned = {"precision": job.precision == "auto", "tile": job.tile is None}
+    pinned = replace(job, **{name: getattr(before, name) for name, free in unpinned.items() if free})
+    if state["settings"] == pinned.settings_hash() + input_digest(job.input):
+        return ""  # the same render (the store compares again once the machine has pinned the settings)
+    differ = []
+    for name, field in FIELDS.items():
+        here, there = getattr(job, name), getattr(before, name)
+        if name in job.paths() and name in before.paths():
+            here, there = os.path.abspath(here), os.path.abspath(there)
+        if field.metadata["affects_frames"] and here != there and not unpinned.get(name):
+            differ.append(f"{name} ({_short(there)} there, {_short(here)} here)")
+    if not differ and job.input and not state["settings"].endswith(input_digest(job.input)):
+        differ.append(f"the input file '{_short(job.input)}' (its content changed since)")
+    if not differ:
+        return ""
+    more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+    return f"{'this setting differs' if len(differ) == 1 else 'these settings differ'}: {', '.join(differ[:3])}{more}"
+
+
+def _short(value, most: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= most else text[:most - 3] + "..."
 
 
 def _restore_rng(seed: int, state: dict | None) -> np.random.Generator:
@@ -124,7 +182,7 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
             for sink in sinks:
                 sink.write(index, frame)
         keeper = _Keeper(store, sinks)
-        total = len(span) if source.total is not None or span.stop < 2 ** 62 else None
+        total = len(span) if source.total is not None or span.stop < 2 ** 62 else getattr(source, "expected", None)
         dreamer = getattr(source, "dreamer", None)  # counts the dreams: a frame may take none, or many (a loop's 0)
         with tqdm(total=total, initial=t - span.start, desc="frames", unit="frame", disable=not progress,
                   dynamic_ncols=True) as bar:
@@ -139,6 +197,9 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
                 if dreamer is not None:
                     bar.set_postfix_str(f"{dreamer.dreams} dreams", refresh=False)
                 bar.update()
+            if bar.total != bar.n:  # the source ended before its estimate (a variable-rate clip), or had none
+                bar.total = bar.n
+                bar.refresh()
         keeper.finish()
         if store is not None:
             store.flush()
@@ -241,6 +302,7 @@ def _checked_output(job: Job, protected: tuple[str, ...]) -> OutputSettings:
     path and by inode, so links and ./ spellings are caught. ``protected``: the job file the job came from
     (re-rendering ``OUT.job.toml`` leaves that record as it is)."""
     out = Path(job.output)
+    check_output_target(out)
     written = [out, preview_path(out), record_path(out)]
     written += [Path(job.export_schedules)] if job.export_schedules else []
     inputs = job_inputs(job)
@@ -311,6 +373,8 @@ def prepare(job: Job, model: LoadedModel | None = None, protected: tuple[str, ..
     fails at once), load the model and build the source. Returns (job with precision pinned, source, output
     settings)."""
     module, settings, job, output = check_job(job, protected)
+    if output is not None:  # every command makes its output's folder, before the model loads
+        make_output_folder(output.path)
     if job.export_schedules:
         from zoomdream.curves import export_schedules
 
@@ -356,6 +420,7 @@ def render(job: Job, progress: bool = True, model: LoadedModel | None = None, si
             resume=output.resume, progress=progress, stop=stop)
         store.write_output(encoder(output, source).writer)  # the segments copied into the output, the audio added
         _save_record(job, output, protected)
+        remove_dead_temps(output.path)  # of a render of this output killed while it wrote it (a kill at the join)
         store.remove()
     except (WriteFailed, OSError) as error:  # a full disk, a read-only or vanished folder: its own line
         raise store.fault(error) from None
@@ -621,6 +686,7 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
     finally:
         source.close()
     save_job(job, record_path(output.path))
+    remove_dead_temps(output.path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -682,6 +748,7 @@ def join_segments(job: Job, streams: list[tuple[Path, int]], model: LoadedModel 
     finally:
         source.close()
     _save_record(job, output, protected)
+    remove_dead_temps(output.path)
 
 
 class _Chain(LoopSource):

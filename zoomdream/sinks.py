@@ -147,6 +147,23 @@ def _lock(folder: Path):
                          f"another output or --frames-dir)")
 
 
+def busy(folder: Path) -> bool:
+    """Whether a live render holds ``folder``'s lock (asked by taking it for a moment; nothing is created)."""
+    if fcntl is None:
+        return False
+    try:
+        handle = open(folder / LOCK_NAME, "rb")
+    except OSError:  # no lock file: no render has held the folder, or the last one finished
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 def _same_file(handle, path: Path) -> bool:
     """Whether the open ``handle`` is still the file at ``path`` (not deleted or replaced since it was opened)."""
     try:
@@ -293,16 +310,28 @@ class FrameStore:
             return deleted
         where = Path(error.filename).parent if error.filename else self.frames_dir
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            left = self.span.stop - self.span.start - self.done if self.span.stop < 2 ** 62 else None
-            need = (f"about {_size(self.frame_bytes * left)} for the {left} frames left" if left is not None
-                    else f"about {_size(self.frame_bytes)} a frame")
-            return ZoomdreamError(f"the disk holding '{where}' is full: this render needs {need}, and room for "
-                                  f"the video (free that space, then run the same command with --resume)")
+            return ZoomdreamError(f"the disk holding '{where}' is full: this render needs {self._room()} (free that "
+                                  f"space, then run the same command with --resume)")
         if error.errno == errno.EROFS or isinstance(error, WriteFailed) and error.errno in (errno.EACCES,
                                                                                              errno.EPERM):
             return ZoomdreamError(f"cannot write into '{where}': it is read-only (make it writable, then run the "
                                   f"same command with --resume)")
         return error
+
+    def _room(self) -> str:
+        """The space the rest of the render needs, in words: measured on the segments kept (the output is a copy
+        of them), else at most the frames' raw size."""
+        left = self.span.stop - self.span.start - self.done if self.span.stop < 2 ** 62 else None
+        kept = sum(path.stat().st_size for path in (self.work / "segments").glob("*.mp4"))
+        if left == 0:  # every frame is kept: the output, made from them, did not fit (the join, the audio)
+            return f"about {_size(kept)} for the video"
+        if not kept or not self.done:
+            return (f"up to {_size(self.frame_bytes * left)} for the {left} frames left, and room for the video"
+                    if left is not None else f"up to {_size(self.frame_bytes)} a frame, and room for the video")
+        each = kept / self.done
+        if left is None:
+            return f"about {_size(each)} a frame, and room for the video"
+        return f"about {_size(each * left)} for the {left} frames left, and {_size(kept + each * left)} for the video"
 
     def release(self) -> None:
         """Give back one hold; the last one unlocks the folders."""
@@ -340,7 +369,7 @@ class FrameStore:
         self._unlock()
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     return f"{n / 2 ** 20:.1f} MB" if n >= 2 ** 20 else f"{max(1, round(n / 1024))} KB"
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -76,11 +78,14 @@ def resolve(job: Job) -> VideoSettings:
         raise ZoomdreamError("no input video given (zoomdream video IN.mp4 -o OUT.mp4)")
     seed, max_size = seed_and_max_size(job)
     info = media.probe_video(job.input)
-    if max_size is None:
-        check_frame_size(info.width, info.height, f"video '{job.input}' is")
+    check_frame_size(*media.fitted_size(info.width, info.height, max_size), f"video '{job.input}' is")
     duration = None if job.duration is None else number(job.duration, "duration", above=0)
+    start = number(job.start, "start", low=0)
+    if info.duration is not None and start >= info.duration:
+        raise ZoomdreamError(f"--start {start:g} is past the end of '{job.input}', which lasts {info.duration:.2f} s "
+                             f"(give a start below {info.duration:.2f})")
     settings = VideoSettings(
-        input=Path(job.input), info=info, start=number(job.start, "start", low=0), duration=duration,
+        input=Path(job.input), info=info, start=start, duration=duration,
         every=number(job.every, "every", low=1, high=10_000, integer=True), max_size=max_size,
         blend=number(job.blend, "blend", low=0, high=1), smooth=number(job.smooth, "smooth", low=0, high=1),
         flow=job.flow, interpolate=number(job.interpolate, "interpolate", low=1, high=16, integer=True),
@@ -101,6 +106,22 @@ def with_music(settings: VideoSettings, job: Job) -> VideoSettings:
         number(step_size.at(t), "step_size", low=0, high=10, frame=t)
     dream = dream_settings(job.octaves, job.octave_scale, steps.at(0), step_size.at(0), job.max_loss)
     return replace(s, dream=dream, audio=track, steps=steps, step_size=step_size)
+
+
+def counted_frames(s: VideoSettings) -> int | None:
+    """The frames of a clip whose header gives no duration, counted by a stream copy (read, not decoded), and
+    those of them the render takes: the progress bar's total (None where ffmpeg reports no count)."""
+    from zoomdream.media.ffmpeg import ffmpeg_exe, file_arg
+
+    done = subprocess.run([ffmpeg_exe(), "-nostdin", "-i", file_arg(s.input), "-map", "0:v:0", "-c", "copy", "-f",
+                           "null", "-"], capture_output=True, text=True, errors="replace", timeout=600)
+    counts = re.findall(r"frame=\s*(\d+)", done.stderr)
+    if done.returncode != 0 or not counts:
+        return None
+    frames = max(0.0, int(counts[-1]) - s.start * s.info.fps)
+    if s.duration is not None:
+        frames = min(frames, s.duration * s.info.fps)
+    return math.ceil(round(frames, 3) / s.every)  # as ``VideoSettings.frames`` counts from a duration
 
 
 class Source(LoopSource):
@@ -124,6 +145,7 @@ class Source(LoopSource):
                                   keep=2 * self.step + 2 + self.motions.depth)
         self.origin = 0  # where dreaming last started afresh: dreamed frames are origin + multiples of n
         self.segment = None  # (first, last, their dreamed frames)
+        self.expected = self.total if self.total is not None else counted_frames(settings)  # for the progress bar
 
     def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
         if previous is None:  # frame 0, or the first warm-up frame of a piece

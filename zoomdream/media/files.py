@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import threading
 import re
 from pathlib import Path
@@ -42,6 +43,37 @@ def own_temp(path: Path, tag: str = "part") -> Path:
     return temp_sibling(path, f"{tag}-{os.getpid()}-{threading.get_ident()}")
 
 
+def remove_dead_temps(path: Path) -> list[Path]:
+    """Remove the temporary files (``own_temp``) of ``path`` that writers killed outright left behind: those
+    whose process is gone. A later render of the same output calls it once its output is complete. Returns
+    what it removed."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.stem)}\.[\w.]+-(\d+)-\d+{re.escape(path.suffix)}$")
+    removed = []
+    for entry in path.parent.glob(f".{glob_escape(path.stem)}.*"):
+        found = pattern.match(entry.name)
+        if found and not _alive(int(found.group(1))):
+            remove_quietly(entry)
+            removed.append(entry)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process's own writers are done with the output by now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        return True
+    return True
+
+
 def remove_quietly(path: Path | None) -> None:
     if path is not None:
         try:
@@ -58,10 +90,13 @@ def existing_file(path, what: str = "read") -> Path:
     if p.is_dir():
         raise ZoomdreamError(f"cannot {what} '{show(p)}': it is a folder, not a file (give a file path)")
     try:
-        size = p.stat().st_size
+        info = p.stat()
     except OSError as e:
         raise ZoomdreamError(f"cannot {what} '{show(p)}': {e.strerror} (check file permissions)") from None
-    if size == 0:
+    if not stat.S_ISREG(info.st_mode):  # a FIFO, socket or device: no size to check, and a read may never end
+        raise ZoomdreamError(f"cannot {what} '{show(p)}': it is not a regular file (a pipe, socket or device; save "
+                             f"it to a file first)")
+    if info.st_size == 0:
         raise ZoomdreamError(f"cannot {what} '{show(p)}': the file is empty (re-export or re-download it)")
     return p
 
@@ -78,17 +113,27 @@ def output_extension(p: Path, supported: tuple[str, ...], kind: str) -> str:
 
 
 def check_output_target(p: Path) -> None:
-    """Fail before any work when the output can obviously not be written."""
+    """Fail before any work when the output can obviously not be written. A missing folder is fine where it
+    can be made (``make_output_folder`` makes it): every command creates its output's folder, checks alike."""
     if p.is_dir():
         raise ZoomdreamError(f"cannot write '{show(p)}': it is a folder (give a file name)")
     parent = p.parent
+    while not parent.exists() and parent != parent.parent:  # the nearest folder that exists makes the rest
+        parent = parent.parent
     if not parent.is_dir():
-        raise ZoomdreamError(
-            f"cannot write '{show(p)}': folder '{show(parent)}' does not exist (create it first)"
-        )
+        raise ZoomdreamError(f"cannot write '{show(p)}': '{show(parent)}' is a file, not a folder (choose another "
+                             f"output folder)")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ZoomdreamError(f"cannot write '{show(p)}': folder '{show(parent)}' is read-only (make it writable, "
                              f"or choose an output in another folder)")
+
+
+def make_output_folder(p: Path) -> Path:
+    """Check ``p`` as an output (``check_output_target``) and create its folder, with its parents."""
+    p = Path(p)
+    check_output_target(p)
+    make_folder(p.parent)
+    return p
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.files import (
-    PathArg, atomic_write_bytes, check_output_target, existing_file, output_extension, show,
+    PathArg, atomic_write_bytes, existing_file, make_output_folder, output_extension, show,
 )
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -99,7 +99,7 @@ def write_image(path: PathArg, img: np.ndarray) -> None:
     p = Path(path)
     ext = output_extension(p, IMAGE_EXTENSIONS, "image")
     check_frame(img)
-    check_output_target(p)
+    make_output_folder(p)
     params = {
         ".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95],
         ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
@@ -111,10 +111,17 @@ def write_image(path: PathArg, img: np.ndarray) -> None:
     atomic_write_bytes(p, buf.tobytes())
 
 
+def fitted_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """The (width, height) ``fit_max_size`` makes of a ``width`` x ``height`` image: known before reading it."""
+    if not max_size or max(width, height) <= max_size:
+        return width, height
+    scale = max_size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def fit_max_size(img: np.ndarray, max_size: int | None) -> np.ndarray:
     """Downscale so the longest side is at most ``max_size`` (never upscale)."""
-    if not max_size or max(img.shape[:2]) <= max_size:
+    size = fitted_size(img.shape[1], img.shape[0], max_size)
+    if size == (img.shape[1], img.shape[0]):
         return img
-    scale = max_size / max(img.shape[:2])
-    size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
