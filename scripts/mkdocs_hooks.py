@@ -4,7 +4,7 @@ build time, so they cannot drift from it.
 A page holds a marker such as ``<!-- generated: job-keys -->``; ``on_page_markdown`` replaces it with the
 table below. ``job-keys``: every field of ``config.Job`` (name, flag, kind, each command's default, commands, help).
 ``schedule-functions`` and ``schedule-variables``: what a schedule expression may call and read
-(``motion.FUNCTIONS``, ``motion.BINARY_OPERATORS``, ``motion.CONSTANTS``, ``audio.NAMES``).
+(``schedules.FUNCTIONS``, ``schedules.BINARY_OPERATORS``, ``schedules.CONSTANTS``, ``audio.NAMES``).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def job_keys() -> str:
 
 def schedule_functions() -> str:
     """The functions and operators a schedule expression may use, with their argument counts."""
-    from zoomdream.motion import BINARY_OPERATORS, FUNCTIONS
+    from zoomdream.schedules import BINARY_OPERATORS, FUNCTIONS
 
     symbols = {"Add": "+", "Sub": "-", "Mult": "*", "Div": "/", "FloorDiv": "//", "Mod": "%", "Pow": "**"}
     operators = " ".join(f"`{symbols.get(op.__name__, op.__name__)}`" for op in BINARY_OPERATORS)
@@ -73,7 +73,7 @@ def schedule_functions() -> str:
 def schedule_variables() -> str:
     """The names a schedule expression may read."""
     from zoomdream.audio import NAMES, SERIES
-    from zoomdream.motion import CONSTANTS
+    from zoomdream.schedules import CONSTANTS
 
     rows = ["| name | value |", "| --- | --- |", "| `t` | the frame number (0, 1, 2, ...) |"]
     rows += [f"| `{name}` | the constant {value:.6g} |" for name, value in CONSTANTS.items()]

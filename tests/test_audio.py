@@ -17,7 +17,7 @@ from zoomdream.cli import main
 from zoomdream.config import load_toml, make_job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.loops import zoom
-from zoomdream.motion import Schedule, parse_schedule
+from zoomdream.schedules import Schedule, parse_schedule
 from zoomdream.sinks import Sink
 
 DATA = Path(__file__).parent / "data"
@@ -251,7 +251,7 @@ def test_zoom_lasts_as_long_as_the_track_and_plays_it(tmp_path, lite0, monkeypat
     assert len(table["frame"]) == frames
     np.testing.assert_array_equal(table["zoom"], 1.01 + 0.04 * table["onset"])
     saved = load_toml(tmp_path / "zoom.job.toml")
-    assert saved["frames"] == frames and saved["audio"] == str(track)
+    assert saved["frames"] == frames and saved["audio"] == "clicks.wav"  # beside the job file: saved relative
     assert saved["audio_sha256"] == audio.file_sha256(track)
 
 

@@ -164,7 +164,7 @@ def test_generated_tables_list_every_name_the_code_allows():
         sys.path.remove(str(ROOT / "scripts"))
     from zoomdream.audio import NAMES
     from zoomdream.config import Job
-    from zoomdream.motion import CONSTANTS, FUNCTIONS
+    from zoomdream.schedules import CONSTANTS, FUNCTIONS
 
     keys = mkdocs_hooks.job_keys()
     assert [f.name for f in fields(Job)] == re.findall(r"^\| `([a-z_0-9]+)` \|", keys, re.M)

@@ -9,7 +9,7 @@ from zoomdream import media, runner
 from zoomdream.config import make_job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.loops import zoom
-from zoomdream.motion import parse_text_schedule
+from zoomdream.schedules import parse_text_schedule
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
 

@@ -241,7 +241,7 @@ def job_work(settings, frames: int | None) -> float:
     """A job's rough cost, to hand out the longest first: width x height x ascent steps, summed over the frames
     it dreams (every Nth with --interpolate N; a clip of unknown length counts as one frame)."""
     from zoomdream.loops.common import read_start
-    from zoomdream.motion import Schedule
+    from zoomdream.schedules import Schedule
 
     if hasattr(settings, "size"):  # zoom
         width, height = settings.size

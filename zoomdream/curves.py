@@ -19,7 +19,7 @@ from zoomdream.config import job_inputs
 from zoomdream.errors import ZoomdreamError
 from zoomdream.loops import loop_module
 from zoomdream.media.files import atomic_write_bytes, check_output_target, make_output_folder, same_file, show
-from zoomdream.motion import Schedule, TextSchedule
+from zoomdream.schedules import Schedule, TextSchedule
 
 PLOT_EXTENSIONS = (".png", ".svg", ".pdf")
 WIDTH_IN, PANEL_IN, MARGIN_IN, DPI = 12.0, 1.45, 0.9, 100

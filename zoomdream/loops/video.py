@@ -20,7 +20,7 @@ from zoomdream.interpolation import between_sources, blend
 from zoomdream.loops.common import (Ahead, ClipFrames, LoopSource, flow_size, flow_workers, last_dreamed,
                                     seed_and_max_size)
 from zoomdream.models import LoadedModel
-from zoomdream.motion import Schedule, parse_schedule
+from zoomdream.schedules import Schedule, parse_schedule
 from zoomdream.settings import MAX_STEPS, DreamSettings, EngineSettings, check_frame_size, dream_settings, number
 
 OUTPUTS = media.VIDEO_EXTENSIONS

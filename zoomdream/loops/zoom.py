@@ -20,9 +20,9 @@ from zoomdream.errors import ZoomdreamError
 from zoomdream.interpolation import between_affine
 from zoomdream.loops.common import LoopSource, last_dreamed, read_start, seed_and_max_size
 from zoomdream.models import LoadedModel
-from zoomdream.motion import (Schedule, TextSchedule, as_3x3, parse_schedule, parse_text_schedule, transform_matrix,
-                              warp_affine, warp_evenly)
+from zoomdream.motion import as_3x3, transform_matrix, warp_affine, warp_evenly
 from zoomdream.objective import LayerTerm, parse_layers
+from zoomdream.schedules import Schedule, TextSchedule, parse_schedule, parse_text_schedule
 from zoomdream.settings import (MAX_FRAMES, MAX_STEPS, DreamSettings, EngineSettings, check_frame_size,
                                 dream_settings, number)
 
