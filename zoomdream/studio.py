@@ -732,27 +732,30 @@ def serve(workdir: str | Path, *, host: str = "127.0.0.1", port: int = 7860, sha
         raise ZoomdreamError("the studio needs Gradio (pip install 'zoomdream[studio]')") from None
     studio = Studio(workdir, models, private=host in ("127.0.0.1", "localhost", "::1") and not share)
     app = build_app(studio).queue(default_concurrency_limit=1)
-    # Quiet: Gradio's own start-up lines tell the user to set `share=True` in `launch()`; ours name our flag.
-    app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
-               allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"], js=NAME_CONTROLS)
     app.studio = studio
-    public = f"; public link {app.share_url}" if app.share_url else " (--share adds a public link)"
-    print(f"zoomdream studio: open {app.local_url} in a browser{public}; renders go to {studio.workdir}; Ctrl-C "
-          f"stops it", flush=True)
-    if block:
-        _serve_until_interrupted(app, studio)
+    try:
+        # Quiet: Gradio's own start-up lines tell the user to set `share=True` in `launch()`; ours name our flag.
+        app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
+                   allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"], js=NAME_CONTROLS)
+        public = f"; public link {app.share_url}" if app.share_url else " (--share adds a public link)"
+        print(f"zoomdream studio: open {app.local_url} in a browser{public}; renders go to {studio.workdir}; "
+              f"Ctrl-C stops it", flush=True)
+        if block:
+            threading.Event().wait()  # until Ctrl-C (or SIGTERM, which the CLI turns into it)
+    except BaseException:
+        # Also a Ctrl-C during start-up: `launch` checks its server over HTTP after starting it, and an interrupt
+        # there once left the server answering after serve() had raised.
+        _close(app, studio)
+        raise
     return app
 
 
-def _serve_until_interrupted(app, studio: Studio) -> None:
-    """Wait for Ctrl-C (or SIGTERM, which the CLI turns into it), then close the server at once and let a
-    running render end at its next frame, kept for Resume (a second Ctrl-C leaves that frame)."""
-    try:
-        threading.Event().wait()
-    finally:
-        studio.stop()
-        app.close(verbose=False)
-        if studio.busy.locked():
-            print("zoomdream studio: stopping the render after its frame in progress (kept for Resume)", flush=True)
-            with studio.busy:
-                pass
+def _close(app, studio: Studio) -> None:
+    """Close the server at once (its port refuses before this returns) and let a running render end at its
+    next frame, kept for Resume (a second Ctrl-C leaves that frame)."""
+    studio.stop()
+    app.close(verbose=False)
+    if studio.busy.locked():
+        print("zoomdream studio: stopping the render after its frame in progress (kept for Resume)", flush=True)
+        with studio.busy:
+            pass
