@@ -1,12 +1,22 @@
 """One shared model for the whole suite: EfficientNet-Lite0 with its real ImageNet weights, loaded once."""
 import os
 import tempfile
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="zoomdream-test-cache-")  # --precision auto times afresh
 
 import numpy as np
 import pytest
+
+
+def wait_for(condition, seconds: float = 240.0, what: str = "the condition") -> None:
+    """Poll ``condition`` until it holds: tests wait for the event they need (a port closed, a file present),
+    never for a fixed time. ``seconds`` is a bound, not a timing: it only ends a hung test."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from conftest import wait_for
 
 from zoomdream import media
 from zoomdream.cli import main
@@ -108,9 +109,8 @@ def test_sigterm_stops_like_ctrl_c_and_resumes(tmp_path):
     argv = [sys.executable, "-m", "zoomdream.cli", "zoom", "--noise", "--size", "64x48", "--frames", "400",
             "--octaves", "1", "--steps", "1", "--tile", "64", "--frames-dir", str(frames), "-o", str(out)]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while len(media.list_frames(frames)) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
+    wait_for(lambda: len(media.list_frames(frames)) >= 2 or proc.poll() is not None, seconds=120,
+             what="two kept frames")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

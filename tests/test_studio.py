@@ -3,13 +3,13 @@ a job.toml that `zoomdream render` reproduces, Stop halts within a frame and Res
 CLI's one line, and the motion preview, curves, layer browser and job loading work."""
 import os
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import wait_for
 from zoomdream import media, runner
 from zoomdream.config import load_toml, make_job
 from zoomdream.cli import error_line
@@ -42,9 +42,13 @@ def shown(output):
 
 
 def final(job):
-    while not job.done():
-        time.sleep(0.05)
+    wait_for(job.done, what="the render's end")
     return job.outputs()[-1]
+
+
+def showing_frames(job) -> bool:
+    """Whether a submitted render's progress line counts frames (it runs, past its model's loading)."""
+    return "frame " in str(job.outputs()[-1:])
 
 
 def test_a_tiny_zoom_returns_its_video_and_a_job_file_that_reproduces_it(client, lite0, tmp_path):
@@ -63,9 +67,8 @@ def test_a_tiny_zoom_returns_its_video_and_a_job_file_that_reproduces_it(client,
 def test_stop_halts_within_one_frame_and_resume_finishes(client, studio):
     studio, before = studio[0].studio, studio[0].studio.progress
     job = client.submit(".mp4", *zoom_form(frames=40), api_name="/render_zoom")
-    while not job.done() and (studio.progress is before or not studio.progress.latest
-                              or studio.progress.latest[0] < 2):
-        time.sleep(0.01)
+    wait_for(lambda: job.done() or (studio.progress is not before and studio.progress.latest is not None
+                                    and studio.progress.latest[0] >= 2), what="frame 2")
     made = studio.progress.latest[0] + 1
     studio.stop()  # what the Stop button calls, without the round trip's delay
     status = final(job)[0]
@@ -85,8 +88,7 @@ def test_stop_halts_within_one_frame_and_resume_finishes(client, studio):
 
 def test_the_stop_button_answers_while_a_render_runs(client):
     job = client.submit(".mp4", *zoom_form(frames=60), api_name="/render_zoom")
-    while "frame " not in str(job.outputs()[-1:]):
-        time.sleep(0.02)
+    wait_for(lambda: showing_frames(job), what="the first frame")
     assert client.predict(api_name="/stop") == "stopping after the frame in progress"
     assert final(job)[0].startswith("stopped after frame")
 
@@ -109,8 +111,7 @@ def test_a_render_whose_page_goes_away_stops_there_and_the_next_waits_for_it(lit
 
 def test_a_stopped_render_stays_for_resume_while_others_render(client, studio):
     job = client.submit(".mp4", *zoom_form(frames=40), api_name="/render_zoom")
-    while "frame " not in str(job.outputs()[-1:]):
-        time.sleep(0.02)
+    wait_for(lambda: showing_frames(job), what="the first frame")
     client.predict(api_name="/stop")
     assert final(job)[0].startswith("stopped after frame")
     form = form_defaults("image")
@@ -121,16 +122,17 @@ def test_a_stopped_render_stays_for_resume_while_others_render(client, studio):
 
 
 def test_progress_leaves_the_frames_a_resume_replays_out_of_the_rate():
-    progress = Progress(total=100, kept=50)
+    clock = [1000.0]  # moved by hand: the test needs time to pass, not to wait for it
+    progress = Progress(total=100, kept=50, clock=lambda: clock[0])
     frame = np.zeros((2, 2, 3), np.uint8)
     for t in range(50):  # replayed from disk at once
         progress.frame(t, frame)
     assert "s a frame" not in progress.line()
-    for t in range(50, 53):  # dreamed
+    for t in range(50, 53):  # dreamed, 2 s each
+        clock[0] += 2.0
         progress.frame(t, frame)
-        time.sleep(0.1)
-    per_frame = float(progress.line().split(" · ")[1].split()[0])
-    assert per_frame >= 0.05, progress.line()  # counting the replayed frames it was 0.2 s / 52 frames
+    # counting the replayed frames, it was 6 s over 52 frames
+    assert progress.line().split(" · ")[1] == "2.00 s a frame", progress.line()
 
 
 def test_a_studio_open_to_the_network_loads_no_job_naming_files_outside_its_work_folder(tmp_path):
@@ -304,10 +306,10 @@ def test_start_up_names_our_share_flag_and_ctrl_c_closes_the_server_at_once(tmp_
     url = f"http://127.0.0.1:{port}/"
 
     def interrupt_when_up():
-        deadline = time.monotonic() + 120
-        while "Ctrl-C stops it" not in sys.stdout.getvalue() and time.monotonic() < deadline:  # capsys's buffer
-            time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGINT)
+        try:
+            wait_for(lambda: "Ctrl-C stops it" in sys.stdout.getvalue(), what="the start-up line")  # capsys's
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_when_up, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):

@@ -16,7 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -172,8 +172,9 @@ class Progress:
     thread: only whole values are swapped). ``kept``: frames a resumed render replays at once, left out of the
     rate."""
 
-    def __init__(self, total: int | None, kept: int = 0):
-        self.total, self.kept, self.started = total, kept, time.monotonic()
+    def __init__(self, total: int | None, kept: int = 0, clock: Callable[[], float] = time.monotonic):
+        self.total, self.kept, self.clock = total, kept, clock
+        self.started = clock()
         self.latest: tuple[int, np.ndarray] | None = None
         self.first_new: tuple[int, float] | None = None  # the first frame this run made, and when
 
@@ -184,18 +185,18 @@ class Progress:
 
     def frame(self, index: int, frame: np.ndarray) -> None:
         if self.first_new is None and index >= self.kept:
-            self.first_new = (index, time.monotonic())
+            self.first_new = (index, self.clock())
         self.latest = (index, frame)
 
     def line(self) -> str:
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock() - self.started
         if self.latest is None:
             return f"starting ({elapsed:.0f} s: loading the model, then the first frame)"
         done = self.made
         text = f"frame {done}" + (f" of {self.total}" if self.total else "")
         first, since = self.first_new or (done, 0.0)
         if done - 1 > first:
-            per_frame = (time.monotonic() - since) / (done - 1 - first)
+            per_frame = (self.clock() - since) / (done - 1 - first)
             text += f" · {per_frame:.2f} s a frame"
             if self.total:
                 text += f" · about {_duration(per_frame * (self.total - done))} left"
@@ -734,7 +735,7 @@ def serve(workdir: str | Path, *, host: str = "127.0.0.1", port: int = 7860, sha
     app = build_app(studio).queue(default_concurrency_limit=1)
     app.studio = studio
     try:
-        # Quiet: Gradio's own start-up lines tell the user to set `share=True` in `launch()`; ours name our flag.
+        # Quiet: Gradio's start-up lines tell the user to set `share=True` in `launch()`; ours name our flag.
         app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
                    allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"], js=NAME_CONTROLS)
         public = f"; public link {app.share_url}" if app.share_url else " (--share adds a public link)"
