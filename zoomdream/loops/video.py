@@ -15,7 +15,7 @@ from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import carried, coherent_init, motion_between, temporal_blend
 from zoomdream.interpolation import between_sources, blend
-from zoomdream.loops.common import (Ahead, ClipFrames, LoopSource, flow_size, flow_workers, last_dreamed,
+from zoomdream.loops.common import (Ahead, ClipFrames, LoopSource, check_clip, flow_size, flow_workers, last_dreamed,
                                     seed_and_max_size)
 from zoomdream.models import LoadedModel
 from zoomdream.motion import Schedule, parse_schedule
@@ -76,8 +76,9 @@ def resolve(job: Job) -> VideoSettings:
         raise ZoomdreamError("no input video given (zoomdream video IN.mp4 -o OUT.mp4)")
     seed, max_size = seed_and_max_size(job)
     info = media.probe_video(job.input)
+    check_clip(info, job.input)
     if max_size is None:
-        check_frame_size(info.width, info.height, f"video '{job.input}' is")
+        check_frame_size(info.width, info.height, f"video '{job.input}': frame size")
     duration = None if job.duration is None else number(job.duration, "duration", above=0)
     settings = VideoSettings(
         input=Path(job.input), info=info, start=number(job.start, "start", low=0), duration=duration,
