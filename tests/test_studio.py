@@ -109,6 +109,83 @@ def test_a_render_whose_page_goes_away_stops_there_and_the_next_waits_for_it(lit
     assert list(studio.resume())[-1].message.startswith("done: 100 frames")
 
 
+def fetch(url: str) -> tuple[int, int]:
+    """A file's declared length and the bytes that came (fewer: the server read a file cut short)."""
+    import http.client
+    import urllib.parse
+
+    where = urllib.parse.urlparse(url)
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    try:
+        connection.request("GET", f"{where.path}?{where.query}" if where.query else where.path)
+        response = connection.getresponse()
+        try:
+            got = len(response.read())
+        except http.client.IncompleteRead as e:
+            got = len(e.partial)
+        return int(response.getheader("content-length") or -1), got
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("handed", ["array", "preview file"])
+def test_the_latest_frame_is_never_rewritten_while_the_page_reads_it(studio, handed):
+    """The page fetches each latest frame from Gradio's cache by URL. Handed a frame array (as it was), Gradio
+    encoded it into a file named by its content and rewrote that file in place whenever the same frame came again
+    (a render's last update repeats its last frame; a resume replays kept frames): fetches during a rewrite came
+    short (the terminal's 70-line "h11 LocalProtocolError: Too little data for declared Content-Length", and a
+    broken image). Handed a file of its own (Studio.preview), it copies the file atomically and never rewrites
+    it. Here the same frame is handed over again and again while the page's URL is fetched."""
+    import threading
+
+    from gradio import processing_utils
+
+    app, url = studio
+    s = app.studio
+    cache = str(s.workdir / "cache")  # inside the served work folder, as Gradio's own cache is served
+    frame = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
+
+    def hand_over() -> str:  # what Gradio does with the value the page yields for the latest frame
+        if handed == "array":
+            return processing_utils.save_img_array_to_cache(frame, cache, format="jpeg")
+        return processing_utils.save_file_to_cache(s.preview(frame.copy()), cache)
+
+    path, done = hand_over(), threading.Event()
+
+    def again():
+        while not done.is_set():
+            hand_over()
+
+    thread = threading.Thread(target=again)
+    thread.start()
+    fetches = []
+    try:
+        while len(fetches) < 200 and not (fetches and fetches[-1][0] != fetches[-1][1]):
+            fetches.append(fetch(f"{url}gradio_api/file={path}"))
+    finally:
+        done.set()
+        thread.join()
+    short = sum(declared != got for declared, got in fetches)
+    if handed == "array":  # the race, reproduced (in about one fetch of two): Gradio's own handling of an array
+        assert short == 1, fetches
+    else:
+        assert short == 0 and len(fetches) == 200 and all(declared > 0 for declared, _ in fetches)
+
+
+def test_each_preview_is_a_file_of_its_own_and_old_ones_go(tmp_path):
+    from zoomdream.studio import PREVIEWS_KEPT
+
+    s = Studio(tmp_path)
+    frames = [np.full((8, 8, 3), 16 * k, np.uint8) for k in range(PREVIEWS_KEPT + 3)]
+    paths = [s.preview(f) for f in frames]
+    assert len(set(paths)) == len(paths) and s.preview(frames[-1]) == paths[-1]  # the same frame: the same file
+    last = os.stat(paths[-1])
+    assert [Path(p).exists() for p in paths] == [False] * 3 + [True] * PREVIEWS_KEPT
+    assert media.read_image(paths[-1]).shape == (8, 8, 3)
+    s.preview(frames[0])
+    assert os.stat(paths[-1]).st_mtime_ns == last.st_mtime_ns  # never written again
+
+
 def test_a_stopped_render_stays_for_resume_while_others_render(client, studio):
     job = client.submit(".mp4", *zoom_form(frames=40), api_name="/render_zoom")
     wait_for(lambda: showing_frames(job), what="the first frame")

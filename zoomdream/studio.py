@@ -86,6 +86,7 @@ NAME_CONTROLS = """() => {
     new MutationObserver(name).observe(document.body, {subtree: true, childList: true});
 }"""
 STOPPING = "stopping after the frame in progress"
+PREVIEWS_KEPT = 8  # the page copies each preview into Gradio's cache as it is sent; older ones go
 LAYER_PREVIEW = dict(max_size=192, octaves=2, steps=10)  # the layer browser's small dream
 
 
@@ -232,6 +233,28 @@ class Studio:
         self.stopped: Job | None = None  # the last stopped loop render, which Resume continues
         self.layer_cache: dict[tuple, np.ndarray] = {}
         self.progress: Progress | None = None  # the latest render's
+        self.previews = self.workdir / ".previews"
+        self.preview_name = f"{os.getpid()}-{id(self):x}"  # this studio's previews, apart from another's
+        self.preview_count = 0
+        self.last_preview: tuple[np.ndarray, str] | None = None
+
+    def preview(self, frame: np.ndarray) -> str:
+        """The latest frame as a JPEG file of its own, written once and whole (renamed into place), for the page.
+        Handed a frame array, Gradio encoded it into a file named by its content and rewrote that file in place
+        whenever the same frame came again (a render's last update repeats its last frame, a resume replays
+        kept ones), while the page could be reading it: a short read, "h11 LocalProtocolError: Too little data
+        for declared Content-Length" and a broken image. A file path it copies atomically into its cache."""
+        from zoomdream.media import write_image
+
+        if self.last_preview is not None and self.last_preview[0] is frame:
+            return self.last_preview[1]
+        self.preview_count += 1
+        path = self.previews / f"{self.preview_name}-{self.preview_count:08d}.jpg"
+        self.previews.mkdir(parents=True, exist_ok=True)
+        write_image(path, frame)
+        self.last_preview = (frame, str(path))
+        (self.previews / f"{self.preview_name}-{self.preview_count - PREVIEWS_KEPT:08d}.jpg").unlink(missing_ok=True)
+        return str(path)
 
     def model(self, job: Job):
         """The job's model, loaded on first use; ``job`` has its precision pinned."""
@@ -489,7 +512,7 @@ def build_app(studio: Studio):
         """Updates as the page's outputs: progress, latest frame, result video, result image, downloads."""
         yield "starting", None, None, None, None  # clear the last render's results
         for u in updates:
-            frame = u.frame if u.frame is not None else skip
+            frame = studio.preview(u.frame) if u.frame is not None else skip
             if u.state == "running":
                 yield u.message, frame, skip, skip, skip
                 continue
@@ -529,8 +552,8 @@ def build_app(studio: Studio):
                                            elem_id="job-file")
             with gr.Column(scale=2):
                 status = gr.Textbox(label="progress", interactive=False, elem_id="status")
-                # JPEG: 1 ms to encode a 640x360 frame, PNG 30 ms
-                preview = gr.Image(label="latest frame", interactive=False, format="jpeg", elem_id="preview")
+                # each frame a JPEG file of its own (Studio.preview): 1 ms to encode at 640x360, PNG took 30 ms
+                preview = gr.Image(label="latest frame", interactive=False, elem_id="preview")
                 with gr.Row():
                     stop = gr.Button("Stop", interactive=False, elem_id="stop")  # armed while a dream runs
                     resume = gr.Button("Resume", elem_id="resume")
