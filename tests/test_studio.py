@@ -186,6 +186,27 @@ def test_each_preview_is_a_file_of_its_own_and_old_ones_go(tmp_path):
     assert os.stat(paths[-1]).st_mtime_ns == last.st_mtime_ns  # never written again
 
 
+def test_resume_finds_the_render_kept_by_a_studio_stopped_mid_render(lite0, tmp_path):
+    """Ctrl-C during a render, then `zoomdream studio` again: Resume continues the kept work (it said "nothing to
+    resume": the stopped render was remembered only by the closed studio)."""
+    models = {("efficientnet-lite0", None, "float32"): lite0}
+    first = Studio(tmp_path, models)
+    job = first.job("zoom", dict(noise=True, size="64x64", frames=30, octaves=1, steps=2, tile=64,
+                                 precision="float32"), ".mp4")
+    updates = first.render(job, poll=0.01)
+    while next(updates).frame is None:
+        pass
+    first.stop()  # what Ctrl-C does to the studio's render
+    assert list(updates)[-1].state == "stopped"
+    kept = read_state(runner.work_folder(Path(job.output)))["done"]
+    assert 0 < kept < 30
+    again = Studio(tmp_path, models)  # the studio started again
+    result = list(again.resume())
+    assert result[-1].message.startswith("done: 30 frames"), result[-1].message
+    assert again.progress.kept == kept and Path(job.output).is_file()
+    assert list(Studio(tmp_path, models).resume())[-1].message.startswith("zoomdream: error: nothing to resume")
+
+
 def test_a_stopped_render_stays_for_resume_while_others_render(client, studio):
     job = client.submit(".mp4", *zoom_form(frames=40), api_name="/render_zoom")
     wait_for(lambda: showing_frames(job), what="the first frame")

@@ -377,11 +377,24 @@ class Studio:
         return STOPPING if self.busy.locked() else "nothing is rendering"
 
     def resume(self) -> Iterator[Update]:
-        """Continue the last stopped render from its kept frames."""
-        if self.stopped is None:
+        """Continue the last stopped render from its kept frames: this session's, else the latest one kept in
+        the work folder (a studio stopped by Ctrl-C mid-render and started again)."""
+        job = self.stopped or self.kept_render()
+        if job is None:
             yield Update("error", "zoomdream: error: nothing to resume (a stopped zoom or video render resumes)")
             return
-        yield from self.render(replace(self.stopped, resume=True))
+        yield from self.render(replace(job, resume=True))
+
+    def kept_render(self) -> Job | None:
+        """The latest interrupted render in the work folder, from the job.toml its work folder keeps."""
+        kept = [work for work in self.workdir.glob("*.zoomdream")
+                if (work / "job.toml").is_file() and (work / "state.json").is_file()]
+        for work in sorted(kept, key=lambda work: (work / "state.json").stat().st_mtime, reverse=True):
+            try:
+                return make_job(load_toml(work / "job.toml"))
+            except ZoomdreamError:  # unreadable: try the one before
+                continue
+        return None
 
     def motion_preview(self, job: Job, seconds: float = PREVIEW_SECONDS) -> Path:
         """A few seconds of the zoom's camera path on its start, not dreamed, as an MP4 in the work folder."""
