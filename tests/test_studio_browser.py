@@ -126,3 +126,26 @@ def test_stop_and_resume_clicked_in_the_page_and_a_bad_value_is_a_notice_in_sigh
         notice = page.locator(".toast-body").filter(has_text="zoomdream: error: --zoom: invalid expression")
         notice.wait_for(timeout=30_000)
         assert notice.is_visible() and notice.bounding_box()["y"] < 900
+
+
+def test_a_page_left_open_says_when_the_server_has_stopped(lite0, tmp_path):
+    """The page kept its last progress line (and Gradio's timer counting) after the server stopped: now a notice
+    over the page says it has stopped, and what to do."""
+    import socket
+
+    from zoomdream.studio import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = serve(tmp_path, port=port, block=False, models={("efficientnet-lite0", None, "float32"): lite0})
+    try:
+        with chromium_page(f"http://127.0.0.1:{port}/") as page:
+            page.wait_for_selector("#render-zoom")
+            notice = page.locator("#server-gone")
+            assert not notice.is_visible()
+            app.close()
+            notice.wait_for(state="visible", timeout=30_000)
+            assert notice.inner_text().startswith("The studio server has stopped"), notice.inner_text()
+    finally:
+        app.close()

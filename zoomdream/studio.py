@@ -85,6 +85,31 @@ NAME_CONTROLS = """() => {
     name();
     new MutationObserver(name).observe(document.body, {subtree: true, childList: true});
 }"""
+# A page left open after the server stops would keep its last progress line (and Gradio's timer counting): ask the
+# server every 2 s, and say so over the page when it does not answer (and when it is back).
+WATCH_SERVER = """() => {
+    const note = document.createElement('div');
+    note.id = 'server-gone';
+    note.setAttribute('role', 'alert');
+    note.style.cssText = 'display:none; position:fixed; top:0; left:0; right:0; z-index:10000; padding:12px; '
+        + 'text-align:center; font-weight:bold; background:#b91c1c; color:white';
+    document.body.appendChild(note);
+    let gone = false;
+    const ask = async () => {
+        try {
+            await fetch(window.location.pathname, {method: 'HEAD', cache: 'no-store'});
+            if (gone) note.textContent = 'The studio server is back: reload this page.';
+        } catch (e) {
+            gone = true;
+            note.textContent = 'The studio server has stopped: nothing on this page updates any more. Start '
+                + 'zoomdream studio again and reload the page (Resume continues a render it kept).';
+            note.style.display = 'block';
+        }
+        setTimeout(ask, 2000);
+    };
+    setTimeout(ask, 2000);
+}"""
+PAGE_JS = f"() => {{ ({NAME_CONTROLS})(); ({WATCH_SERVER})(); }}"
 STOPPING = "stopping after the frame in progress"
 PREVIEWS_KEPT = 8  # the page copies each preview into Gradio's cache as it is sent; older ones go
 LAYER_PREVIEW = dict(max_size=192, octaves=2, steps=10)  # the layer browser's small dream
@@ -777,7 +802,7 @@ def serve(workdir: str | Path, *, host: str = "127.0.0.1", port: int = 7860, sha
         try:
             # Quiet: Gradio's start-up lines tell the user to set `share=True` in `launch()`; ours name our flag.
             app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
-                       allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"], js=NAME_CONTROLS)
+                       allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"], js=PAGE_JS)
         except OSError as e:
             if "port" not in str(e):
                 raise
