@@ -19,6 +19,29 @@ def wait_for(condition, seconds: float = 240.0, what: str = "the condition") -> 
         time.sleep(0.02)
 
 
+def free_port() -> int:
+    """A local port nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    """Whether a server answers at ``url`` (any HTTP answer; a refused or failed connection is False)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def lite0():
     from zoomdream.models import load_model
@@ -68,13 +91,9 @@ def interrupt_after():
 @pytest.fixture(scope="session")
 def studio(lite0, tmp_path_factory):
     """The studio's web app on a free local port, using the shared model: (app, its URL)."""
-    import socket
-
     from zoomdream.studio import serve
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = serve(tmp_path_factory.mktemp("studio"), port=port, block=False,
                 models={("efficientnet-lite0", None, "float32"): lite0})
     yield app, f"http://127.0.0.1:{port}/"

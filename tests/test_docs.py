@@ -9,10 +9,8 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import urllib.request
 import wave
 from dataclasses import fields
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import answers, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -230,20 +228,6 @@ def test_strict_build_fails_on_a_broken_link(tmp_path):
                            cwd=copy, capture_output=True, text=True, timeout=600,
                            env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert built.returncode != 0 and "no-such-page.md" in built.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 @pytest.fixture

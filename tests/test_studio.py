@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import wait_for
+from conftest import answers, free_port, wait_for
 from zoomdream import media, runner
 from zoomdream.config import load_toml, make_job
 from zoomdream.cli import error_line
@@ -374,24 +374,6 @@ def test_the_page_at_rest(studio):
     assert props(app, "layers-gallery")["object_fit"] == "contain"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def refuses(url: str) -> bool:
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(url, timeout=5)
-    except OSError:
-        return True
-    return False
-
-
 def test_start_up_names_our_share_flag_and_ctrl_c_closes_the_server_at_once(tmp_path, capsys):
     """Gradio's start-up lines tell the user to set `share=True` in `launch()`; ours name --share. Ctrl-C
     (here, SIGINT sent to this process once the start-up line is out) closes the server before serve() raises."""
@@ -412,7 +394,7 @@ def test_start_up_names_our_share_flag_and_ctrl_c_closes_the_server_at_once(tmp_
     threading.Thread(target=interrupt_when_up, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         serve(tmp_path, port=port)
-    assert refuses(url)
+    assert not answers(url)
     out = capsys.readouterr().out
     assert f"open {url}" in out and "--share" in out and "share=True" not in out, out
 
@@ -431,4 +413,4 @@ def test_ctrl_c_while_gradio_checks_its_new_server_closes_it(tmp_path, monkeypat
     port = free_port()
     with pytest.raises(KeyboardInterrupt):
         serve(tmp_path, port=port)
-    assert refuses(f"http://127.0.0.1:{port}/")
+    assert not answers(f"http://127.0.0.1:{port}/")

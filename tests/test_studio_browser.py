@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
@@ -131,13 +132,9 @@ def test_stop_and_resume_clicked_in_the_page_and_a_bad_value_is_a_notice_in_sigh
 def test_a_page_left_open_says_when_the_server_has_stopped(lite0, tmp_path):
     """The page kept its last progress line (and Gradio's timer counting) after the server stopped: now a notice
     over the page says it has stopped, and what to do."""
-    import socket
-
     from zoomdream.studio import serve
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = serve(tmp_path, port=port, block=False, models={("efficientnet-lite0", None, "float32"): lite0})
     try:
         with chromium_page(f"http://127.0.0.1:{port}/") as page:
