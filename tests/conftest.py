@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from fractions import Fraction
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -10,6 +11,38 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="zoomdream-test-cache-") 
 
 import numpy as np
 import pytest
+
+
+def wait_for(condition, seconds: float = 240.0, what: str = "the condition") -> None:
+    """Poll ``condition`` until it holds: tests wait for the event they need (a port closed, a file present),
+    never for a fixed time. ``seconds`` is a bound, not a timing: it only ends a hung test."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    """A local port nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    """Whether a server answers at ``url`` (any HTTP answer; a refused or failed connection is False)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -61,13 +94,9 @@ def interrupt_after():
 @pytest.fixture(scope="session")
 def studio(lite0, tmp_path_factory):
     """The studio's web app on a free local port, using the shared model: (app, its URL)."""
-    import socket
-
     from zoomdream.studio import serve
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = serve(tmp_path_factory.mktemp("studio"), port=port, block=False,
                 models={("efficientnet-lite0", None, "float32"): lite0})
     yield app, f"http://127.0.0.1:{port}/"

@@ -185,6 +185,7 @@ def test_up_front_errors_start_no_tensorflow_ray_or_gradio(tmp_path):
         (["video", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "v.mp4"), "--chunks", "2"], 2),
         (["render", str(tmp_path / "job.toml")], 2),
         (["render", str(tmp_path / "missing.toml")], 2),
+        (["studio", "--port", "99999", "--workdir", str(tmp_path / "studio")], 2),
         (["models"], 0),
         (["zoom", "--help"], 0),
         (["zoom", "--noise", "-o", str(tmp_path / "z.mp4"), "--check"], 0),  # a passing check loads no model
@@ -198,7 +199,106 @@ def test_up_front_errors_start_no_tensorflow_ray_or_gradio(tmp_path):
     assert report["codes"] == [code for _, code in cases], result.stderr
     assert report["heavy"] == [], result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("zoomdream: error:")]
-    assert len(errors) == 12, result.stderr  # one line each (argparse's usage error has its own form)
+    assert len(errors) == 14, result.stderr  # one line each, argparse's usage error too
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Usage errors: argparse's usage block and message become one line that names the option and the fix
+
+
+def usage_error(capsys, *argv) -> str:
+    """The whole of stderr for a command line argparse refuses (exit 2), which must be one line."""
+    with pytest.raises(SystemExit) as stop:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1, err
+    return err.strip()
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["zoom", "--noise", "--frames", "abc"], "--frames 'abc' is not a whole number (give one, e.g. --frames 10)"),
+    (["zoom", "--noise", "--fps", "fast"], "--fps 'fast' is not a number (give one, e.g. --fps 24.0)"),
+    (["zoom", "--noise", "--frame", "3"], "zoomdream zoom has no option --frame (did you mean --frames?)"),
+    (["video", "clip.mp4", "--octave=3"], "zoomdream video has no option --octave (did you mean --octaves?)"),
+    (["video", "clip.mp4", "--frames", "3"], "zoomdream video has no option --frames (that is an option of zoom; see "
+                                             "`zoomdream video --help`)"),
+    (["zoom", "--noise", "--precision", "float"],
+     "unknown --precision value 'float' (did you mean float32? choose from auto, float32, bfloat16)"),
+    (["zoomm"], "unknown command 'zoomm' (did you mean zoom? choose from image, zoom, video, interpolate, render, "
+                "curves, models, studio)"),
+    ([], "give a command: image, zoom, video, interpolate, render, curves, models, studio (see `zoomdream --help`)"),
+    (["video"], "no input video given (e.g. zoomdream video clip.mp4 -o dreamy.mp4)"),
+    (["render"], "no job file given (e.g. zoomdream render job.toml)"),
+    (["zoom", "--noise", "--zoom", "-0.5+t"], "--zoom needs a value, and '-0.5+t' reads as an option (write "
+                                              "--zoom=-0.5+t)"),
+    (["zoom", "--noise", "--frames"], "--frames needs a value (--frames FRAMES)"),
+    (["zoom", "--noise=yes"], "--noise takes no value (write --noise alone)"),
+    (["image", "a.jpg", "b.jpg"], "unexpected argument 'b.jpg' (see `zoomdream image --help`)"),
+    (["curves", "zoom", "--noise", "--frame", "3"], "zoomdream zoom has no option --frame (did you mean --frames?)"),
+])
+def test_usage_errors_are_one_line_naming_the_option_and_the_fix(capsys, argv, line):
+    assert usage_error(capsys, *argv) == f"zoomdream: error: {line}"
+
+
+def test_an_input_named_like_an_option_is_told_how_to_write_it(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(os.path.join(os.path.dirname(__file__), "data", "example.mp4"), "-video-with-dash-.mp4")
+    assert usage_error(capsys, "video", "-video-with-dash-.mp4", "-o", "x.mp4") == (
+        "zoomdream: error: '-video-with-dash-.mp4' reads as an option: write ./-video-with-dash-.mp4, or put it "
+        "last after -- (zoomdream video -o OUT -- -video-with-dash-.mp4)")
+    assert usage_error(capsys, "zoom", "-photo.png", "-o", "x.mp4").startswith(  # zoom's input is optional
+        "zoomdream: error: '-photo.png' reads as an option: write ./-photo.png")
+    for argv in (["./-video-with-dash-.mp4", "-o", "x.mp4"], ["-o", "x.mp4", "--", "-video-with-dash-.mp4"]):
+        assert main(["video", "--check", *argv]) == 0, capsys.readouterr().err  # both fixes work
+
+
+@pytest.mark.parametrize("port, line", [
+    (99999, "--port 99999 is not a port number (give one from 1 to 65535, e.g. --port 7860)"),
+    ("taken", "--port {port} is in use on 127.0.0.1 (another studio or program listens there: stop it, or choose "
+              "another port, e.g. --port {next})"),
+])
+def test_a_studio_port_it_cannot_listen_on_is_one_line_and_makes_no_folder(tmp_path, capsys, port, line):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        if port == "taken":
+            port = taken.getsockname()[1]
+            line = line.format(port=port, next=port + 1)
+        code, err = run(capsys, "studio", "--port", port, "--workdir", tmp_path / "studio")
+    assert (code, err) == (2, f"zoomdream: error: {line}")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_still_image_given_to_video_or_interpolate_points_to_image_and_zoom(tmp_path, capsys):
+    """ffmpeg opens a JPEG or PNG as a clip of one frame: it made a one-frame MP4 without a word."""
+    import shutil
+
+    photo = tmp_path / "photo.jpg"
+    iio.imwrite(photo, np.zeros((48, 64, 3), np.uint8))
+    shutil.copy(os.path.join(SAMPLES, "chelsea.png"), tmp_path / "cat.mp4")  # a PNG, named like a clip
+    for command, path in (("video", photo), ("interpolate", photo), ("video", tmp_path / "cat.mp4")):
+        code, err = run(capsys, command, path, "-o", tmp_path / "out.mp4")
+        assert (code, err) == (2, f"zoomdream: error: '{path}' is a still image, not a video (dream it with "
+                                  f"`zoomdream image {path} -o OUT.png`, or zoom into it with `zoomdream zoom {path} "
+                                  f"-o OUT.mp4`)")
+    assert sorted(os.listdir(tmp_path)) == ["cat.mp4", "photo.jpg"]
+
+
+def test_a_clip_too_small_says_its_frame_size(tmp_path, capsys):
+    import subprocess
+
+    from zoomdream.media.ffmpeg import ffmpeg_exe
+
+    clip = tmp_path / "bitmap.mkv"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "color=red:s=1x1:d=0.2", "-c:v", "ffv1",
+                    str(clip)], check=True)
+    code, err = run(capsys, "video", clip, "-o", tmp_path / "out.mp4")
+    assert (code, err) == (2, f"zoomdream: error: video '{clip}': frame size 1x1 is too small (at least 8x8 "
+                              f"pixels)")  # was "video '...' is 1x1 is too small"
 
 
 def test_saved_zoom_job_holds_its_own_keys_resolved(tmp_path, capsys):
@@ -215,7 +315,7 @@ def test_saved_zoom_job_holds_its_own_keys_resolved(tmp_path, capsys):
     assert code == 0, err
     assert f"nothing to resume for {out}: starting afresh" in err
     dreams = 1 + -(-WARM_UP // 2) + 1  # frame 0, its warm-up, frame 2 (frame 4 is frame 0 again)
-    assert f"4/4" in err and f"{dreams} dreams" in err, err
+    assert "4/4" in err and f"{dreams} dreams" in err, err
     saved = load_toml(tmp_path / "z.job.toml")
     assert saved["layers"] == "block10:1,block12:1"
     assert not {"size", "noise_scale", "blend", "flow", "smooth", "every", "factor", "start", "resume"} & set(saved)

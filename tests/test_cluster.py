@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 from zoomdream import cluster, media, runner
 from zoomdream.cli import main
@@ -55,6 +55,14 @@ def video_job(tmp_path, name, **overrides):
 
 def load_toml_job(path):
     return make_job(load_toml(path))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def pngs(directory):
@@ -255,13 +263,13 @@ def test_a_running_cluster_of_two_nodes_renders_chunks_through_a_killed_worker(t
                                    "--duration", "1", *flags, "--frames-dir", str(frames), "--chunks", "4",
                                    "--warmup", "2", "--workers", "2", f"--cluster={nodes.address}"],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
-        killed = None
-        while driver.poll() is None:
-            kept = list((tmp_path / "nodes.mp4.zoomdream").glob("chunk-*/frames/*.png"))
-            if killed is None and kept and nodes.worker_pids():
-                killed = nodes.worker_pids()[0]
-                os.kill(killed, signal.SIGKILL)  # a worker dies mid-chunk
-            time.sleep(0.1)
+        # a worker dies mid-chunk: once a chunk has kept a frame
+        wait_for(lambda: driver.poll() is not None or (list((tmp_path / "nodes.mp4.zoomdream").glob(
+            "chunk-*/frames/*.png")) and nodes.worker_pids()), seconds=600, what="a chunk's first frame")
+        killed = nodes.worker_pids()[0] if driver.poll() is None else None
+        if killed is not None:
+            os.kill(killed, signal.SIGKILL)
+        driver.wait(timeout=600)
         log.close()
         assert driver.returncode == 0, (tmp_path / "cli.log").read_text(errors="replace")[-2000:]
         assert killed is not None and killed not in nodes.worker_pids()  # killed, and Ray started another
@@ -288,14 +296,7 @@ def test_ctrl_c_stops_the_workers_keeps_their_frames_and_resumes(tmp_path, pool,
         cluster.render_chunks(job, 2, warmup=2, pool=pool, progress=False, on_progress=interrupt)
     assert pool.actors == []
     for pid in pids:  # the workers are gone
-        for _ in range(100):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"worker {pid} still runs")
+        wait_for(lambda: not alive(pid), seconds=10, what=f"worker {pid} to end")
     kept = sorted((tmp_path / "cut.mp4.zoomdream").glob("chunk-*/state.json"))
     assert kept and not (tmp_path / "cut.mp4").exists()
 

@@ -9,11 +9,8 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import wave
 from dataclasses import fields
 from pathlib import Path
@@ -21,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import answers, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -232,12 +230,6 @@ def test_strict_build_fails_on_a_broken_link(tmp_path):
     assert built.returncode != 0 and "no-such-page.md" in built.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(site):
     """The built site on a local `python -m http.server` (loopback only), as a reader's browser gets it."""
@@ -245,12 +237,7 @@ def served(site):
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                                "--directory", str(site)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/"), seconds=60, what="the site's server")
         yield f"http://127.0.0.1:{port}/"
     finally:
         server.terminate()

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 from zoomdream import media, runner
 from zoomdream.config import make_job
@@ -102,9 +103,10 @@ def test_a_killed_encoder_stops_the_render_in_one_line_and_keeps_what_was_kept(t
     class KillFfmpeg(Sink):  # ffmpeg encoding the second segment dies, as when killed or out of memory
         def write(self, index, frame):
             if index == SEGMENT_FRAMES + 2:
-                for pid in children(os.getpid()):
+                killed = children(os.getpid())
+                for pid in killed:
                     os.kill(pid, signal.SIGKILL)
-                time.sleep(0.2)
+                wait_for(lambda: not any(map(running, killed)), seconds=30, what="ffmpeg to die")
 
     from zoomdream.errors import ZoomdreamError
 
@@ -120,6 +122,15 @@ def test_a_killed_encoder_stops_the_render_in_one_line_and_keeps_what_was_kept(t
     assert not out.exists() and not [p for p in (work / "segments").iterdir() if p.name.startswith(".")]
     runner.render(make_job(dict(ZOOM, output=str(out), resume=True)), progress=False, model=lite0)
     np.testing.assert_array_equal(frames_of(out), whole)
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a dead child waiting to be reaped has closed its pipes)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
 
 
 def children(pid: int) -> list[int]:

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
@@ -21,17 +22,26 @@ WATCH_PREVIEW = """() => {
     const note = () => { const img = document.querySelector('#preview img'); if (img && img.src) window.previews.add(img.src); };
     new MutationObserver(note).observe(document.querySelector('#preview'), {subtree: true, childList: true, attributes: true});
 }"""
-PLAY = """async () => {
+PLAYING = """() => {
     const video = document.querySelector('#result-video video');
-    video.muted = true;
-    await video.play();
-    await new Promise(resolve => setTimeout(resolve, 1500));
+    return video.currentTime > 0 && video.getVideoPlaybackQuality().totalVideoFrames > 0;
+}"""
+PLAYED = """async () => {
+    const video = document.querySelector('#result-video video');
     const played = {decoded: video.getVideoPlaybackQuality().totalVideoFrames, time: video.currentTime,
                     width: video.videoWidth, error: video.error && video.error.message};
     video.pause();
     video.currentTime = video.duration / 2;  // a frame to show in the screenshot
     await new Promise(resolve => video.addEventListener('seeked', resolve, {once: true}));
     return played;
+}"""
+# Every preview image decoded and laid out: loaded, and its box the same over two painted frames.
+PREVIEW_SETTLED = """async () => {
+    const images = () => [...document.querySelectorAll('#preview img')];
+    const boxes = () => JSON.stringify(images().map(i => i.getBoundingClientRect()));
+    const before = boxes();
+    for (let k = 0; k < 2; k++) await new Promise(requestAnimationFrame);
+    return images().every(i => i.complete && i.naturalWidth > 0) && boxes() === before;
 }"""
 
 
@@ -80,12 +90,14 @@ def test_a_render_started_in_the_browser_shows_its_frames_and_plays(studio):
                                arg=status.element_handle(), timeout=180_000)
         assert status.input_value().startswith("done: 24 frames"), status.input_value()
         assert page.evaluate("() => window.previews.size") >= 2  # the latest frame appeared and changed
-        played = page.evaluate(PLAY)
+        page.evaluate("() => { const v = document.querySelector('#result-video video'); v.muted = true; "
+                      "return v.play(); }")
+        page.wait_for_function(PLAYING, timeout=30_000)  # the clock moved and a frame was decoded
+        played = page.evaluate(PLAYED)
         assert played["decoded"] > 0 and played["time"] > 0 and played["width"] == 128, played
         ARTIFACTS.mkdir(exist_ok=True)
         page.evaluate("() => window.scrollTo(0, 0)")
-        page.wait_for_function("() => [...document.querySelectorAll('#preview img')].every(i => i.complete)")
-        page.wait_for_timeout(500)  # the lazily loaded preview, laid out again after the scroll
+        page.wait_for_function(PREVIEW_SETTLED)  # the lazily loaded preview, laid out again after the scroll
         page.screenshot(path=str(ARTIFACTS / "studio.png"))
 
 
@@ -115,3 +127,22 @@ def test_stop_and_resume_clicked_in_the_page_and_a_bad_value_is_a_notice_in_sigh
         notice = page.locator(".toast-body").filter(has_text="zoomdream: error: --zoom: invalid expression")
         notice.wait_for(timeout=30_000)
         assert notice.is_visible() and notice.bounding_box()["y"] < 900
+
+
+def test_a_page_left_open_says_when_the_server_has_stopped(lite0, tmp_path):
+    """The page kept its last progress line (and Gradio's timer counting) after the server stopped: now a notice
+    over the page says it has stopped, and what to do."""
+    from zoomdream.studio import serve
+
+    port = free_port()
+    app = serve(tmp_path, port=port, block=False, models={("efficientnet-lite0", None, "float32"): lite0})
+    try:
+        with chromium_page(f"http://127.0.0.1:{port}/") as page:
+            page.wait_for_selector("#render-zoom")
+            notice = page.locator("#server-gone")
+            assert not notice.is_visible()
+            app.close()
+            notice.wait_for(state="visible", timeout=30_000)
+            assert notice.inner_text().startswith("The studio server has stopped"), notice.inner_text()
+    finally:
+        app.close()

@@ -85,7 +85,8 @@ def number(value, flag: str, *, low: float | None = None, high: float | None = N
 
 
 def check_frame_size(width: int, height: int, what: str) -> None:
-    """Refuse frames past the documented limits before anything is allocated for them."""
+    """Refuse frames past the documented limits before anything is allocated for them. ``what`` names the size:
+    "--size", "video 'clip.mp4': frame size"."""
     if width < 8 or height < 8:
         raise ZoomdreamError(f"{what} {width}x{height} is too small (at least 8x8 pixels)")
     if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:

@@ -9,14 +9,16 @@ render saves the ``job.toml`` that ``zoomdream render`` reproduces. Gradio is th
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import socket
 import threading
 import time
 import traceback
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -83,7 +85,33 @@ NAME_CONTROLS = """() => {
     name();
     new MutationObserver(name).observe(document.body, {subtree: true, childList: true});
 }"""
+# A page left open after the server stops would keep its last progress line (and Gradio's timer counting): ask the
+# server every 2 s, and say so over the page when it does not answer (and when it is back).
+WATCH_SERVER = """() => {
+    const note = document.createElement('div');
+    note.id = 'server-gone';
+    note.setAttribute('role', 'alert');
+    note.style.cssText = 'display:none; position:fixed; top:0; left:0; right:0; z-index:10000; padding:12px; '
+        + 'text-align:center; font-weight:bold; background:#b91c1c; color:white';
+    document.body.appendChild(note);
+    let gone = false;
+    const ask = async () => {
+        try {
+            await fetch(window.location.pathname, {method: 'HEAD', cache: 'no-store'});
+            if (gone) note.textContent = 'The studio server is back: reload this page.';
+        } catch (e) {
+            gone = true;
+            note.textContent = 'The studio server has stopped: nothing on this page updates any more. Start '
+                + 'zoomdream studio again and reload the page (Resume continues a render it kept).';
+            note.style.display = 'block';
+        }
+        setTimeout(ask, 2000);
+    };
+    setTimeout(ask, 2000);
+}"""
+PAGE_JS = f"() => {{ ({NAME_CONTROLS})(); ({WATCH_SERVER})(); }}"
 STOPPING = "stopping after the frame in progress"
+PREVIEWS_KEPT = 8  # the page copies each preview into Gradio's cache as it is sent; older ones go
 LAYER_PREVIEW = dict(max_size=192, octaves=2, steps=10)  # the layer browser's small dream
 
 
@@ -172,8 +200,9 @@ class Progress:
     thread: only whole values are swapped). ``kept``: frames a resumed render replays at once, left out of the
     rate."""
 
-    def __init__(self, total: int | None, kept: int = 0):
-        self.total, self.kept, self.started = total, kept, time.monotonic()
+    def __init__(self, total: int | None, kept: int = 0, clock: Callable[[], float] = time.monotonic):
+        self.total, self.kept, self.clock = total, kept, clock
+        self.started = clock()
         self.latest: tuple[int, np.ndarray] | None = None
         self.first_new: tuple[int, float] | None = None  # the first frame this run made, and when
 
@@ -184,18 +213,18 @@ class Progress:
 
     def frame(self, index: int, frame: np.ndarray) -> None:
         if self.first_new is None and index >= self.kept:
-            self.first_new = (index, time.monotonic())
+            self.first_new = (index, self.clock())
         self.latest = (index, frame)
 
     def line(self) -> str:
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock() - self.started
         if self.latest is None:
             return f"starting ({elapsed:.0f} s: loading the model, then the first frame)"
         done = self.made
         text = f"frame {done}" + (f" of {self.total}" if self.total else "")
         first, since = self.first_new or (done, 0.0)
         if done - 1 > first:
-            per_frame = (time.monotonic() - since) / (done - 1 - first)
+            per_frame = (self.clock() - since) / (done - 1 - first)
             text += f" · {per_frame:.2f} s a frame"
             if self.total:
                 text += f" · about {_duration(per_frame * (self.total - done))} left"
@@ -229,6 +258,28 @@ class Studio:
         self.stopped: Job | None = None  # the last stopped loop render, which Resume continues
         self.layer_cache: dict[tuple, np.ndarray] = {}
         self.progress: Progress | None = None  # the latest render's
+        self.previews = self.workdir / ".previews"
+        self.preview_name = f"{os.getpid()}-{id(self):x}"  # this studio's previews, apart from another's
+        self.preview_count = 0
+        self.last_preview: tuple[np.ndarray, str] | None = None
+
+    def preview(self, frame: np.ndarray) -> str:
+        """The latest frame as a JPEG file of its own, written once and whole (renamed into place), for the page.
+        Handed a frame array, Gradio encoded it into a file named by its content and rewrote that file in place
+        whenever the same frame came again (a render's last update repeats its last frame, a resume replays
+        kept ones), while the page could be reading it: a short read, "h11 LocalProtocolError: Too little data
+        for declared Content-Length" and a broken image. A file path it copies atomically into its cache."""
+        from zoomdream.media import write_image
+
+        if self.last_preview is not None and self.last_preview[0] is frame:
+            return self.last_preview[1]
+        self.preview_count += 1
+        path = self.previews / f"{self.preview_name}-{self.preview_count:08d}.jpg"
+        self.previews.mkdir(parents=True, exist_ok=True)
+        write_image(path, frame)
+        self.last_preview = (frame, str(path))
+        (self.previews / f"{self.preview_name}-{self.preview_count - PREVIEWS_KEPT:08d}.jpg").unlink(missing_ok=True)
+        return str(path)
 
     def model(self, job: Job):
         """The job's model, loaded on first use; ``job`` has its precision pinned."""
@@ -351,11 +402,24 @@ class Studio:
         return STOPPING if self.busy.locked() else "nothing is rendering"
 
     def resume(self) -> Iterator[Update]:
-        """Continue the last stopped render from its kept frames."""
-        if self.stopped is None:
+        """Continue the last stopped render from its kept frames: this session's, else the latest one kept in
+        the work folder (a studio stopped by Ctrl-C mid-render and started again)."""
+        job = self.stopped or self.kept_render()
+        if job is None:
             yield Update("error", "zoomdream: error: nothing to resume (a stopped zoom or video render resumes)")
             return
-        yield from self.render(replace(self.stopped, resume=True))
+        yield from self.render(replace(job, resume=True))
+
+    def kept_render(self) -> Job | None:
+        """The latest interrupted render in the work folder, from the job.toml its work folder keeps."""
+        kept = [work for work in self.workdir.glob("*.zoomdream")
+                if (work / "job.toml").is_file() and (work / "state.json").is_file()]
+        for work in sorted(kept, key=lambda work: (work / "state.json").stat().st_mtime, reverse=True):
+            try:
+                return make_job(load_toml(work / "job.toml"))
+            except ZoomdreamError:  # unreadable: try the one before
+                continue
+        return None
 
     def motion_preview(self, job: Job, seconds: float = PREVIEW_SECONDS) -> Path:
         """A few seconds of the zoom's camera path on its start, not dreamed, as an MP4 in the work folder."""
@@ -486,7 +550,7 @@ def build_app(studio: Studio):
         """Updates as the page's outputs: progress, latest frame, result video, result image, downloads."""
         yield "starting", None, None, None, None  # clear the last render's results
         for u in updates:
-            frame = u.frame if u.frame is not None else skip
+            frame = studio.preview(u.frame) if u.frame is not None else skip
             if u.state == "running":
                 yield u.message, frame, skip, skip, skip
                 continue
@@ -526,8 +590,8 @@ def build_app(studio: Studio):
                                            elem_id="job-file")
             with gr.Column(scale=2):
                 status = gr.Textbox(label="progress", interactive=False, elem_id="status")
-                # JPEG: 1 ms to encode a 640x360 frame, PNG 30 ms
-                preview = gr.Image(label="latest frame", interactive=False, format="jpeg", elem_id="preview")
+                # each frame a JPEG file of its own (Studio.preview): 1 ms to encode at 640x360, PNG took 30 ms
+                preview = gr.Image(label="latest frame", interactive=False, elem_id="preview")
                 with gr.Row():
                     stop = gr.Button("Stop", interactive=False, elem_id="stop")  # armed while a dream runs
                     resume = gr.Button("Resume", elem_id="resume")
@@ -725,6 +789,7 @@ def serve(workdir: str | Path, *, host: str = "127.0.0.1", port: int = 7860, sha
           models: dict | None = None, block: bool = True):
     """Start the studio on ``host:port`` (this machine only unless asked). ``block=False`` returns the running
     Gradio app (tests); ``models`` are already-loaded models to use, keyed (model, weights, precision)."""
+    check_address(host, port)  # before the work folder is made
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio as gr
@@ -732,27 +797,65 @@ def serve(workdir: str | Path, *, host: str = "127.0.0.1", port: int = 7860, sha
         raise ZoomdreamError("the studio needs Gradio (pip install 'zoomdream[studio]')") from None
     studio = Studio(workdir, models, private=host in ("127.0.0.1", "localhost", "::1") and not share)
     app = build_app(studio).queue(default_concurrency_limit=1)
-    # Quiet: Gradio's own start-up lines tell the user to set `share=True` in `launch()`; ours name our flag.
-    app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
-               allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"], js=NAME_CONTROLS)
     app.studio = studio
-    public = f"; public link {app.share_url}" if app.share_url else " (--share adds a public link)"
-    print(f"zoomdream studio: open {app.local_url} in a browser{public}; renders go to {studio.workdir}; Ctrl-C "
-          f"stops it", flush=True)
-    if block:
-        _serve_until_interrupted(app, studio)
+    try:
+        try:
+            # Quiet: Gradio's start-up lines tell the user to set `share=True` in `launch()`; ours name our flag.
+            app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
+                       allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"], js=PAGE_JS)
+        except OSError as e:
+            if "port" not in str(e):
+                raise
+            raise ZoomdreamError(_port_in_use(host, port)) from None  # another program took it since our check
+        public = f"; public link {app.share_url}" if app.share_url else " (--share adds a public link)"
+        print(f"zoomdream studio: open {app.local_url} in a browser{public}; renders go to {studio.workdir}; "
+              f"Ctrl-C stops it", flush=True)
+        if block:
+            threading.Event().wait()  # until Ctrl-C (or SIGTERM, which the CLI turns into it)
+    except BaseException:
+        # Also a Ctrl-C during start-up: `launch` checks its server over HTTP after starting it, and an interrupt
+        # there once left the server answering after serve() had raised.
+        _close(app, studio)
+        raise
     return app
 
 
-def _serve_until_interrupted(app, studio: Studio) -> None:
-    """Wait for Ctrl-C (or SIGTERM, which the CLI turns into it), then close the server at once and let a
-    running render end at its next frame, kept for Resume (a second Ctrl-C leaves that frame)."""
+def check_address(host: str, port: int) -> None:
+    """Refuse a port or host the studio cannot listen on, in one line naming the flag, before anything is made
+    (Gradio answers an out-of-range port with a traceback, and a taken one with advice about its own settings)."""
+    if not 1 <= port <= 65535:
+        raise ZoomdreamError(f"--port {port} is not a port number (give one from 1 to 65535, e.g. --port 7860)")
     try:
-        threading.Event().wait()
-    finally:
-        studio.stop()
-        app.close(verbose=False)
-        if studio.busy.locked():
-            print("zoomdream studio: stopping the render after its frame in progress (kept for Resume)", flush=True)
-            with studio.busy:
-                pass
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise ZoomdreamError(f"--host '{host}' is not an address of this machine (give 127.0.0.1, or 0.0.0.0 for "
+                             f"every network)") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
+        try:
+            probe.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ZoomdreamError(_port_in_use(host, port)) from None
+            if e.errno == errno.EACCES:
+                raise ZoomdreamError(f"--port {port} needs administrator rights (choose one above 1023, e.g. "
+                                     f"--port 7860)") from None
+            raise ZoomdreamError(f"--host '{host}' is not an address of this machine ({e.strerror}; give "
+                                 f"127.0.0.1, or 0.0.0.0 for every network)") from None
+
+
+def _port_in_use(host: str, port: int) -> str:
+    other = port + 1 if port < 65535 else 7860
+    return (f"--port {port} is in use on {host} (another studio or program listens there: stop it, or choose "
+            f"another port, e.g. --port {other})")
+
+
+def _close(app, studio: Studio) -> None:
+    """Close the server at once (its port refuses before this returns) and let a running render end at its
+    next frame, kept for Resume (a second Ctrl-C leaves that frame)."""
+    studio.stop()
+    app.close(verbose=False)
+    if studio.busy.locked():
+        print("zoomdream studio: stopping the render after its frame in progress (kept for Resume)", flush=True)
+        with studio.busy:
+            pass

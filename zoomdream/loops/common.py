@@ -36,8 +36,16 @@ def seed_and_max_size(job: Job) -> tuple[int, int | None]:
 def read_start(path: str, max_size: int | None) -> np.ndarray:
     """An input image, shrunk to ``max_size`` and checked against the frame-size limits."""
     img = media.fit_max_size(media.read_image(path), max_size)
-    check_frame_size(img.shape[1], img.shape[0], f"input '{path}' is")
+    check_frame_size(img.shape[1], img.shape[0], f"input '{path}': image size")
     return img
+
+
+def check_clip(info: media.VideoInfo, path: str) -> None:
+    """A still picture where a clip is read is refused: ffmpeg opens it as a clip of one frame, so it would
+    quietly become a one-frame video."""
+    if info.still:
+        raise ZoomdreamError(f"'{path}' is a still image, not a video (dream it with `zoomdream image {path} -o "
+                             f"OUT.png`, or zoom into it with `zoomdream zoom {path} -o OUT.mp4`)")
 
 
 def last_dreamed(t: int, step: int, origin: int = 0) -> int:

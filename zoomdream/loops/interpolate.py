@@ -15,7 +15,7 @@ from zoomdream import media
 from zoomdream.config import Job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.interpolation import between_frames, blend, pair_flows
-from zoomdream.loops.common import Ahead, ClipFrames, LoopSource, flow_size, flow_workers
+from zoomdream.loops.common import Ahead, ClipFrames, LoopSource, check_clip, flow_size, flow_workers
 from zoomdream.settings import check_frame_size, number
 
 OUTPUTS = media.VIDEO_EXTENSIONS
@@ -36,7 +36,8 @@ def resolve(job: Job) -> InterpolateSettings:
     if not job.input:
         raise ZoomdreamError("no input video given (zoomdream interpolate IN.mp4 -o OUT.mp4 --factor 2)")
     info = media.probe_video(job.input)
-    check_frame_size(info.width, info.height, f"video '{job.input}' is")
+    check_clip(info, job.input)
+    check_frame_size(info.width, info.height, f"video '{job.input}': frame size")
     factor = number(job.factor, "factor", low=1, high=16, integer=True)
     number(info.fps * factor, "factor", high=1000)
     return InterpolateSettings(Path(job.input), info, factor, job.flow, flow_size(job), flow_workers(job))

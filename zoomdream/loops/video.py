@@ -17,7 +17,7 @@ from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import carried, coherent_init, motion_between, temporal_blend
 from zoomdream.interpolation import between_sources, blend
-from zoomdream.loops.common import (Ahead, ClipFrames, LoopSource, flow_size, flow_workers, last_dreamed,
+from zoomdream.loops.common import (Ahead, ClipFrames, LoopSource, check_clip, flow_size, flow_workers, last_dreamed,
                                     seed_and_max_size)
 from zoomdream.models import LoadedModel
 from zoomdream.schedules import Schedule, parse_schedule
@@ -78,7 +78,8 @@ def resolve(job: Job) -> VideoSettings:
         raise ZoomdreamError("no input video given (zoomdream video IN.mp4 -o OUT.mp4)")
     seed, max_size = seed_and_max_size(job)
     info = media.probe_video(job.input)
-    check_frame_size(*media.fitted_size(info.width, info.height, max_size), f"video '{job.input}' is")
+    check_clip(info, job.input)
+    check_frame_size(*media.fitted_size(info.width, info.height, max_size), f"video '{job.input}': frame size")
     duration = None if job.duration is None else number(job.duration, "duration", above=0)
     start = number(job.start, "start", low=0)
     if info.duration is not None and start >= info.duration:

@@ -30,6 +30,7 @@ class VideoInfo:
     audio_codec: str | None
     video_codec: str | None = None
     pix_fmt: str | None = None
+    still: bool = False  # a picture (JPEG, PNG, ...), not a clip: ffmpeg opens it as one frame
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Header:
     pix_fmt: str | None
     audio_codec: str | None
     tbr: float | None = None  # the rate ffmpeg guesses the frames are on (the average rate is ``fps``)
+    container: str | None = None  # ffmpeg's name for the file's format: mov,mp4,..., gif, image2, png_pipe
 
 
 def _rate_value(rest: str, unit: str) -> float | None:
@@ -58,6 +60,7 @@ def _parse_header(text: str) -> Header:
     """Parse `ffmpeg -i` stderr; only the Input #0 section counts (the output section repeats streams)."""
     section = re.split(r"^(?:Output #0|Stream mapping:)", text, maxsplit=1, flags=re.M)[0]
     lines = section.splitlines()
+    container = re.search(r"^Input #0, (.*), from ", section, flags=re.M)
     duration = None
     m = re.search(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)", section)
     if m:
@@ -90,7 +93,8 @@ def _parse_header(text: str) -> Header:
         audio = re.search(r"Stream #0:\d+\S*: Audio: (\S+)", line)
         if audio and audio_codec is None:
             audio_codec = audio.group(1).rstrip(",")
-    return Header(duration, width, height, fps, video_codec, pix_fmt, audio_codec, tbr)
+    return Header(duration, width, height, fps, video_codec, pix_fmt, audio_codec, tbr=tbr,
+                  container=container.group(1) if container else None)
 
 
 def read_header(path, what: str = "read") -> tuple[Path, Header]:
@@ -138,6 +142,7 @@ def probe_video(path: PathArg) -> VideoInfo:
         width=h.width, height=h.height, fps=fps, n_frames=n_frames, duration=h.duration,
         has_audio=h.audio_codec is not None, audio_codec=h.audio_codec,
         video_codec=h.video_codec, pix_fmt=h.pix_fmt,
+        still=h.container is not None and (h.container == "image2" or h.container.endswith("_pipe")),
     )
 
 
