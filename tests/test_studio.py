@@ -14,7 +14,7 @@ from zoomdream import media, runner
 from zoomdream.config import load_toml, make_job
 from zoomdream.cli import error_line
 from zoomdream.errors import ZoomdreamError
-from zoomdream.sinks import read_state
+from zoomdream.store import read_state
 from zoomdream.studio import Progress, Studio, form_defaults, form_fields, job_from_form
 
 pytest.importorskip("gradio_client")

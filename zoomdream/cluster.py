@@ -156,7 +156,7 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
     if total is None:
         raise ZoomdreamError(f"the length of '{job.input}' is unknown, so it cannot be split into chunks (re-mux it "
                              f"into an .mp4 or .mkv, or render it without --chunks)")
-    from zoomdream.sinks import FrameStore
+    from zoomdream.store import FrameStore
 
     work = _work_folder(job)
     # The driver holds the output's work folder until it is gone: a second driver, or a render of the same
@@ -210,7 +210,7 @@ def render_zoom(job: Job, *, protected: tuple[str, ...] = (), address: str | Non
                              f"whole: `zoomdream render JOB --cluster`)")
     _, settings, checked = check(job, protected)
     from zoomdream import runner
-    from zoomdream.sinks import FrameStore
+    from zoomdream.store import FrameStore
 
     work = _work_folder(job)
     claim = FrameStore(work, frames_dir=work)  # held by the driver until the output is made (see render_chunks)

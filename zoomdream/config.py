@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zoomdream.errors import ZoomdreamError
+from zoomdream.media.files import atomic_write_bytes
 from zoomdream.settings import CPU_TILE, GPU_TILE, DreamSettings, EngineSettings, OutputSettings
 
 try:
@@ -371,9 +372,7 @@ def _path_from(value: str, folder: Path) -> str:
 
 def save_job(job: Job, path: str | Path) -> None:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(job_to_toml(job, path.parent))
-    tmp.replace(path)
+    atomic_write_bytes(path, job_to_toml(job, path.parent).encode())
 
 
 def job_inputs(job: Job) -> list[Path]:

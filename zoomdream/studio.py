@@ -233,7 +233,7 @@ class Progress:
 
 def _kept(work: Path) -> int:
     """How many frames a stopped render's work folder holds."""
-    from zoomdream.sinks import read_state
+    from zoomdream.store import read_state
 
     return read_state(work)["done"] if (work / "state.json").is_file() else 0
 
