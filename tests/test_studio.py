@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import answers, free_port, wait_for
+from conftest import answers, assert_exact, free_port, wait_for
 from zoomdream import media, runner
 from zoomdream.config import load_toml, make_job
 from zoomdream.cli import error_line
@@ -204,6 +204,7 @@ def test_resume_finds_the_render_kept_by_a_studio_stopped_mid_render(lite0, tmp_
     result = list(again.resume())
     assert result[-1].message.startswith("done: 30 frames"), result[-1].message
     assert again.progress.kept == kept and Path(job.output).is_file()
+    assert_exact(job.output, 30, 24)  # the stop's short segment made 32 frames of 30 read back
     assert list(Studio(tmp_path, models).resume())[-1].message.startswith("zoomdream: error: nothing to resume")
 
 
