@@ -72,8 +72,7 @@ def check_work(job: Job) -> None:
     --resume of a finished render is refused (it would render it again over itself)."""
     out = Path(job.output)
     work = work_folder(out)
-    pieces = [folder for folder in work.glob("*") if folder.is_dir()]  # a chunked render's
-    for folder in [work, *pieces, *([Path(job.frames_dir)] if job.frames_dir else [])]:
+    for folder in [work, *([Path(job.frames_dir)] if job.frames_dir else [])]:  # a cluster's driver holds work too
         if busy(folder):
             raise ZoomdreamError(f"another render is using '{folder}' (wait for it to finish, or give this one "
                                  f"another output or --frames-dir)")
