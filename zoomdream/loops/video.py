@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
-import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -109,16 +107,12 @@ def with_music(settings: VideoSettings, job: Job) -> VideoSettings:
 
 
 def counted_frames(s: VideoSettings) -> int | None:
-    """The frames of a clip whose header gives no duration, counted by a stream copy (read, not decoded), and
-    those of them the render takes: the progress bar's total (None where ffmpeg reports no count)."""
-    from zoomdream.media.ffmpeg import ffmpeg_exe, file_arg
-
-    done = subprocess.run([ffmpeg_exe(), "-nostdin", "-i", file_arg(s.input), "-map", "0:v:0", "-c", "copy", "-f",
-                           "null", "-"], capture_output=True, text=True, errors="replace", timeout=600)
-    counts = re.findall(r"frame=\s*(\d+)", done.stderr)
-    if done.returncode != 0 or not counts:
+    """The frames of a clip whose header gives no duration, counted from its packets (read, not decoded), and
+    those of them the render takes: the progress bar's total (None where ffmpeg lists none)."""
+    times = media.frame_times(s.input, timeout=600)
+    if not times:
         return None
-    frames = max(0.0, int(counts[-1]) - s.start * s.info.fps)
+    frames = max(0.0, len(times) - s.start * s.info.fps)
     if s.duration is not None:
         frames = min(frames, s.duration * s.info.fps)
     return math.ceil(round(frames, 3) / s.every)  # as ``VideoSettings.frames`` counts from a duration
