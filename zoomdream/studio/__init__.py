@@ -15,5 +15,5 @@ from zoomdream.studio.page import build_app
 from zoomdream.studio.server import check_address, serve
 from zoomdream.studio.session import PREVIEW_SECONDS, PREVIEWS_KEPT, Progress, Studio, Update
 
-__all__ = ["FORMATS", "PREVIEW_SECONDS", "PREVIEWS_KEPT", "TABS", "Progress", "Studio", "Update", "build_app",
+__all__ = ["FORMATS", "PREVIEWS_KEPT", "PREVIEW_SECONDS", "TABS", "Progress", "Studio", "Update", "build_app",
            "check_address", "form_defaults", "form_fields", "job_from_form", "keep_upload", "serve"]

@@ -36,7 +36,6 @@ def command_form(gr, command: str) -> dict[str, Any]:
     return made
 
 
-
 def lay_out(gr, made: dict[str, Any], command: str, names: list[str], defaults: dict[str, Any]) -> None:
     """Fields three to a row, in order; an upload takes a row of its own."""
     row: list[str] = []
@@ -52,7 +51,6 @@ def lay_out(gr, made: dict[str, Any], command: str, names: list[str], defaults: 
             row = []
         if name is not None and name in FILES:
             made[name] = component(gr, name, command, defaults[name])
-
 
 
 def component(gr, name: str, command: str, value: Any):
@@ -82,7 +80,6 @@ def component(gr, name: str, command: str, value: Any):
                          elem_id=key)
     return gr.Textbox(value=form_value(name, value), label=label, info=info, max_lines=1,
                       elem_id=key)
-
 
 
 def wire_form(view: View, command: str, made: dict[str, Any]) -> None:
