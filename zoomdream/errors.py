@@ -1,4 +1,5 @@
 """The one exception type users see: its message is a single line naming the problem and the fix."""
+import traceback
 
 
 class ZoomdreamError(Exception):
@@ -14,16 +15,20 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def error_line(error: ZoomdreamError | OSError | MemoryError) -> str:
-    """The one line a user sees for an error of their input or machine (the CLI and the studio alike)."""
+def error_line(error: BaseException) -> str:
+    """The one line a user sees for an error of their input or machine (the CLI and the studio alike). Any other
+    error is a bug: it is named, and its traceback printed, so the report can say where it happened."""
     if isinstance(error, OSError):  # a disk that fills up or a path that vanishes mid-render: kept frames stay
         where = f" ('{error.filename}')" if error.filename else ""
         text = (f"{error.strerror or error}{where} (check the path, permissions and free disk space; zoom and "
                 f"video renders continue with --resume)")
     elif isinstance(error, MemoryError):
         text = "out of memory (use a smaller --size, --max-size or --tile)"
-    else:
+    elif isinstance(error, ZoomdreamError):
         text = str(error)
+    else:
+        traceback.print_exception(error)
+        text = f"unexpected {type(error).__name__}: {error} (please report it, with the job file)"
     return f"zoomdream: error: {shortened(one_line(text))}"
 
 
