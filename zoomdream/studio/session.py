@@ -280,7 +280,7 @@ class Studio:
     def curves(self, job: Job):
         """The matplotlib figure of every schedule of a zoom or video job (``zoomdream curves``)."""
         from zoomdream.curves import plot, table
-        from zoomdream.runner import loop_module
+        from zoomdream.loops import loop_module
 
         settings = loop_module(job.command).resolve(job)
         columns = table(settings)
