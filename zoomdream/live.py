@@ -27,15 +27,17 @@ START_WAIT_S = 3.0  # how long a source may take to show its first frame before 
 
 
 class LiveOutput:
-    """One output (a file, a stream URL or the virtual camera) fed on its own thread with the newest frame
-    only. When it fails (a receiver gone), it says so in one line and stops; the others go on."""
+    """One output (a file, a stream URL or the virtual camera) fed on its own thread. A stream or camera takes
+    only the newest frame (a slow receiver drops frames, never adds latency); a file keeps a few waiting, so a
+    recording loses none to the encoder's start. When an output fails (a receiver gone), it says so in one
+    line and stops; the others go on."""
 
     def __init__(self, target: str, size: tuple[int, int], fps: float, say):
         self.target, self.say = target, say
         self.writer = _virtual_camera(size, fps) if target == stream.VIRTUAL_CAMERA else \
             stream.StreamWriter(target, size, fps)
         self.ready = threading.Condition()
-        self.frame: np.ndarray | None = None
+        self.waiting: deque = deque(maxlen=4 if stream.check_output(target) == "file" else 1)
         self.written = self.dropped = 0
         self.failed = self.closing = False
         self.thread = threading.Thread(target=self._work, name=f"zoomdream-out-{target}", daemon=True)
@@ -43,17 +45,17 @@ class LiveOutput:
 
     def put(self, frame: np.ndarray) -> None:
         with self.ready:
-            self.dropped += self.frame is not None
-            self.frame = frame
+            self.dropped += len(self.waiting) == self.waiting.maxlen
+            self.waiting.append(frame)
             self.ready.notify()
 
     def _work(self) -> None:
         while True:
             with self.ready:
-                self.ready.wait_for(lambda: self.frame is not None or self.closing)
-                frame, self.frame = self.frame, None
-            if frame is None:
-                return
+                self.ready.wait_for(lambda: self.waiting or self.closing)
+                if not self.waiting:
+                    return
+                frame = self.waiting.popleft()
             try:
                 self.writer.write(frame)
                 self.written += 1
@@ -63,7 +65,7 @@ class LiveOutput:
                 return
 
     def close(self) -> None:
-        """Write the frame still waiting, then let the writer finish (a recording gets its last fragment)."""
+        """Write the frames still waiting, then let the writer finish (a recording gets its last fragment)."""
         with self.ready:
             self.closing = True
             self.ready.notify()
@@ -96,26 +98,31 @@ def _virtual_camera(size: tuple[int, int], fps: float):
 
 class Governor:
     """Holds ``fps``: after a few frames slower than a frame's time, one level cheaper (``loops.live.levels``);
-    after a stretch with room to spare, one level richer again, unless that level was measured too slow. Only
-    the work of a frame counts, not the wait for the source."""
+    after a stretch with room to spare, one level richer again, a stretch twice as long each time that level
+    proved too slow before (so it does not flap). Only the work of a frame counts, not the wait for the source."""
 
     def __init__(self, fps: float, count: int, patience: int = 3):
         self.budget, self.count, self.patience = 1.0 / fps, count, patience
         self.level = 0
-        self.cost: dict[int, float] = {}  # seconds a frame took at each level, smoothed
+        self.cost: float | None = None  # seconds a frame takes at this level, smoothed
+        self.failed: dict[int, int] = {}  # times each level was left for being too slow
         self.slow = self.fast = 0
 
     def update(self, seconds: float) -> int:
         """The level for the next frame after one that took ``seconds`` of work."""
-        cost = self.cost[self.level] = 0.7 * self.cost.get(self.level, seconds) + 0.3 * seconds
-        self.slow = self.slow + 1 if cost > self.budget else 0
-        self.fast = self.fast + 1 if cost < 0.7 * self.budget else 0
+        self.cost = seconds if self.cost is None else 0.7 * self.cost + 0.3 * seconds
+        self.slow = self.slow + 1 if self.cost > self.budget else 0
+        self.fast = self.fast + 1 if self.cost < 0.7 * self.budget else 0
         if self.slow >= self.patience and self.level + 1 < self.count:
-            self.level, self.slow = self.level + 1, 0
-        elif self.fast >= 4 * self.patience and self.level > 0 and self.cost.get(self.level - 1, 0) < 0.9 * self.budget:
-            self.level, self.fast = self.level - 1, 0
-            self.cost.pop(self.level, None)  # measured afresh: a slow start (compiling) is not held against it
+            self.failed[self.level] = self.failed.get(self.level, 0) + 1
+            self._move(+1)
+        elif self.level > 0 and self.fast >= 4 * self.patience * 2 ** min(self.failed.get(self.level - 1, 0), 5):
+            self._move(-1)
         return self.level
+
+    def _move(self, by: int) -> None:
+        self.level += by
+        self.cost, self.slow, self.fast = None, 0, 0
 
 
 class Status:
@@ -139,6 +146,7 @@ class Status:
     def show(self, line: str) -> None:
         now = time.monotonic()
         with self.lock:
+            self.line = line
             if self.tty and now - self.shown > 0.25:
                 self.out.write("\r\x1b[K" + line)
             elif not self.tty and now - self.shown > 2.0:
@@ -146,7 +154,7 @@ class Status:
             else:
                 return
             self.out.flush()
-            self.shown, self.line = now, line
+            self.shown = now
 
 
 def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | None = None,
@@ -159,6 +167,8 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
     source.warm_up()
     if reader is not None:
         reader.forget()  # what arrived while the model loaded is stale, and not the dream's loss
+        if not reader.received:
+            status.say(f"live: waiting for the first frame of {reader.source}")
     previous = None
     made, held, start, stalled = 0, 0, None, False
     latencies: deque = deque(maxlen=200)
@@ -181,6 +191,7 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
                     status.say(f"zoomdream: source stalled: holding the last frame, reconnecting")
                 stalled = True
                 held += 1
+                status.show(f"live: {made} frames, source stalled for {quiet:.0f} s: holding the last frame ({held})")
                 for out in outputs:  # receivers keep getting frames: the last one, held
                     out.put(previous)
             continue
@@ -272,5 +283,5 @@ def main(job: Job, targets: list[str], *, check_only: bool = False, model: Loade
         status.say(f"zoomdream: stopped; every output closed (wrote {written})")
     else:
         status.say(f"live: {figures['frames']} frames in {figures['seconds']:.1f} s, dropped {figures['dropped']}, "
-                   f"wrote {written}")
+                   f"held {figures['held']}, wrote {written}")
     return 0

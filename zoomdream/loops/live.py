@@ -18,6 +18,7 @@ from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import carried, coherent_init, motion_between, temporal_blend
 from zoomdream.loops.common import LoopSource, constant_dream, flow_size, seed_and_max_size
 from zoomdream.media import stream
+from zoomdream.media.files import existing_file
 from zoomdream.models import LoadedModel
 from zoomdream.motion import parse_schedule
 from zoomdream.settings import MAX_FRAMES, DreamSettings, EngineSettings, check_frame_size, number
@@ -56,7 +57,7 @@ def source_kind(source: str | None, noise: bool) -> str:
         return "camera"
     if stream.scheme(source):
         return "url"
-    media.existing_file(source)
+    existing_file(source)
     return "image" if Path(source).suffix.lower() in media.IMAGE_EXTENSIONS else "file"
 
 

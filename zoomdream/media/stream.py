@@ -70,13 +70,15 @@ def source_args(source: str, size: tuple[int, int], *, loop: bool = False) -> li
     if device:
         args = ["-f", "v4l2", "-i", device]
     elif scheme(source):
-        args = ["-fflags", "nobuffer", "-flags", "low_delay", "-probesize", "500000", "-analyzeduration", "500000",
+        form = ["-f", "mpegts"] if scheme(source) in ("udp", "srt") else []  # what they carry: no format probe
+        # No probing, no frame threads (each holds a frame back); not -fflags nobuffer: it lost whole streams
+        args = ["-flags", "low_delay", "-thread_type", "slice", "-probesize", "32", "-analyzeduration", "0", *form,
                 "-i", source]
     else:  # a file plays at its own rate, as a stream would
         args = ["-re", *(["-stream_loop", "-1"] if loop else []), "-i", file_arg(Path(source))]
     return ["-nostdin", *args, "-map", "0:v:0", "-an", "-sn", "-dn",
             "-vf", f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1",
-            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-flush_packets", "1", "pipe:1"]
 
 
 class NewestFrames:
@@ -203,13 +205,13 @@ def output_args(target: str, size: tuple[int, int], fps: float) -> list[str]:
     (a receiver that joins late starts within one), tuned for latency. A file is fragmented (MP4) or
     Matroska, so it plays whenever the recording stops, Ctrl-C or kill included."""
     w, h = size
-    args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", "1000",
+    args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", "1000000",
             "-use_wallclock_as_timestamps", "1", "-i", "pipe:0",
             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
             "-force_key_frames", "expr:gte(t,n_forced)", "-fps_mode", "vfr"]
     name = scheme(target)
-    if name:
-        return [*args, "-f", STREAM_FORMATS[name], target]
+    if name:  # every packet sent as soon as it is muxed, timestamps not held back
+        return [*args, "-flush_packets", "1", "-muxdelay", "0", "-muxpreload", "0", "-f", STREAM_FORMATS[name], target]
     form = FILE_FORMATS[Path(target).suffix.lower()]
     if form in ("mp4", "mov"):
         args += ["-movflags", "+frag_keyframe+empty_moov+default_base_moof"]
