@@ -173,6 +173,7 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
     made, held, start, stalled = 0, 0, None, False
     latencies: deque = deque(maxlen=200)
     times: deque = deque(maxlen=60)
+    work = 0.0  # seconds from taking source frames to handing their dreams over
     while not (stop and stop()):
         if start is not None and seconds is not None and time.monotonic() - start >= seconds:
             break
@@ -207,7 +208,8 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
         times.append(now)
         made += 1
         previous = frame
-        source.level = governor.update(now - tick)
+        work += now - source.taken
+        source.level = governor.update(now - source.taken)
         fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
         octaves, steps, scale = source.levels[source.level]
         dropped = reader.dropped if reader is not None else 0
@@ -217,7 +219,7 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
         time.sleep(max(0.0, tick + 1.0 / source.fps - time.monotonic()))  # --fps at most
     elapsed = time.monotonic() - start if start is not None else 0.0
     return dict(frames=made, held=held, seconds=elapsed, dropped=reader.dropped if reader is not None else 0,
-                level=source.levels[source.level], latency=list(latencies))
+                level=source.levels[source.level], work=work / max(1, made))
 
 
 def check(job: Job, targets: list[str]):
@@ -237,9 +239,10 @@ def check(job: Job, targets: list[str]):
 
 
 def main(job: Job, targets: list[str], *, check_only: bool = False, model: LoadedModel | None = None,
-         status: Status | None = None, stop=None) -> int:
+         status: Status | None = None, stop=None, report: dict | None = None) -> int:
     """The live command: check, open the source (a source that cannot be opened fails here, in seconds),
-    load the model, then dream until stopped. Ctrl-C closes every output and ends with 0."""
+    load the model, then dream until stopped. Ctrl-C closes every output and ends with 0. ``report``, where
+    given, gets ``run``'s figures (a benchmark's)."""
     settings = check(job, targets)
     status = status or Status()
     if check_only:
@@ -279,6 +282,8 @@ def main(job: Job, targets: list[str], *, check_only: bool = False, model: Loade
         elif reader is not None:
             reader.close()
     written = ", ".join(o.target for o in outputs if not o.failed) or "nothing"
+    if report is not None and figures is not None:
+        report.update(figures)
     if figures is None:
         status.say(f"zoomdream: stopped; every output closed (wrote {written})")
     else:

@@ -125,6 +125,7 @@ class Source(LoopSource):
         w, h = settings.size
         self.still = _cover(media.read_image(settings.source), w, h) if settings.kind == "image" else None
         self.arrived = 0.0  # when the source frame of the last frame made arrived (latency)
+        self.taken = 0.0  # when it was taken: the frame's work starts
         self.before = None  # (the source frame, the output) of the last frame made, at the dream's size
         self.zoom, self.zoom_level = None, 0
         if settings.kind == "noise":
@@ -145,16 +146,16 @@ class Source(LoopSource):
     def next_source(self, timeout: float) -> np.ndarray | None:
         """The newest source frame at the output's size (None: none new came within ``timeout``)."""
         if self.still is not None:
-            self.arrived = time.monotonic()
+            self.arrived = self.taken = time.monotonic()
             return self.still
         frame = self.frames.take(timeout)
         if frame is not None:
-            self.arrived = self.frames.arrived
+            self.arrived, self.taken = self.frames.arrived, time.monotonic()
         return frame
 
     def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
         if self.zoom is not None:  # the zoom loop: no source to wait for
-            self.arrived = time.monotonic()
+            self.arrived = self.taken = time.monotonic()
             if self.zoom_level != self.level:
                 octaves, steps, _ = self.levels[self.level]
                 zs = self.zoom.settings

@@ -210,8 +210,11 @@ def output_args(target: str, size: tuple[int, int], fps: float) -> list[str]:
             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
             "-force_key_frames", "expr:gte(t,n_forced)", "-fps_mode", "vfr"]
     name = scheme(target)
-    if name:  # every packet sent as soon as it is muxed, timestamps not held back
-        return [*args, "-flush_packets", "1", "-muxdelay", "0", "-muxpreload", "0", "-f", STREAM_FORMATS[name], target]
+    if name:  # every packet sent as soon as it is muxed, timestamps not held back; a frame's MPEG-TS packet says
+        # its length, so a receiver passes it on at once rather than when the next frame starts (a frame less)
+        form = STREAM_FORMATS[name]
+        sized = ["-omit_video_pes_length", "0"] if form == "mpegts" else []
+        return [*args, "-flush_packets", "1", "-muxdelay", "0", "-muxpreload", "0", *sized, "-f", form, target]
     form = FILE_FORMATS[Path(target).suffix.lower()]
     if form in ("mp4", "mov"):
         args += ["-movflags", "+frag_keyframe+empty_moov+default_base_moof"]
