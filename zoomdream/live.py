@@ -24,6 +24,8 @@ from zoomdream.media import stream
 from zoomdream.models import LoadedModel
 
 START_WAIT_S = 3.0  # how long a source may take to show its first frame before the model loads anyway
+REPEAT_S = 1 / 30  # a stream sends its last frame again after this long: a receiver's decoder passes a frame on
+# only when the next one starts, so at 12 fps each frame waited 83 ms in the receiver, 33 ms this way
 
 
 class LiveOutput:
@@ -37,7 +39,8 @@ class LiveOutput:
         self.writer = _virtual_camera(size, fps) if target == stream.VIRTUAL_CAMERA else \
             stream.StreamWriter(target, size, fps)
         self.ready = threading.Condition()
-        self.waiting: deque = deque(maxlen=4 if stream.check_output(target) == "file" else 1)
+        self.file = stream.check_output(target) == "file"
+        self.waiting: deque = deque(maxlen=4 if self.file else 1)
         self.written = self.dropped = 0
         self.failed = self.closing = False
         self.thread = threading.Thread(target=self._work, name=f"zoomdream-out-{target}", daemon=True)
@@ -50,12 +53,15 @@ class LiveOutput:
             self.ready.notify()
 
     def _work(self) -> None:
+        frame = None
         while True:
             with self.ready:
-                self.ready.wait_for(lambda: self.waiting or self.closing)
-                if not self.waiting:
+                came = self.ready.wait_for(lambda: self.waiting or self.closing,
+                                           timeout=None if self.file or frame is None else REPEAT_S)
+                if self.closing and not self.waiting:
                     return
-                frame = self.waiting.popleft()
+                if came:
+                    frame = self.waiting.popleft()
             try:
                 self.writer.write(frame)
                 self.written += 1

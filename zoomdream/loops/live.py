@@ -138,10 +138,18 @@ class Source(LoopSource):
             self.dreamer = build_dreamer(settings.engine, model)
 
     def warm_up(self) -> None:
-        """Dream one blank frame at the first level's size, so compiling the step is not the first frame's."""
-        if self.zoom is None:
-            w, h = self.settings.size
-            self.dreamer.dream(np.zeros((h, w, 3), np.float32), self.settings.dream, seed=0)
+        """Dream a blank frame at every level's sizes, so compiling the step for a size is never a frame's
+        (a change of level then costs no stall; this is before the clock starts)."""
+        if self.zoom is not None:
+            return
+        for octaves, scale in dict.fromkeys((o, scale) for o, _, scale in self.levels):
+            w, h = self.dream_size(scale)
+            self.dreamer.dream(np.zeros((h, w, 3), np.float32), replace(self.settings.dream, octaves=octaves,
+                                                                         steps=1), seed=0)
+
+    def dream_size(self, scale: float) -> tuple[int, int]:
+        w, h = self.settings.size
+        return (w, h) if scale == 1.0 else (max(16, round(w * scale / 2) * 2), max(16, round(h * scale / 2) * 2))
 
     def next_source(self, timeout: float) -> np.ndarray | None:
         """The newest source frame at the output's size (None: none new came within ``timeout``)."""
@@ -173,8 +181,7 @@ class Source(LoopSource):
     def dreamed(self, source: np.ndarray) -> np.ndarray:
         s = self.settings
         octaves, steps, scale = self.levels[self.level]
-        w, h = s.size
-        size = (w, h) if scale == 1.0 else (max(16, round(w * scale / 2) * 2), max(16, round(h * scale / 2) * 2))
+        size = self.dream_size(scale)
         small = _resized(source, size)
         settings = replace(s.dream, octaves=octaves, steps=steps)
         if self.before is None:
@@ -190,7 +197,7 @@ class Source(LoopSource):
         if motion is not None and s.smooth:
             dreamed = temporal_blend(dreamed, output, motion, s.smooth, carry=carry)
         self.before = (small, dreamed)
-        return _resized(dreamed, (w, h))
+        return _resized(dreamed, s.size)
 
     def close(self) -> None:
         if self.frames is not None:

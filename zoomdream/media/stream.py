@@ -205,7 +205,7 @@ def output_args(target: str, size: tuple[int, int], fps: float) -> list[str]:
     (a receiver that joins late starts within one), tuned for latency. A file is fragmented (MP4) or
     Matroska, so it plays whenever the recording stops, Ctrl-C or kill included."""
     w, h = size
-    args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", "1000000",
+    args = ["-probesize", "32", "-analyzeduration", "0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", "1000000",
             "-use_wallclock_as_timestamps", "1", "-i", "pipe:0",
             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
             "-force_key_frames", "expr:gte(t,n_forced)", "-fps_mode", "vfr"]
