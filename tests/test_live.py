@@ -219,3 +219,14 @@ def test_governor_lowers_the_level_when_slow_and_raises_it_with_room():
     assert levels[-1] == 2  # two steps down after twice three slow frames
     levels = [governor.update(0.02) for _ in range(60)]
     assert levels[-1] == 0
+
+
+@pytest.mark.parametrize("source,settings", [(str(ROOT / "tests" / "data" / "example.mp4"), {}),
+                                             (None, {"noise": True, "zoom": 1.05})])
+def test_a_file_plays_from_its_start_and_noise_is_a_live_zoom(source, settings, lite0, tmp_path):
+    recording = tmp_path / "out.mkv"
+    lines = Lines()
+    assert live.main(job(source, frames=4, **settings), [str(recording)], model=lite0, status=live.Status(lines)) == 0
+    assert "live: 4 frames in" in lines.text
+    frames = decoded(recording)
+    assert len(frames) == 4 and not np.array_equal(frames[0], frames[-1])

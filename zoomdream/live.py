@@ -172,6 +172,7 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
     reader = source.frames
     source.warm_up()
     if reader is not None:
+        reader.start()  # a file starts playing now: a camera or stream already runs
         reader.forget()  # what arrived while the model loaded is stale, and not the dream's loss
         if not reader.received:
             status.say(f"live: waiting for the first frame of {reader.source}")
@@ -203,8 +204,8 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
                     out.put(previous)
             continue
         now = time.monotonic()
-        if start is None:
-            start = source.arrived or now  # the clock starts with the first source frame, not the model load
+        if start is None:  # the clock starts with the first source frame, not the model load
+            start = source.arrived if reader is not None else now
         if stalled:
             status.say("zoomdream: source back")
             stalled = False
@@ -260,8 +261,9 @@ def main(job: Job, targets: list[str], *, check_only: bool = False, model: Loade
         raise ZoomdreamError(f"no camera at {device} (check the device, or give a stream URL or a file)")
     if settings.kind in ("camera", "url", "file"):
         reader = stream.NewestFrames(settings.source, settings.size, loop=settings.loop_source,
-                                     reconnect=settings.kind != "file").start()
-        reader.wait_started(START_WAIT_S)
+                                     reconnect=settings.kind != "file")
+    if settings.kind in ("camera", "url"):  # one that cannot be opened fails now, before the model loads
+        reader.start().wait_started(START_WAIT_S)
     outputs: list[LiveOutput] = []
     source = None
     try:

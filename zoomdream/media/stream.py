@@ -102,7 +102,9 @@ class NewestFrames:
         self._thread = threading.Thread(target=self._work, name="zoomdream-source", daemon=True)
 
     def start(self) -> NewestFrames:
-        self._thread.start()
+        """Start reading (a second call does nothing)."""
+        if self._thread.ident is None:
+            self._thread.start()
         return self
 
     def _work(self) -> None:
