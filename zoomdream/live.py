@@ -23,7 +23,7 @@ from zoomdream.errors import ZoomdreamError, one_line
 from zoomdream.media import stream
 from zoomdream.models import LoadedModel
 
-START_WAIT_S = 3.0  # how long a source may take to show its first frame before the model loads anyway
+START_WAIT_S = 4.0  # how long a source may take to show its first frame before the model loads anyway
 REPEAT_S = 1 / 30  # a stream sends its last frame again after this long: a receiver's decoder passes a frame on
 # only when the next one starts, so at 12 fps each frame waited 83 ms in the receiver, 33 ms this way
 
