@@ -127,7 +127,10 @@ class Receiver:
     def _work(self) -> None:
         w, h = self.size
         while True:
-            buf = _read_exact(self.ff.proc.stdout, w * h * 3)
+            try:
+                buf = _read_exact(self.ff.proc.stdout, w * h * 3)
+            except (OSError, ValueError):  # closed
+                return
             if len(buf) < w * h * 3:
                 return
             now = time.monotonic()

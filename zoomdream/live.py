@@ -53,17 +53,19 @@ class LiveOutput:
             self.ready.notify()
 
     def _work(self) -> None:
-        frame = None
+        frame, took = None, 0.0
         while True:
+            repeat = not self.file and frame is not None and took < REPEAT_S / 2  # not where encoding is slow
             with self.ready:
-                came = self.ready.wait_for(lambda: self.waiting or self.closing,
-                                           timeout=None if self.file or frame is None else REPEAT_S)
+                came = self.ready.wait_for(lambda: self.waiting or self.closing, timeout=REPEAT_S if repeat else None)
                 if self.closing and not self.waiting:
                     return
                 if came:
                     frame = self.waiting.popleft()
             try:
+                began = time.monotonic()
                 self.writer.write(frame)
+                took = time.monotonic() - began
                 self.written += 1
             except (ZoomdreamError, OSError) as error:
                 self.failed = True

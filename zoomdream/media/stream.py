@@ -113,7 +113,10 @@ class NewestFrames:
             ff = self._ff = Ffmpeg(self.args, stdout=subprocess.PIPE)
             started = time.monotonic()
             while not self._closed:
-                buf = _read_exact(ff.proc.stdout, frame_bytes)
+                try:
+                    buf = _read_exact(ff.proc.stdout, frame_bytes)
+                except (OSError, ValueError):  # closed under it: close() stopped ffmpeg
+                    break
                 if len(buf) < frame_bytes:
                     break
                 frame = np.frombuffer(buf, np.uint8).reshape(self.size[1], self.size[0], 3)
