@@ -38,7 +38,8 @@ from zoomdream.media.ffmpeg import Ffmpeg, ffmpeg_exe  # noqa: E402
 from zoomdream.media.reader import _read_exact  # noqa: E402
 
 BITS = 16
-CASES = {"cpu256": ("256x144", None, 12), "cpu426": ("426x240", None, 6), "sim720": ("1280x720", 0.03, 30)}
+CASES = {"cpu256": ("256x144", None, 12), "cpu426": ("426x240", None, 6),
+         "sim720": ("1280x720", ZOOM_DREAM_S["1280x720"], 30)}  # the H200's zoom dream at 720p
 
 
 def free_port() -> int:
@@ -70,8 +71,8 @@ def read_barcode(frame: np.ndarray) -> int | None:
     grey = frame.mean(axis=2)
     k = 0
     for i in range(BITS):
-        cell = lambda row: grey[row * bh + bh // 4: row * bh + 3 * bh // 4, i * bw + bw // 4: i * bw + 3 * bw // 4].mean()
-        bit, inverse = cell(0), cell(1)
+        x0, x1 = i * bw + bw // 4, i * bw + 3 * bw // 4
+        bit, inverse = (grey[row * bh + bh // 4: row * bh + 3 * bh // 4, x0:x1].mean() for row in (0, 1))
         if abs(bit - inverse) < 60:
             return None
         k |= (bit > inverse) << i
@@ -86,8 +87,8 @@ class Sender:
         w, h = size
         self.ff = Ffmpeg(["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", str(fps), "-i",
                           "pipe:0", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g",
-                          str(int(fps)), "-flush_packets", "1", "-muxdelay", "0", "-omit_video_pes_length", "0", "-f", "mpegts",
-                          f"udp://127.0.0.1:{port}"], stdin=subprocess.PIPE)
+                          str(int(fps)), "-flush_packets", "1", "-muxdelay", "0", "-omit_video_pes_length", "0",
+                          "-f", "mpegts", f"udp://127.0.0.1:{port}"], stdin=subprocess.PIPE)
         self.done = threading.Event()
         self.frames = [barcode_frame(k, w, h) for k in range(int(fps) * 2)]  # made once: 2 s of motion
         self.thread = threading.Thread(target=self._work, daemon=True)

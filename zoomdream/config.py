@@ -150,8 +150,8 @@ class Job:
     fps: float = opt(24.0, "frames per second of the video", "float", commands=("zoom", "live"), group="loop")
     noise: bool = opt(False, "start from seeded random noise instead of an image", "bool", commands=("zoom", "live"),
                       group="loop")
-    size: str = opt("640x360", "frame size WxH for --noise starts", "str", commands=("zoom", "live"), group="loop",
-                    only_with="noise")
+    size: str = opt("640x360", "frame size WxH for --noise starts (live: every output's size)", "str",
+                    commands=("zoom", "live"), group="loop", only_with="noise")
     noise_scale: float = opt(0.25, "amplitude of the starting noise (0-1)", "float", commands=("zoom", "live"),
                              group="loop", only_with="noise")
     zoom: str = opt("1.02", "zoom per frame, keyframed: '0:(1.02), 120:(1.05)' or '1.02+0.01*sin(t/20)'",
@@ -184,8 +184,8 @@ class Job:
                              "(0 = off; higher is steadier, lower more alive)", "float", commands=("video", "live"),
                         group="loop")
     flow: str = opt("dis", "optical flow for coherence and interpolation: dis, farneback, or none (plain "
-                           "blending)", "str", choices=("dis", "farneback", "none"), commands=("video", "interpolate", "live"),
-                    group="loop")
+                           "blending)", "str", choices=("dis", "farneback", "none"),
+                    commands=("video", "interpolate", "live"), group="loop")
     flow_size: int = opt(0, "longest side, in pixels, the optical flow is estimated at and then scaled up (0: the "
                             "frames' own size); smaller is faster on big frames", "int",
                          commands=("video", "interpolate", "live"), group="loop")

@@ -37,7 +37,7 @@ class LiveOutput:
     def __init__(self, target: str, size: tuple[int, int], fps: float, say):
         self.target, self.say = target, say
         self.writer = _virtual_camera(size, fps) if target == stream.VIRTUAL_CAMERA else \
-            stream.StreamWriter(target, size, fps)
+            stream.StreamWriter(target, size)
         self.ready = threading.Condition()
         self.file = stream.check_output(target) == "file"
         self.waiting: deque = deque(maxlen=4 if self.file else 1)
@@ -198,7 +198,7 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
             quiet = reader.stalled_for() if reader is not None else 0.0
             if quiet >= stream.STALL_S and previous is not None:
                 if not stalled:
-                    status.say(f"zoomdream: source stalled: holding the last frame, reconnecting")
+                    status.say("zoomdream: source stalled: holding the last frame, reconnecting")
                 stalled = True
                 held += 1
                 status.show(f"live: {made} frames, source stalled for {quiet:.0f} s: holding the last frame ({held})")

@@ -204,13 +204,14 @@ def check_output(target: str) -> str:
     return "file"
 
 
-def output_args(target: str, size: tuple[int, int], fps: float) -> list[str]:
+def output_args(target: str, size: tuple[int, int]) -> list[str]:
     """ffmpeg's arguments to encode raw RGB frames from stdin, stamped with the wall clock as they arrive
     (a live output's frames come when they are dreamed), to ``target``: H.264 with a keyframe every second
     (a receiver that joins late starts within one), tuned for latency. A file is fragmented (MP4) or
     Matroska, so it plays whenever the recording stops, Ctrl-C or kill included."""
     w, h = size
-    args = ["-probesize", "32", "-analyzeduration", "0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", "1000000",
+    args = ["-probesize", "32", "-analyzeduration", "0",  # no probing: the first frame is encoded at once
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", "1000000",  # microsecond stamps
             "-use_wallclock_as_timestamps", "1", "-i", "pipe:0",
             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
             "-force_key_frames", "expr:gte(t,n_forced)", "-fps_mode", "vfr"]
@@ -230,8 +231,8 @@ class StreamWriter:
     """One live output through ffmpeg. ``write`` raises ZoomdreamError once ffmpeg has gone (a receiver that
     closed the connection, a full disk): the caller drops this output and goes on with the others."""
 
-    def __init__(self, target: str, size: tuple[int, int], fps: float):
-        self.target, self.args = target, output_args(target, size, fps)
+    def __init__(self, target: str, size: tuple[int, int]):
+        self.target, self.args = target, output_args(target, size)
         self._ff: Ffmpeg | None = None  # started with the first frame: nothing is written before
 
     def write(self, frame: np.ndarray) -> None:
