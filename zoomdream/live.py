@@ -264,11 +264,10 @@ def main(job: Job, targets: list[str], *, check_only: bool = False, model: Loade
     if settings.kind in ("camera", "url", "file"):
         reader = stream.NewestFrames(settings.source, settings.size, loop=settings.loop_source,
                                      reconnect=settings.kind != "file")
-    if settings.kind in ("camera", "url"):  # one that cannot be opened fails now, before the model loads
-        reader.start().wait_started(START_WAIT_S)
     outputs: list[LiveOutput] = []
-    source = None
-    try:
+    try:  # from here on, whatever stops it (Ctrl-C while the model loads too) stops ffmpeg and closes the outputs
+        if settings.kind in ("camera", "url"):  # one that cannot be opened fails now, before the model loads
+            reader.start().wait_started(START_WAIT_S)
         outputs = [LiveOutput(target, settings.size, settings.fps, status.say) for target in targets]
         if model is None:
             from zoomdream.models import load_model
@@ -287,9 +286,7 @@ def main(job: Job, targets: list[str], *, check_only: bool = False, model: Loade
     finally:
         for out in outputs:
             out.close()
-        if source is not None:
-            source.close()
-        elif reader is not None:
+        if reader is not None:
             reader.close()
     written = ", ".join(o.target for o in outputs if not o.failed) or "nothing"
     if report is not None and figures is not None:
