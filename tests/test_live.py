@@ -230,3 +230,13 @@ def test_a_file_plays_from_its_start_and_noise_is_a_live_zoom(source, settings, 
     assert "live: 4 frames in" in lines.text
     frames = decoded(recording)
     assert len(frames) == 4 and not np.array_equal(frames[0], frames[-1])
+
+
+@pytest.mark.skipif(bool(list(Path("/dev").glob("video*"))), reason="this machine has video devices")
+def test_a_virtual_camera_that_is_not_there_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import zoomdream.models
+
+    monkeypatch.setattr(zoomdream.models, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    assert cli_main(["live", str(ROOT / "samples" / "chelsea.png"), "-o", "virtualcam", "--size", f"{W}x{H}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "virtual camera" in err, err
