@@ -240,3 +240,17 @@ def test_a_virtual_camera_that_is_not_there_is_one_line_before_the_model_loads(t
     assert cli_main(["live", str(ROOT / "samples" / "chelsea.png"), "-o", "virtualcam", "--size", f"{W}x{H}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "virtual camera" in err, err
+
+
+def test_an_output_whose_receiver_is_gone_is_one_line_and_the_others_go_on(lite0, tmp_path):
+    with socket.socket() as s:  # a TCP port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        gone = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    recording = tmp_path / "kept.mkv"
+    lines = Lines()
+    assert live.main(job(str(ROOT / "samples" / "chelsea.png"), frames=6), [gone, str(recording)], model=lite0,
+                     status=live.Status(lines)) == 0
+    said = [line for line in lines.text.splitlines() if gone in line]
+    assert len(said) == 1 and "stopped" in said[0] and "the other outputs go on" in said[0], lines.text
+    assert lines.text.rstrip().endswith(f"wrote {recording}")  # the one left
+    assert len(decoded(recording)) == 6

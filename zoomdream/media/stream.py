@@ -41,7 +41,8 @@ def protocols() -> tuple[frozenset, frozenset]:
     out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-protocols"], capture_output=True, text=True).stdout
     words = out.split("Output:")
     read = set(words[0].split()) - {"Supported", "file", "protocols:", "Input:"}
-    return frozenset(read | set(DEMUXER_SCHEMES)), frozenset(words[1].split() if len(words) > 1 else ())
+    written = set(words[1].split() if len(words) > 1 else ())
+    return frozenset(read | set(DEMUXER_SCHEMES)), frozenset(written | {"rtsp"})  # rtsp: a muxer too
 
 
 def check_url(url: str, *, output: bool) -> None:
