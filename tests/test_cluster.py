@@ -14,12 +14,15 @@ import pytest
 from conftest import wait_for
 
 from zoomdream import cluster, media, runner
+from zoomdream.cluster import driver, ray_api
+from zoomdream.cluster.pool import Borrowed
 from zoomdream.cli import main
 from zoomdream.config import load_toml, make_job, save_job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import ffmpeg_exe
 
 from conftest import assert_exact
+from ray_nodes import LocalNodes
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
@@ -123,7 +126,7 @@ def test_batch_equals_the_jobs_rendered_one_by_one(tmp_path, pool, lite0, monkey
         jobs.append(make_job(values))
         files.append(tmp_path / f"{name}.toml")
         save_job(jobs[-1], files[-1])
-    monkeypatch.setattr(cluster, "_pool", lambda *args: cluster._Borrowed(pool))  # the module's 2 workers
+    monkeypatch.setattr(driver, "open_pool", lambda *args: Borrowed(pool))  # the module's 2 workers
     os.makedirs(tmp_path / "cluster")
     assert main(["render", *map(str, files), "--cluster"]) == 0
 
@@ -174,7 +177,7 @@ def test_chunked_video_equals_its_chunks_and_keeps_count_fps_and_audio(tmp_path,
 def test_chunks_on_one_cpu_workers_equal_the_local_render_of_their_pieces(tmp_path, pool, lite0, monkeypatch):
     """Two workers with one CPU each compute with the threads a local render has: TensorFlow's sums depend on
     its thread count, and 2 octaves x 4 steps are enough for 1 thread and 2 to differ (TINY is not)."""
-    monkeypatch.setattr(cluster, "_pool", lambda *args: cluster._Borrowed(pool))
+    monkeypatch.setattr(driver, "open_pool", lambda *args: Borrowed(pool))
     out = tmp_path / "chunked.mp4"
     assert main(["video", WEBM, "-o", str(out), "--max-size", "64", "--duration", "0.5", "--precision", "float32",
                  "--octaves", "2", "--steps", "4", "--frames-dir", str(tmp_path / "frames"), "--chunks", "2",
@@ -254,7 +257,7 @@ def test_a_running_cluster_of_two_nodes_renders_chunks_through_a_killed_worker(t
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, for the workers too
     out, frames = tmp_path / "nodes.mp4", tmp_path / "frames"
     flags = [f"--{name}={value}" for name, value in TINY.items()]
-    with cluster.LocalNodes(2, cpus=1, env={"PYTHONPATH": root}) as nodes:
+    with LocalNodes(2, cpus=1, env={"PYTHONPATH": root}) as nodes:
         env = {**os.environ, "PYTHONPATH": root, "RAY_AUTH_TOKEN_PATH": str(nodes.token)}
         env.pop("RAY_AUTH_MODE", None)  # the driver finds out that the head wants a token
         cli = "import sys; from zoomdream.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -403,7 +406,7 @@ def test_a_head_asking_for_a_token_gets_this_machines_or_a_one_line_hint(head_as
             assert "RAY_AUTH_MODE=token" in err
     monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")  # the head's token is this machine's: connect in token mode
     loader.reset_cache()
-    cluster._authenticate(address)
+    ray_api.authenticate(address)
     assert os.environ["RAY_AUTH_MODE"] == "token"
     assert not (tmp_path / "v.mp4").exists()
 
@@ -488,7 +491,7 @@ def test_a_batch_hands_out_the_longest_job_first(tmp_path, pool):
 
 
 def test_zoom_on_the_command_line_makes_its_in_betweens_on_the_workers(tmp_path, pool, monkeypatch, capsys):
-    monkeypatch.setattr(cluster, "_pool", lambda *args: cluster._Borrowed(pool))
+    monkeypatch.setattr(driver, "open_pool", lambda *args: Borrowed(pool))
     out = tmp_path / "cli.mp4"
     placed = len(pool.placed)
     flags = [f"--{name.replace('_', '-')}={value}" for name, value in TINY.items()]
