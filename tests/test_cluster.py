@@ -112,6 +112,18 @@ def test_chunk_spans_cover_the_clip_evenly():
     assert cluster.chunk_pieces(cluster.chunk_spans(12, 3, step=2), 3, step=2) == [(0, 4, 0), (2, 8, 0), (6, 12, 0)]
 
 
+def test_every_loops_settings_give_a_batch_its_cost(tmp_path):
+    """A clip counts at the size --max-size shrinks it to, its dreamed frames only; a still once; a clip
+    interpolated (nothing dreamed) one step a frame."""
+    jobs = {"video": dict(command="video", input=WEBM, max_size=64, duration=0.5, interpolate=2, steps=3),
+            "image": dict(command="image", input=os.path.join(SAMPLES, "chelsea.png"), max_size=32, steps=3),
+            "interpolate": dict(command="interpolate", input=WEBM)}
+    outputs = {"video": "v.mp4", "image": "i.png", "interpolate": "f.mp4"}
+    cost = {name: cluster.check(make_job({**values, "output": str(tmp_path / outputs[name])}))[1].cost()
+            for name, values in jobs.items()}
+    assert cost == {"video": 64 * 36 * 6 * 3, "image": 32 * 21 * 3, "interpolate": 1280 * 720 * 24}
+
+
 def test_batch_equals_the_jobs_rendered_one_by_one(tmp_path, pool, lite0, monkeypatch):
     files, jobs = [], []
     for name, values in {
@@ -475,14 +487,14 @@ def test_a_killed_zoom_worker_resumes_the_chain_without_dreaming_kept_frames_aga
 
 
 def test_a_batch_hands_out_the_longest_job_first(tmp_path, pool):
-    """Width x height x steps over the dreamed frames: a zoom's keyframed steps count frame by frame, and with
-    --interpolate 4 only every 4th frame is dreamed."""
+    """A loop's settings' cost(): width x height x steps over the dreamed frames; a zoom's keyframed steps count
+    frame by frame, and with --interpolate 4 only every 4th frame is dreamed."""
     sizes = {"small": dict(frames=4), "wide": dict(size="48x32", frames=6), "keyed": dict(frames=12, interpolate=4),
              "steps": dict(frames=6, steps="0:(1), 5:(4)")}
     jobs = [zoom_job(tmp_path, f"{name}.mp4", frames_dir=None, **{"interpolate": 1, **values})
             for name, values in sizes.items()]
     checked = {name: cluster.check(job) for name, job in zip(sizes, jobs)}
-    work = {name: cluster.job_work(settings, frames) for name, (frames, settings, _) in checked.items()}
+    work = {name: settings.cost() for name, (_, settings, _) in checked.items()}
     assert work == {"small": 4 * 32 * 32, "wide": 6 * 48 * 32, "keyed": 3 * 32 * 32, "steps": 15 * 32 * 32}
     placed = len(pool.placed)
     cluster.render_jobs(jobs, names=list(sizes), pool=pool, progress=False)

@@ -16,7 +16,7 @@ from importlib import import_module
 _NAMES = {
     "add_flags": "flags", "requested": "flags", "EXTRA": "flags", "WARMUP": "flags",
     "main": "driver", "render_jobs": "driver", "render_chunks": "driver", "render_zoom": "driver",
-    "check": "driver", "absolute": "driver", "keyed": "driver", "job_work": "driver",
+    "check": "driver", "absolute": "driver", "keyed": "driver",
     "chunk_spans": "driver", "chunk_pieces": "driver", "chunk_streams": "driver",
     "Pool": "pool", "Task": "pool",
     "local_threads": "worker",

@@ -22,8 +22,6 @@ from zoomdream.cluster.ray_api import require_ray
 from zoomdream.config import LOOPS, Job
 from zoomdream.curves import export_schedules
 from zoomdream.errors import ZoomdreamError
-from zoomdream.loops.common import read_start
-from zoomdream.schedules import Schedule
 from zoomdream.settings import number
 from zoomdream.sinks import FrameStore
 
@@ -67,7 +65,7 @@ def render_jobs(jobs: list[Job], *, names: list[str] | None = None, protected: t
     total = None if None in frames else sum(frames)
     # The longest first, so no worker is left with a long job at the end while the others wait. Any work folder
     # left now is the caller's to resume (checked above), so a retried job resumes too.
-    order = sorted(range(len(jobs)), key=lambda i: -job_work(checked[i][1], frames[i]))
+    order = sorted(range(len(jobs)), key=lambda i: -checked[i][1].cost())
     tasks = [Task(i, "render", (replace(jobs[i], resume=True), protected), names[i]) for i in order]
     with open_pool(pool, address, workers, len(tasks)) as p:
         _, failures = p.run(tasks, total=total, progress=progress, on_progress=on_progress, stop_on_error=False)
@@ -177,24 +175,6 @@ def render_zoom(job: Job, *, protected: tuple[str, ...] = (), address: str | Non
 
 # --------------------------------------------------------------------------------------------------------------
 # Planning: which frames each task makes
-
-
-def job_work(settings, frames: int | None) -> float:
-    """A job's rough cost, to hand out the longest first: width x height x ascent steps, summed over the frames
-    it dreams (every Nth with --interpolate N; a clip of unknown length counts as one frame)."""
-    if hasattr(settings, "size"):  # zoom
-        width, height = settings.size
-    elif hasattr(settings, "info"):  # a clip, shrunk to --max-size
-        width, height = settings.info.width, settings.info.height
-        scale = min(1.0, (settings.max_size or max(width, height)) / max(width, height))
-        width, height = width * scale, height * scale
-    else:  # a still
-        height, width = read_start(str(settings.input), settings.max_size).shape[:2]
-    dreamed = range(0, frames or 1, getattr(settings, "interpolate", 1))
-    steps, dream = getattr(settings, "steps", None), getattr(settings, "dream", None)
-    if isinstance(steps, Schedule):  # keyframed
-        return width * height * sum(max(1.0, steps.at(t)) for t in dreamed)
-    return width * height * len(dreamed) * max(1, dream.steps if dream is not None else 1)
 
 
 def keyed(job: Job) -> bool:
