@@ -517,6 +517,7 @@ def test_zoom_on_the_command_line_makes_its_in_betweens_on_the_workers(tmp_path,
 def test_ctrl_c_stops_a_cluster_zoom_and_resume_keeps_what_was_made(tmp_path, pool, lite0):
     job = zoom_job(tmp_path, "cut.mp4", frames=121, size="48x48", steps=2)
     work = tmp_path / "cut.mp4.zoomdream"
+    pids = pool.ray.get([actor.pid.remote() for actor in pool.actors])  # now: a worker may have restarted
 
     def interrupt(done, total):
         if any(work.glob("stream-*.mp4")):  # a segment is made
@@ -525,6 +526,8 @@ def test_ctrl_c_stops_a_cluster_zoom_and_resume_keeps_what_was_made(tmp_path, po
     with pytest.raises(KeyboardInterrupt):
         cluster.render_zoom(job, pool=pool, progress=False, on_progress=interrupt)
     assert pool.actors == [] and not (tmp_path / "cut.mp4").exists()
+    for pid in pids:  # ray.kill returns at once: a worker holds its folder's lock until it ends
+        wait_for(lambda: not alive(pid), seconds=10, what=f"worker {pid} to end")
     with pytest.raises(ZoomdreamError, match="add --resume"):
         cluster.render_zoom(job, progress=False)
     made = {path.name for path in work.glob("stream-*.mp4")}  # segments made before the stop are kept as they are
