@@ -210,7 +210,7 @@ def as_pngs(job, pieces: list[Path], model, folder: Path) -> Path:
 
 def join_figures(args) -> None:
     """Today's join against the new on the same ``--chunks``-chunk 1280x720 render, alternated."""
-    from zoomdream import cluster, media, runner
+    from zoomdream import cluster, media, runner, store
     from zoomdream.config import make_job
     from zoomdream.models import load_model
 
@@ -273,8 +273,8 @@ def join_figures(args) -> None:
           f"joined, seams encoded by the join {alone:.2f} s ({listed['alone']}); as on the cluster (each seam on "
           f"its worker at once, then the copy) {new:.2f} s ({listed['cluster']}); load {os.getloadavg()[0]:.1f}")
     print(f"one machine: {alone / old:.3f} of today's join")
-    first, end = runner.read_state(folders[0])["segments"][0]  # the first chunk's first segment
-    concat_s = concat_cost(runner.segment_path(folders[0], first), end - first)
+    first, end = store.read_state(folders[0])["segments"][0]  # the first chunk's first segment
+    concat_s = concat_cost(store.segment_path(folders[0], first), end - first)
     print(f"streams concatenated without re-encoding: {concat_s * 1000:.2f} ms a frame")
     print(f"against the old join with today's x264 preset: {new / fast:.3f}")
     print(f"join_ratio={new / old:.3f}")

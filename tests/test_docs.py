@@ -27,7 +27,7 @@ FENCE = re.compile(r"^ *```([a-z]*)\n(.*?)^ *```", re.M | re.S)
 SHELL = ("", "bash", "sh", "shell", "console")
 IMAGES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 AUDIO = (".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac")
-CHECKED = ("image", "zoom", "video", "interpolate", "render", "curves")  # the commands that take --check
+CHECKED = ("image", "zoom", "video", "interpolate", "render", "curves", "live")  # the commands that take --check
 
 
 def documented_commands() -> list[tuple[str, str]]:
@@ -109,7 +109,9 @@ def inputs_of(argv: list[str]) -> list[str]:
         render = args.render if not args.render or not args.render[0].endswith(".toml") else ["render", *args.render]
         return inputs_of(render) if render else []
     named = [getattr(args, name, None) for name in ("input", "guide", "audio", "weights")]
-    return [p for p in [*named, *getattr(args, "job_file", [])] if p and p != "random"]
+    live = ("://", "/dev/")  # a live source's URL or camera: --check opens neither
+    return [p for p in [*named, *getattr(args, "job_file", [])]
+            if p and p != "random" and not (p.isdigit() or any(m in p for m in live))]
 
 
 @pytest.mark.parametrize("where,command", COMMANDS, ids=[w for w, _ in COMMANDS])

@@ -14,7 +14,8 @@ from zoomdream.config import make_job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import ffmpeg_exe
 from zoomdream.media.probe import constant_rate_frames
-from zoomdream.sinks import MemorySink, SegmentStore
+from zoomdream.sinks import MemorySink
+from zoomdream.store import SegmentStore
 
 from conftest import assert_exact, timing
 

@@ -20,7 +20,7 @@ from zoomdream import media, runner
 from zoomdream.cli import main
 from zoomdream.config import FIELDS, LOOPS
 from zoomdream.errors import ZoomdreamError
-from zoomdream.sinks import read_state
+from zoomdream.store import read_state
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 EXAMPLES = int(os.environ.get("ZOOMDREAM_FUZZ_EXAMPLES", "200"))  # set it higher (and random) to hunt locally
@@ -38,8 +38,8 @@ def validate_only(monkeypatch):
     def stop(*args, **kwargs):
         raise Validated
 
-    monkeypatch.setattr(runner, "pin_machine", lambda job: job)
-    monkeypatch.setattr(runner, "load_model", stop)
+    monkeypatch.setattr(runner.jobs, "pin_machine", lambda job: job)
+    monkeypatch.setattr(runner.jobs, "load_model", stop)
 
 
 def run_cli(capsys, argv) -> tuple[int, str]:

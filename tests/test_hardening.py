@@ -12,7 +12,7 @@ from conftest import wait_for
 
 from zoomdream import media
 from zoomdream.cli import main
-from zoomdream.sinks import FrameStore
+from zoomdream.store import FrameStore
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")

@@ -19,7 +19,8 @@ from conftest import wait_for
 from zoomdream import media, runner
 from zoomdream.config import make_job
 from zoomdream.errors import ZoomdreamError
-from zoomdream.sinks import SEGMENT_FRAMES, MemorySink, Sink
+from zoomdream.sinks import MemorySink, Sink
+from zoomdream.store import SEGMENT_FRAMES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = SEGMENT_FRAMES + 16  # two segments, the second closed by the render's end

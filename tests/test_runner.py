@@ -9,7 +9,8 @@ import pytest
 from zoomdream import media, runner
 from zoomdream.config import make_job
 from zoomdream.errors import ZoomdreamError
-from zoomdream.sinks import FrameStore, MemorySink
+from zoomdream.sinks import MemorySink
+from zoomdream.store import FrameStore
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")

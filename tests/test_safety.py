@@ -20,7 +20,8 @@ from conftest import wait_for
 from zoomdream import media, runner
 from zoomdream.cli import build_parser, job_from_args, main
 from zoomdream.errors import ZoomdreamError
-from zoomdream.sinks import SEGMENT_FRAMES, FrameStore, Sink, read_state
+from zoomdream.sinks import Sink
+from zoomdream.store import SEGMENT_FRAMES, FrameStore, read_state
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 TINY = ["zoom", "--noise", "--size", "48x48", "--octaves", "1", "--steps", "2", "--tile", "64",
@@ -146,7 +147,7 @@ def test_two_studios_rendering_one_output(tmp_path, lite0):
 @pytest.fixture
 def cli(monkeypatch, capsys, lite0):
     """``cli(*argv)``: the zoomdream command in this process, on the shared model: (exit code, stderr)."""
-    monkeypatch.setattr(runner, "load_model", lambda *args, **kwargs: lite0)
+    monkeypatch.setattr(runner.jobs, "load_model", lambda *args, **kwargs: lite0)
 
     def call(*argv):
         code = main([str(a) for a in argv])

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import answers, free_port, wait_for
+from conftest import answers, assert_exact, free_port, wait_for
 from zoomdream import media, runner
 from zoomdream.config import load_toml, make_job
 from zoomdream.cli import error_line
 from zoomdream.errors import ZoomdreamError
-from zoomdream.sinks import read_state
-from zoomdream.studio import Progress, Studio, form_defaults, form_fields, job_from_form
+from zoomdream.store import read_state
+from zoomdream.studio import Progress, Studio, form_defaults, form_fields, job_from_form, keep_upload
 
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -204,6 +204,7 @@ def test_resume_finds_the_render_kept_by_a_studio_stopped_mid_render(lite0, tmp_
     result = list(again.resume())
     assert result[-1].message.startswith("done: 30 frames"), result[-1].message
     assert again.progress.kept == kept and Path(job.output).is_file()
+    assert_exact(job.output, 30, 24)  # the stop's short segment made 32 frames of 30 read back
     assert list(Studio(tmp_path, models).resume())[-1].message.startswith("zoomdream: error: nothing to resume")
 
 
@@ -231,6 +232,19 @@ def test_progress_leaves_the_frames_a_resume_replays_out_of_the_rate():
         progress.frame(t, frame)
     # counting the replayed frames, it was 6 s over 52 frames
     assert progress.line().split(" · ")[1] == "2.00 s a frame", progress.line()
+
+
+def test_an_upload_is_kept_under_a_name_made_from_its_content_on_python_3_10(tmp_path, monkeypatch):
+    """Python 3.10 (which pyproject allows) has no ``hashlib.file_digest``; a file over the 1 MB read size."""
+    import hashlib
+
+    monkeypatch.delattr(hashlib, "file_digest", raising=False)
+    data = np.random.default_rng(0).bytes(3 << 20)
+    (tmp_path / "in.png").write_bytes(data)
+    kept = keep_upload(str(tmp_path / "in.png"), tmp_path / "inputs")
+    assert Path(kept) == tmp_path / "inputs" / f"{hashlib.sha256(data).hexdigest()[:12]}-in.png"
+    assert Path(kept).read_bytes() == data
+    assert keep_upload(kept, tmp_path / "inputs") == kept  # already kept: not copied again
 
 
 def test_a_studio_open_to_the_network_loads_no_job_naming_files_outside_its_work_folder(tmp_path):

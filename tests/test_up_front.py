@@ -34,7 +34,7 @@ def no_model(monkeypatch):
     def load_model(*args, **kwargs):
         raise ModelLoaded
 
-    monkeypatch.setattr(runner, "load_model", load_model)
+    monkeypatch.setattr(runner.jobs, "load_model", load_model)
     monkeypatch.setattr(interpolate, "Source", load_model)
 
 
@@ -90,7 +90,8 @@ def test_video_start_past_the_end_and_a_clip_max_size_leaves_too_small_are_refus
     tiny = tmp_path / "bitmap.mkv"
     ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=1x1:d=1:r=10", "-c:v", "png", tiny)
     code, err = run(capsys, "video", tiny, "-o", out, "--max-size", "96", *flag)
-    assert code == 2 and err.startswith(f"zoomdream: error: video '{tiny}' is 1x1") and "at least 8x8" in err, err
+    assert code == 2 and err.startswith(f"zoomdream: error: video '{tiny}': frame size 1x1 is too small"), err
+    assert "at least 8x8" in err, err
     assert sorted(os.listdir(tmp_path)) == ["bitmap.mkv"]
 
 
@@ -158,7 +159,7 @@ def test_a_resume_with_changed_settings_names_them(tmp_path, capsys, no_model):
 def test_a_second_render_into_a_busy_output_is_refused_before_its_model_loads(tmp_path, capsys, no_model):
     """The second render was told to delete the live render's folder (which killed it), or, before the first
     segment was kept, was refused only after loading its model; now both are the lock's one line, up front."""
-    from zoomdream.sinks import FrameStore
+    from zoomdream.store import FrameStore
 
     out = tmp_path / "z.mp4"
     live = FrameStore(runner.work_folder(out))

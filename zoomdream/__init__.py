@@ -11,12 +11,10 @@ def _prefer_eigen_on_avx2() -> None:
     InceptionV3 and 11% on EfficientNet-Lite0 per step, measured on a 2-core AVX2 machine. Where AVX-512 is
     present oneDNN stays on (it is also what runs bfloat16 natively). Must happen before TensorFlow loads;
     a user's own TF_ENABLE_ONEDNN_OPTS wins."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return
-    if flags and " avx512f" not in flags:
+    from zoomdream.backend import cpu_flags  # light: Keras loads only when a step is asked for
+
+    flags = cpu_flags()
+    if flags and "avx512f" not in flags:
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 

@@ -20,7 +20,6 @@ ms hop, so a one-hour track needs about 30 MB besides its features, never the sa
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import subprocess
@@ -35,7 +34,7 @@ import numpy as np
 
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import Ffmpeg, file_arg
-from zoomdream.media.files import PathArg, existing_file, show
+from zoomdream.media.files import PathArg, existing_file, file_digest, show
 from zoomdream.media.probe import read_header
 from zoomdream.media.reader import _read_exact
 from zoomdream.settings import number
@@ -104,14 +103,10 @@ def file_sha256(path: PathArg) -> str:
 
 @lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        return file_digest(path)
     except OSError as e:
         raise ZoomdreamError(f"cannot read audio from '{show(path)}': {e.strerror or e} (check permissions)") from None
-    return digest.hexdigest()
 
 
 def write_wav(path: PathArg, samples: np.ndarray, rate: int) -> None:

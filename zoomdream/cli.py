@@ -172,7 +172,9 @@ def _add_job_flags(parser: argparse.ArgumentParser, command: str | None) -> None
                                help=meta["help"])
             continue
         conv = {"int": int, "float": float}.get(meta["kind"], str)
-        group.add_argument(*names, dest=f.name, type=conv, default=argparse.SUPPRESS, choices=meta["choices"],
+        several = dict(action="append") if f.name == "output" and command == "live" else {}  # -o A -o B
+        group.add_argument(*names, dest=f.name, type=conv, **several, default=argparse.SUPPRESS,
+                           choices=meta["choices"],
                            metavar=meta["metavar"] or (None if meta["choices"] else f.name.upper()),
                            help=meta["help"] + default_text)
     parser.add_argument("--check", action="store_true",
@@ -362,8 +364,15 @@ def main(argv: list[str] | None = None) -> int:
             _quiet_tensorflow_start()
             serve(args.workdir, host=args.host, port=args.port, share=args.share)
             return 0
+        if args.command == "live":  # against the clock: its own runner, several outputs
+            from zoomdream import live
+
+            outputs = vars(args).pop("output", None) or []
+            return live.main(job_from_args(args), outputs, check_only=args.check)
         files = args.job_file if args.command == "render" else [None]
         jobs = [job_from_args(args, f) for f in files]
+        if any(job.command == "live" for job in jobs):  # a clock, several outputs: not a render
+            raise ZoomdreamError("a live job runs with `zoomdream live SOURCE -o OUT`, not `render`")
         protected = tuple(files) if args.command == "render" else ()
         check_jobs(jobs, protected)
         if not args.check:  # a check loads no model: starting TensorFlow would cost it seconds

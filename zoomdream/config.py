@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zoomdream.errors import ZoomdreamError
+from zoomdream.media.files import atomic_write_bytes
 from zoomdream.settings import CPU_TILE, GPU_TILE, DreamSettings, EngineSettings, OutputSettings
 
 try:
@@ -79,10 +80,19 @@ COMMANDS = {
   zoomdream interpolate dreamy.mp4 -o smooth.mp4 --factor 2        # 12 fps -> 24 fps
   zoomdream video clip.mp4 -o dreamy.mp4 --every 2 && zoomdream interpolate dreamy.mp4 -o out.mp4""",
                            "zoomdream.loops.interpolate", "input video", dreams=False),
+    "live": Command("live", "dream a camera, stream or file as it plays, to files, stream URLs or a virtual camera",
+                    """examples:
+  zoomdream live udp://127.0.0.1:5000 -o udp://127.0.0.1:5001 -o show.mp4 --size 256x144
+  zoomdream live /dev/video0 -o virtualcam --fps 12 --seconds 60
+  zoomdream live clip.mp4 --loop-source -o srt://127.0.0.1:9000 --max-size 426
+  zoomdream live --noise --size 256x144 -o zoom.mkv --zoom 1.03 --seconds 30""",
+                    "zoomdream.loops.live", "camera (/dev/video0 or an index), stream URL, video file or image",
+                    input_required=False, defaults=dict(octaves=1, steps=3)),
 }
 ALL = tuple(COMMANDS)
 DREAMS = tuple(name for name, command in COMMANDS.items() if command.dreams)
-LOOPS = tuple(name for name in COMMANDS if name != "image")
+LOOPS = tuple(name for name in COMMANDS if name not in ("image", "live"))  # live keeps no frames to resume
+LIVE = ("live",)
 
 
 def opt(default: Any, help: str, kind: str, *, commands: tuple[str, ...] = DREAMS, group: str = "dream",
@@ -141,24 +151,24 @@ class Job:
                                group="job")
     # loops: frames, motion, output
     frames: int | None = opt(None, "number of frames (default: 120, or as long as --audio)", "int",
-                             commands=("zoom",), group="loop")
-    fps: float = opt(24.0, "frames per second of the video", "float", commands=("zoom",), group="loop")
-    noise: bool = opt(False, "start from seeded random noise instead of an image", "bool", commands=("zoom",),
+                             commands=("zoom", "live"), group="loop")
+    fps: float = opt(24.0, "frames per second of the video", "float", commands=("zoom", "live"), group="loop")
+    noise: bool = opt(False, "start from seeded random noise instead of an image", "bool", commands=("zoom", "live"),
                       group="loop")
-    size: str = opt("640x360", "frame size WxH for --noise starts", "str", commands=("zoom",), group="loop",
-                    only_with="noise")
-    noise_scale: float = opt(0.25, "amplitude of the starting noise (0-1)", "float", commands=("zoom",),
+    size: str = opt("640x360", "frame size WxH for --noise starts (live: every output's size)", "str",
+                    commands=("zoom", "live"), group="loop", only_with="noise")
+    noise_scale: float = opt(0.25, "amplitude of the starting noise (0-1)", "float", commands=("zoom", "live"),
                              group="loop", only_with="noise")
     zoom: str = opt("1.02", "zoom per frame, keyframed: '0:(1.02), 120:(1.05)' or '1.02+0.01*sin(t/20)'",
-                    "schedule", commands=("zoom",), group="motion")
+                    "schedule", commands=("zoom", "live"), group="motion")
     angle: str = opt("0", "rotation per frame in degrees (counter-clockwise), keyframed", "schedule",
-                     commands=("zoom",), group="motion")
-    tx: str = opt("0", "x shift per frame in pixels, keyframed", "schedule", commands=("zoom",), group="motion")
-    ty: str = opt("0", "y shift per frame in pixels, keyframed", "schedule", commands=("zoom",), group="motion")
+                     commands=("zoom", "live"), group="motion")
+    tx: str = opt("0", "x shift per frame in pixels, keyframed", "schedule", commands=("zoom", "live"), group="motion")
+    ty: str = opt("0", "y shift per frame in pixels, keyframed", "schedule", commands=("zoom", "live"), group="motion")
     center: str | None = opt(None, "zoom centre 'X,Y' in pixels (default: the frame centre)", "str",
-                             commands=("zoom",), group="motion")
+                             commands=("zoom", "live"), group="motion")
     easing: str = opt("linear", "curve between keyframes", "str", choices=("linear", "cubic"),
-                      commands=("zoom",), group="motion")
+                      commands=("zoom", "live"), group="motion")
     loop: bool = opt(False, "make the video loop seamlessly: the motion wraps and the last frames flow into the "
                             "first", "bool", commands=("zoom",), group="loop")
     interpolate: int = opt(1, "dream every Nth frame and make the frames between by interpolation (zoom: along "
@@ -168,22 +178,22 @@ class Job:
                       "int", commands=("interpolate",), group="loop")
     color_match: float = opt(1.0, "pull each frame's colour statistics toward the first frame's (0 = off); "
                                   "keeps long zooms from drifting to grey or flat colour", "float",
-                             commands=("zoom",), group="loop")
+                             commands=("zoom", "live"), group="loop")
     start: float = opt(0.0, "start time in the source clip (seconds)", "float", commands=("video",), group="loop")
     duration: float | None = opt(None, "seconds of the clip to render (default: to the end)", "float",
                                  commands=("video",), group="loop")
     every: int = opt(1, "keep every Nth source frame", "int", commands=("video",), group="loop")
     blend: float = opt(0.5, "weight of the warped previous dream in each new frame's start (0-1)", "float",
-                       commands=("video",), group="loop")
+                       commands=("video", "live"), group="loop")
     smooth: float = opt(0.75, "after dreaming, pull each frame toward the previous output carried along the flow "
-                             "(0 = off; higher is steadier, lower more alive)", "float", commands=("video",),
+                             "(0 = off; higher is steadier, lower more alive)", "float", commands=("video", "live"),
                         group="loop")
     flow: str = opt("dis", "optical flow for coherence and interpolation: dis, farneback, or none (plain "
-                           "blending)", "str", choices=("dis", "farneback", "none"), commands=("video", "interpolate"),
-                    group="loop")
+                           "blending)", "str", choices=("dis", "farneback", "none"),
+                    commands=("video", "interpolate", "live"), group="loop")
     flow_size: int = opt(0, "longest side, in pixels, the optical flow is estimated at and then scaled up (0: the "
                             "frames' own size); smaller is faster on big frames", "int",
-                         commands=("video", "interpolate"), group="loop")
+                         commands=("video", "interpolate", "live"), group="loop")
     flow_workers: int | None = opt(None, "threads doing the work that needs only the source (optical flow; "
                                          "interpolate: whole frames) ahead of it being used (default: the free "
                                          "cores, at most 8; 0: in line)", "int",
@@ -211,6 +221,10 @@ class Job:
                        "int", commands=LOOPS, group="output", affects_frames=False)
     resume: bool = opt(_OUT.resume, "continue an interrupted render from its last completed frame", "bool",
                        commands=LOOPS, group="output", affects_frames=False)
+    seconds: float | None = opt(None, "live: stop this many seconds after the first source frame (default: until "
+                                      "Ctrl-C)", "float", commands=LIVE, group="loop")
+    loop_source: bool = opt(False, "live: play a source file again from its start when it ends", "bool",
+                            commands=LIVE, group="loop")
     export_schedules: str | None = opt(None, "before rendering, write every schedule and audio feature per frame "
                                              "to this CSV", "path", commands=("zoom", "video"), group="output",
                                        metavar="FILE.csv", affects_frames=False)
@@ -302,7 +316,8 @@ def make_job(values: dict[str, Any]) -> Job:
 def applies(job: Job, name: str) -> bool:
     """Whether setting ``name`` is one of ``job``'s own: its command reads it (a noise start's size: with --noise)."""
     meta = FIELDS[name].metadata
-    return job.command in meta["commands"] and (meta["only_with"] is None or bool(getattr(job, meta["only_with"])))
+    only = meta["only_with"] is None or job.command in LIVE or bool(getattr(job, meta["only_with"]))  # live: --size too
+    return job.command in meta["commands"] and only
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -371,9 +386,7 @@ def _path_from(value: str, folder: Path) -> str:
 
 def save_job(job: Job, path: str | Path) -> None:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(job_to_toml(job, path.parent))
-    tmp.replace(path)
+    atomic_write_bytes(path, job_to_toml(job, path.parent).encode())
 
 
 def job_inputs(job: Job) -> list[Path]:

@@ -1,4 +1,5 @@
 """The one exception type users see: its message is a single line naming the problem and the fix."""
+import traceback
 
 
 class ZoomdreamError(Exception):
@@ -25,15 +26,19 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def error_line(error: ZoomdreamError | OSError | MemoryError) -> str:
-    """The one line a user sees for an error of their input or machine (the CLI and the studio alike)."""
+def error_line(error: BaseException) -> str:
+    """The one line a user sees for an error of their input or machine (the CLI and the studio alike). Any other
+    error is a bug: it is named, and its traceback printed, so the report can say where it happened."""
     if isinstance(error, OSError):  # a disk that fills up or a path that vanishes mid-render: kept frames stay
         text = os_error_text(error, "check the path, permissions and free disk space; zoom and video renders "
                                     "continue with --resume")
     elif isinstance(error, MemoryError):
         text = "out of memory (use a smaller --size, --max-size or --tile)"
-    else:
+    elif isinstance(error, ZoomdreamError):
         text = str(error)
+    else:
+        traceback.print_exception(error)
+        text = f"unexpected {type(error).__name__}: {error} (please report it, with the job file)"
     return f"zoomdream: error: {shortened(one_line(text))}"
 
 

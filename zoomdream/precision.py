@@ -20,6 +20,7 @@ import numpy as np
 
 from zoomdream import backend
 from zoomdream.ascent import Dreamer
+from zoomdream.media.files import WriteFailed, atomic_write_bytes
 from zoomdream.models import get_backbone, load_model, resolve_weights
 from zoomdream.objective import make_objective
 
@@ -62,10 +63,8 @@ def resolve(requested: str, model: str, weights: str | None = None) -> str:
         cache[key] = probe(model, weights)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache, indent=1))
-            tmp.replace(path)
-        except OSError:
+            atomic_write_bytes(path, json.dumps(cache, indent=1).encode())
+        except (OSError, WriteFailed):
             pass  # a read-only home only costs the probe again next time
     return cache[key]["precision"]
 

@@ -23,7 +23,7 @@ from zoomdream.config import LOOPS, Job
 from zoomdream.curves import export_schedules
 from zoomdream.errors import ZoomdreamError
 from zoomdream.settings import number
-from zoomdream.sinks import FrameStore
+from zoomdream.store import FrameStore
 
 
 def main(args, jobs: list[Job], names: list[str], protected: tuple[str, ...] = ()) -> None:
@@ -96,7 +96,7 @@ def render_chunks(job: Job, chunks: int | None = None, *, warmup: int = WARMUP, 
                              f"into an .mp4 or .mkv, or render it without --chunks)")
     work = _work_folder(job)
     # The driver holds the output's work folder until it is gone: a second driver, or a render of the same
-    # output, is refused here, before any worker starts or any file is written (see sinks.FrameStore).
+    # output, is refused here, before any worker starts or any file is written (see store.FrameStore).
     claim = FrameStore(work, frames_dir=work)
     claim.lock()
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from zoomdream import media, runner
 from zoomdream.config import Job
+from zoomdream.loops import loop_module
 from zoomdream.sinks import FramesDirSink, MemorySink, PreviewSink
 
 
@@ -66,7 +67,7 @@ class Worker:
         runner.join_pieces(job, [Path(p) for p in pieces], model=self._model(job))
 
     def _dreams(self, job: Job) -> bool:
-        return getattr(runner.loop_module(job.command), "NEEDS_MODEL", True)
+        return getattr(loop_module(job.command), "NEEDS_MODEL", True)
 
     def _model(self, job: Job):
         """The job's model, loaded once per worker (a job with another model replaces it)."""

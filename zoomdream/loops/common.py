@@ -10,7 +10,7 @@ import numpy as np
 from zoomdream import media
 from zoomdream.config import Job
 from zoomdream.errors import ZoomdreamError
-from zoomdream.settings import MAX_SIDE, DreamSettings, check_frame_size, dream_settings, number
+from zoomdream.settings import MAX_SIDE, MAX_STEPS, DreamSettings, check_frame_size, dream_settings, number
 
 
 def constant(value, name: str) -> float:
@@ -58,6 +58,24 @@ def check_clip(info: media.VideoInfo, path: str) -> None:
 def last_dreamed(t: int, step: int, origin: int = 0) -> int:
     """With every ``step``th frame dreamed from ``origin`` on, the last dreamed frame before frame ``t``."""
     return origin + (t - 1 - origin) // step * step
+
+
+def check_dream_schedules(steps, step_size, t: int) -> None:
+    """Frame t's steps and step size, from their schedules, within range: one line naming the frame if not."""
+    number(steps.at(t), "steps", low=0, high=MAX_STEPS, frame=t)
+    number(step_size.at(t), "step_size", low=0, high=10, frame=t)
+
+
+class DreamsEveryNth:
+    """A source that dreams every ``step``th frame from ``origin`` and makes the frames between from the two
+    dreamed frames around them."""
+
+    step: int = 1
+    origin: int = 0
+
+    def restart_at(self, t: int) -> int:
+        """An in-between frame needs the dreamed frames on both sides: resume after the last dreamed one."""
+        return last_dreamed(t, self.step, self.origin) + 1
 
 
 class LoopSource:

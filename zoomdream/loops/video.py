@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
-import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,11 +15,11 @@ from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import carried, coherent_init, motion_between, temporal_blend
 from zoomdream.interpolation import between_sources, blend
-from zoomdream.loops.common import (Ahead, ClipFrames, LoopSource, check_clip, dream_cost, flow_size, flow_workers,
-                                    last_dreamed, seed_and_max_size)
+from zoomdream.loops.common import (Ahead, ClipFrames, DreamsEveryNth, LoopSource, check_clip, check_dream_schedules,
+                                    dream_cost, flow_size, flow_workers, last_dreamed, seed_and_max_size)
 from zoomdream.models import LoadedModel
 from zoomdream.schedules import Schedule, parse_schedule
-from zoomdream.settings import MAX_STEPS, DreamSettings, EngineSettings, check_frame_size, dream_settings, number
+from zoomdream.settings import DreamSettings, EngineSettings, check_frame_size, dream_settings, number
 
 OUTPUTS = media.VIDEO_EXTENSIONS
 
@@ -110,29 +108,24 @@ def with_music(settings: VideoSettings, job: Job) -> VideoSettings:
     steps, step_size = (parse_schedule(getattr(job, name), name=f"--{name.replace('_', '-')}",
                                        interpolation=job.easing, variables=track) for name in ("steps", "step_size"))
     for t in range(min(s.frames or 10_000, 10_000)):
-        number(steps.at(t), "steps", low=0, high=MAX_STEPS, frame=t)
-        number(step_size.at(t), "step_size", low=0, high=10, frame=t)
+        check_dream_schedules(steps, step_size, t)
     dream = dream_settings(job.octaves, job.octave_scale, steps.at(0), step_size.at(0), job.max_loss)
     return replace(s, dream=dream, audio=track, steps=steps, step_size=step_size)
 
 
 def counted_frames(s: VideoSettings) -> int | None:
-    """The frames of a clip whose header gives no duration, counted by a stream copy (read, not decoded), and
-    those of them the render takes: the progress bar's total (None where ffmpeg reports no count)."""
-    from zoomdream.media.ffmpeg import ffmpeg_exe, file_arg
-
-    done = subprocess.run([ffmpeg_exe(), "-nostdin", "-i", file_arg(s.input), "-map", "0:v:0", "-c", "copy", "-f",
-                           "null", "-"], capture_output=True, text=True, errors="replace", timeout=600)
-    counts = re.findall(r"frame=\s*(\d+)", done.stderr)
-    if done.returncode != 0 or not counts:
+    """The frames of a clip whose header gives no duration, counted from its packets (read, not decoded), and
+    those of them the render takes: the progress bar's total (None where ffmpeg lists none)."""
+    times = media.frame_times(s.input, timeout=600)
+    if not times:
         return None
-    frames = max(0.0, int(counts[-1]) - s.start * s.info.fps)
+    frames = max(0.0, len(times) - s.start * s.info.fps)
     if s.duration is not None:
         frames = min(frames, s.duration * s.info.fps)
     return math.ceil(round(frames, 3) / s.every)  # as ``VideoSettings.frames`` counts from a duration
 
 
-class Source(LoopSource):
+class Source(DreamsEveryNth, LoopSource):
     """Frame t starts from the dream of frame t - 1 carried along the source's flow. With ``interpolate`` n,
     only every nth source frame is dreamed that way (from the dreamed frame n before), and the frames between
     are the two dreamed neighbours carried along the flow to that source frame and blended.
@@ -210,10 +203,6 @@ class Source(LoopSource):
         if motion is not None and s.smooth:
             dreamed = temporal_blend(dreamed, dreamed_t0, motion, s.smooth, carry=carry)
         return dreamed
-
-    def restart_at(self, t: int) -> int:
-        """An in-between frame needs the dreamed frames on both sides: resume after the last dreamed one."""
-        return last_dreamed(t, self.step, self.origin) + 1
 
     def carry(self) -> dict:
         return {"origin": self.origin}

@@ -18,12 +18,13 @@ from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, check_terms, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.interpolation import between_affine
-from zoomdream.loops.common import LoopSource, dream_cost, last_dreamed, read_start, seed_and_max_size
+from zoomdream.loops.common import (DreamsEveryNth, LoopSource, check_dream_schedules, dream_cost, last_dreamed,
+                                    read_start, seed_and_max_size)
 from zoomdream.models import LoadedModel
 from zoomdream.motion import as_3x3, transform_matrix, warp_affine, warp_evenly
 from zoomdream.objective import LayerTerm, parse_layers
 from zoomdream.schedules import Schedule, TextSchedule, parse_schedule, parse_text_schedule
-from zoomdream.settings import (MAX_FRAMES, MAX_STEPS, DreamSettings, EngineSettings, check_frame_size,
+from zoomdream.settings import (MAX_FRAMES, DreamSettings, EngineSettings, check_frame_size,
                                 dream_settings, number)
 
 OUTPUTS = media.VIDEO_EXTENSIONS
@@ -163,8 +164,7 @@ def resolve(job: Job) -> ZoomSettings:
 
 def check_frame(motion, steps, step_size, t: int, size) -> None:
     check_motion({name: s.at(t) for name, s in motion.items()}, t, size)
-    number(steps.at(t), "steps", low=0, high=MAX_STEPS, frame=t)
-    number(step_size.at(t), "step_size", low=0, high=10, frame=t)
+    check_dream_schedules(steps, step_size, t)
 
 
 def start_image(s: ZoomSettings, rng: np.random.Generator) -> np.ndarray:
@@ -198,7 +198,7 @@ def camera_preview(s: ZoomSettings, frames: int) -> Iterator[np.ndarray]:
         yield to_uint8(image)
 
 
-class Source(LoopSource):
+class Source(DreamsEveryNth, LoopSource):
     """Frame t is frame t - 1 moved by the motion of frame t and dreamed again. With ``interpolate`` n, only
     every nth frame is dreamed (moved by the motion of n frames) and the frames between are both dreamed
     neighbours carried along the known camera path and blended. With ``loop``, the motion wraps (frame
@@ -379,10 +379,6 @@ class Source(LoopSource):
         inside = np.maximum(inside, cv2.GaussianBlur(cv2.dilate(inside, np.ones((feather, feather), np.uint8)),
                                                      (2 * feather + 1, 2 * feather + 1), 0))
         return target, inside
-
-    def restart_at(self, t: int) -> int:
-        """An in-between frame needs the dreamed frames on both sides: resume after the last dreamed one."""
-        return last_dreamed(t, self.step) + 1
 
 
 

@@ -19,12 +19,12 @@ Decisions that callers can rely on:
 
 from zoomdream.media.files import frame_path, list_frames, make_folder
 from zoomdream.media.images import IMAGE_EXTENSIONS, fit_max_size, fitted_size, read_image, write_image
-from zoomdream.media.probe import VideoInfo, probe_video
+from zoomdream.media.probe import VideoInfo, frame_times, probe_video
 from zoomdream.media.reader import VideoReader, read_video
 from zoomdream.media.writer import VIDEO_EXTENSIONS, VideoWriter
 
 __all__ = [
     "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VideoInfo", "VideoReader", "VideoWriter", "frame_path",
-    "fit_max_size", "fitted_size", "list_frames", "make_folder", "probe_video", "read_image", "read_video",
+    "fit_max_size", "frame_times", "fitted_size", "list_frames", "make_folder", "probe_video", "read_image", "read_video",
     "write_image",
 ]

@@ -4,6 +4,7 @@ numbered frame folders renders keep (the frame naming lives here and nowhere els
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
@@ -171,6 +172,16 @@ def _atomically(p: Path, fill) -> None:
     except BaseException:
         remove_quietly(tmp)
         raise
+
+
+def file_digest(path: PathArg) -> str:
+    """SHA-256 of a file's bytes (hex), read 1 MB at a time so a long video is never held whole in memory
+    (``hashlib.file_digest`` does this from Python 3.11 on; 3.10 is supported)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def frame_path(directory: PathArg, index: int) -> Path:

@@ -146,16 +146,13 @@ def probe_video(path: PathArg) -> VideoInfo:
     )
 
 
-def constant_rate_frames(path: Path, rate: Fraction) -> int | None:
-    """How many frames the video holds if they are shown at ``rate`` exactly, one after another (None: they are
-    not: a variable-rate file). Read from the packets' timestamps (a stream copy: nothing is decoded).
-
-    Why: a file whose last packets are timed differently (an MP4 joined from H.264 streams of other B-frame
-    delays) has an average rate below its frames' own, and reading it at that rate drops frames."""
+def frame_times(path: Path, timeout: float = _PROBE_TIMEOUT_S) -> list[Fraction] | None:
+    """The presentation times of the video's frames in seconds, in order, from its packets (a stream copy:
+    read, not decoded); None where ffmpeg cannot list them."""
     args = ["-hide_banner", "-nostdin", "-i", file_arg(path), "-map", "0:V:0", "-c", "copy", "-f", "framecrc", "-"]
     try:
         res = subprocess.run([ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, timeout=_PROBE_TIMEOUT_S)
+                             stderr=subprocess.DEVNULL, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
     text = res.stdout.decode("ascii", "replace")
@@ -163,8 +160,16 @@ def constant_rate_frames(path: Path, rate: Fraction) -> int | None:
     if res.returncode != 0 or not base:
         return None
     tick = Fraction(int(base.group(1)), int(base.group(2)))
-    times = sorted(int(line.split(",")[2]) for line in text.splitlines() if line.startswith("0,"))
-    step = 1 / (rate * tick)  # one frame, in ticks
-    if not times or any(abs((b - a) - step) > 0.5 for a, b in zip(times, times[1:])):
+    return sorted(int(line.split(",")[2]) * tick for line in text.splitlines() if line.startswith("0,"))
+
+
+def constant_rate_frames(path: Path, rate: Fraction) -> int | None:
+    """How many frames the video holds if they are shown at ``rate`` exactly, one after another (None: they are
+    not: a variable-rate file).
+
+    Why: a file whose last packets are timed differently (an MP4 joined from H.264 streams of other B-frame
+    delays) has an average rate below its frames' own, and reading it at that rate drops frames."""
+    times = frame_times(path)
+    if not times or any(abs((b - a) * rate - 1) > Fraction(1, 100) for a, b in zip(times, times[1:])):
         return None
     return len(times)

@@ -1,0 +1,239 @@
+"""Glass-to-glass figures of `zoomdream live`: a real local stream in, the live loop, a stream out read back.
+
+A source whose every frame carries its own index as a barcode (two rows of 16 black and white blocks, the
+second the inverse of the first, so a block the dream or H.264 blurred past recognition is seen as such) is
+sent in real time as H.264 in MPEG-TS to udp://127.0.0.1:PORT; `zoomdream live` dreams it into another UDP
+stream; a reader decodes that stream and reads each frame's index back: the time between sending frame k
+and receiving its dream is the latency. Prints per case ``fps=`` (distinct dreamed frames received a
+second), ``dropped=`` (source frames the loop skipped, being busy), ``latency_p50=``, ``latency_p95=`` and
+the loop's own seconds per frame against the dream's, and last ``live_fps=`` (the real model at 256x144).
+
+Cases: the real default model on this CPU at 256x144 and 426x240, and a simulated accelerator at 1280x720
+(a dreamer that sleeps for a GPU's dream time and uses no CPU: bench_pipeline.py's 0.03 s, the H200's zoom
+dream at 1280x720). ``--long S`` runs the 256x144 case S seconds and prints RSS at its start and end.
+
+    python scripts/bench_live.py [--seconds 20] [--cases cpu256,cpu426,sim720] [--long 600] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, not an installed copy
+
+import numpy as np
+
+from bench_pipeline import ZOOM_DREAM_S, SimulatedDream  # noqa: E402  (scripts/ is on the path when run)
+from zoomdream import live  # noqa: E402
+from zoomdream.config import make_job  # noqa: E402
+from zoomdream.media import stream  # noqa: E402
+from zoomdream.media.ffmpeg import Ffmpeg, ffmpeg_exe  # noqa: E402
+from zoomdream.media.reader import _read_exact  # noqa: E402
+
+BITS = 16
+CASES = {"cpu256": ("256x144", None, 12), "cpu426": ("426x240", None, 6),
+         "sim720": ("1280x720", ZOOM_DREAM_S["1280x720"], 30)}  # the H200's zoom dream at 720p
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def barcode_frame(k: int, w: int, h: int) -> np.ndarray:
+    """A frame with index k in its top rows (bits, then their inverse) over moving colour bars."""
+    x = np.arange(w)[None, :, None]
+    y = np.arange(h)[:, None, None]
+    frame = (127 + 100 * np.sin((x + 3 * k) / 23.0 + np.array([0, 2, 4]) + y / 31.0)).astype(np.uint8)
+    frame = np.broadcast_to(frame, (h, w, 3)).copy()
+    bw, bh = w // BITS, max(8, h // 10)
+    for i in range(BITS):
+        bit = (k >> i) & 1
+        frame[:bh, i * bw:(i + 1) * bw] = 255 * bit
+        frame[bh:2 * bh, i * bw:(i + 1) * bw] = 255 * (1 - bit)
+    return frame
+
+
+def read_barcode(frame: np.ndarray) -> int | None:
+    """The index a frame carries, or None where a block is unclear (each bit must differ from its inverse)."""
+    h, w = frame.shape[:2]
+    bw, bh = w // BITS, max(8, h // 10)
+    grey = frame.mean(axis=2)
+    k = 0
+    for i in range(BITS):
+        x0, x1 = i * bw + bw // 4, i * bw + 3 * bw // 4
+        bit, inverse = (grey[row * bh + bh // 4: row * bh + 3 * bh // 4, x0:x1].mean() for row in (0, 1))
+        if abs(bit - inverse) < 60:
+            return None
+        k |= (bit > inverse) << i
+    return k
+
+
+class Sender:
+    """Frames with their index sent at ``fps`` in real time through ffmpeg to a UDP port; ``sent[k]`` is when."""
+
+    def __init__(self, port: int, size: tuple[int, int], fps: float):
+        self.size, self.fps, self.sent = size, fps, {}
+        w, h = size
+        self.ff = Ffmpeg(["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", str(fps), "-i",
+                          "pipe:0", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g",
+                          str(int(fps)), "-flush_packets", "1", "-muxdelay", "0", "-omit_video_pes_length", "0",
+                          "-f", "mpegts", f"udp://127.0.0.1:{port}"], stdin=subprocess.PIPE)
+        self.done = threading.Event()
+        self.frames = [barcode_frame(k, w, h) for k in range(int(fps) * 2)]  # made once: 2 s of motion
+        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        start, k = time.monotonic(), 0
+        while not self.done.is_set():
+            time.sleep(max(0.0, start + k / self.fps - time.monotonic()))
+            frame = self.frames[k % len(self.frames)].copy()
+            w, h = self.size
+            frame[: 2 * max(8, h // 10)] = barcode_frame(k, w, h)[: 2 * max(8, h // 10)]
+            self.sent[k % 65536] = time.monotonic()
+            try:
+                self.ff.proc.stdin.write(frame.tobytes())
+                self.ff.proc.stdin.flush()
+            except OSError:
+                return
+            k += 1
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join()
+        self.ff.kill()
+
+
+class Receiver:
+    """Reads the dreamed stream back and times each distinct index's arrival."""
+
+    def __init__(self, port: int, size: tuple[int, int]):
+        self.size, self.got = size, {}
+        self.unread = 0
+        self.ff = Ffmpeg(stream.source_args(f"udp://127.0.0.1:{port}", size), stdout=subprocess.PIPE)
+        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        w, h = self.size
+        while True:
+            try:
+                buf = _read_exact(self.ff.proc.stdout, w * h * 3)
+            except (OSError, ValueError):  # closed
+                return
+            if len(buf) < w * h * 3:
+                return
+            now = time.monotonic()
+            k = read_barcode(np.frombuffer(buf, np.uint8).reshape(h, w, 3))
+            if k is None:
+                self.unread += 1
+            elif k not in self.got:
+                self.got[k] = now
+
+    def close(self) -> None:
+        self.ff.kill()
+
+
+def run_case(name: str, size: str, dream_s: float | None, target: float, seconds: float, model, *,
+             flow_size: int = 0, long: bool = False) -> dict:
+    w, h = (int(v) for v in size.split("x"))
+    port_in, port_out = free_port(), free_port()
+    receiver = Receiver(port_out, (w, h))
+    sender = Sender(port_in, (w, h), 30.0)
+    patch = None
+    if dream_s is not None:
+        from zoomdream.ascent import Dreamer
+
+        patch = Dreamer.dream
+        simulated = SimulatedDream(dream_s)
+        Dreamer.dream = lambda self, image, settings=None, *a, **k: simulated(self, image, settings)
+    job = make_job({"command": "live", "input": f"udp://127.0.0.1:{port_in}", "size": size, "fps": target,
+                    "seconds": seconds, "steps": 1, "octaves": 1, "flow_size": flow_size})
+    report: dict = {}
+    rss = []
+    stop = threading.Event()
+
+    def sample_rss() -> None:
+        while not stop.wait(10):
+            rss.append(rss_mib())
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    start_rss = rss_mib()
+    try:
+        live.main(job, [f"udp://127.0.0.1:{port_out}"], model=model, status=live.Status(open(os.devnull, "w")),
+                  report=report)
+        time.sleep(0.5)  # the last frames' way back
+    finally:
+        stop.set()
+        sender.close()
+        receiver.close()
+        if patch is not None:
+            from zoomdream.ascent import Dreamer
+
+            Dreamer.dream = patch
+    latencies = sorted(receiver.got[k] - sender.sent[k] for k in receiver.got if k in sender.sent)
+    p = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
+    fps = len(receiver.got) / report["seconds"] if report.get("seconds") else 0.0
+    print(f"{name} {size} {'simulated dream %.3f s' % dream_s if dream_s else 'real model'} target {target:g} fps: "
+          f"fps={fps:.1f} dropped={report.get('dropped')} latency_p50={p(0.5):.0f}ms latency_p95={p(0.95):.0f}ms "
+          f"loop_s={report.get('work', 0):.4f}" + (f" loop_ratio={report['work'] / dream_s:.2f}" if dream_s else "")
+          + f" level={report.get('level')} unread={receiver.unread}", flush=True)
+    if long:
+        print(f"rss_start={start_rss:.0f}MiB rss_end={rss_mib():.0f}MiB samples={','.join(f'{r:.0f}' for r in rss)}")
+    return dict(fps=fps)
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_features() -> str:
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--cases", default="cpu256,cpu426,sim720")
+    parser.add_argument("--long", type=float, default=0, help="run the 256x144 case this long; print RSS")
+    parser.add_argument("--flow-size", type=int, default=320, help="--flow-size of the 1280x720 case")
+    args = parser.parse_args()
+    from zoomdream.models import load_model
+    from zoomdream.precision import resolve
+
+    print(f"cpu: {os.cpu_count()} cores, {cpu_features()}; ffmpeg {ffmpeg_exe()}", flush=True)
+    model = load_model("efficientnet-lite0", None, resolve("auto", "efficientnet-lite0", None))
+    if args.long:
+        run_case("long", "256x144", None, 12, args.long, model, long=True)
+        return
+    fps = {}
+    for name in args.cases.split(","):
+        size, dream_s, target = CASES[name]
+        fps[name] = run_case(name, size, dream_s, target, args.seconds, model,
+                             flow_size=args.flow_size if size == "1280x720" else 0)["fps"]
+    if "cpu256" in fps:
+        print(f"live_fps={fps['cpu256']:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""`zoomdream live` against real local streams through the bundled ffmpeg, at 64x48 with the shared model.
+Every wait is for an event (a line said, a frame counted, a file written) under a deadline, never a fixed sleep."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoomdream import live
+from zoomdream.cli import main as cli_main
+from zoomdream.config import make_job
+from zoomdream.media import stream
+from zoomdream.media.ffmpeg import ffmpeg_exe
+
+ROOT = Path(__file__).resolve().parents[1]
+W, H = 64, 48
+BOX = "color=c=0x204060:s=64x48:r=25[bg];color=c=white:s=12x12:r=25[b];[bg][b]overlay=x='mod(t*{speed}\\,52)':y=18"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sender(port: int, speed: int = 20, gop: int = 25) -> subprocess.Popen:
+    """A white box moving right at ``speed`` px/s over a blue field, sent in real time as H.264 in MPEG-TS."""
+    return subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+                             BOX.format(speed=speed), "-t", "60", "-c:v", "libx264", "-preset", "ultrafast", "-tune",
+                             "zerolatency", "-g", str(gop), "-f", "mpegts", f"udp://127.0.0.1:{port}"],
+                            stdin=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait()
+
+
+class Lines:
+    """A stand-in terminal that keeps the lines said, and lets a test wait for one."""
+
+    def __init__(self):
+        self.text, self.changed = "", threading.Condition()
+
+    def write(self, text: str) -> None:
+        with self.changed:
+            self.text += text
+            self.changed.notify_all()
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def wait_for(self, pattern: str, seconds: float = 30) -> re.Match:
+        with self.changed:
+            found = self.changed.wait_for(lambda: re.search(pattern, self.text), timeout=seconds)
+        assert found, f"no '{pattern}' within {seconds} s in:\n{self.text}"
+        return found
+
+
+def job(source, **settings):
+    return make_job({"command": "live", "input": source, "size": f"{W}x{H}", "steps": 1, "fps": 12, **settings})
+
+
+def start_live(lite0, source, targets, lines, stop_event=None, **settings) -> threading.Thread:
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("rc", live.main(
+        job(source, **settings), targets, model=lite0, status=live.Status(lines),
+        stop=stop_event.is_set if stop_event else None)), daemon=True)
+    thread.result = result
+    thread.start()
+    return thread
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    """Every frame a file holds, as stored (a live recording's rate varies; read_video would resample it)."""
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return list(np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3))
+
+
+def box_x(frame: np.ndarray) -> int:
+    """The column of the white box: the brightest columns, where blue is lowest against red."""
+    return int(np.argmax(np.convolve(frame[..., 0].astype(float).sum(0), np.ones(12), "valid")))
+
+
+def test_udp_stream_in_dreamed_to_a_file_and_a_udp_stream_that_follow_it(lite0, tmp_path):
+    port_in, port_out = free_port(), free_port()
+    source = sender(port_in, gop=50)  # started first: the live joins it mid-way, between keyframes
+    receiver = stream.NewestFrames(f"udp://127.0.0.1:{port_out}", (W, H)).start()  # ffmpeg listening
+    recording = tmp_path / "live.mp4"
+    lines = Lines()
+    try:
+        rc = live.main(job(f"udp://127.0.0.1:{port_in}", frames=24, step_size=0.05),
+                       [str(recording), f"udp://127.0.0.1:{port_out}"], model=lite0, status=live.Status(lines))
+    finally:
+        stop(source)
+    assert rc == 0
+    assert re.search(r"live: 24 frames in [\d.]+ s", lines.text)
+    frames = decoded(recording)
+    assert len(frames) == 24
+    # The dream is visible: the flat blue field of the source is no longer flat.
+    field = np.stack([f[:12] for f in frames]).astype(float)
+    assert field.std(axis=(1, 2)).mean() > 4, field.std(axis=(1, 2)).mean()
+    # It follows the source: the box moves right across the output frame after frame (wrapping at 52 px).
+    xs = [box_x(f) for f in frames]
+    moves = [(b - a + 2) % 52 - 2 for a, b in zip(xs, xs[1:])]  # -2 to 49 px: a jitter back, or a move on
+    assert all(-2 <= m <= 12 for m in moves) and sum(moves) >= 20, xs
+    deadline = time.monotonic() + 10
+    while receiver.received < 20 and time.monotonic() < deadline:
+        receiver.take(0.5)
+    receiver.close()
+    assert receiver.received >= 20  # the UDP output carried the stream too
+
+
+def test_a_stalled_source_holds_the_last_frame_and_recovers(lite0, tmp_path):
+    port = free_port()
+    recording = tmp_path / "held.mkv"
+    lines, done = Lines(), threading.Event()
+    status = live.Status(lines)
+    first = sender(port)
+    result = {}
+    run = threading.Thread(target=lambda: result.setdefault("rc", live.main(
+        job(f"udp://127.0.0.1:{port}"), [str(recording)], model=lite0, status=status, stop=done.is_set)))
+    run.start()
+
+    def wait_line(pattern: str, seconds: float = 30) -> re.Match:
+        deadline = time.monotonic() + seconds
+        while not (found := re.search(pattern, status.line)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert found, f"no '{pattern}' within {seconds} s: {status.line}"
+        return found
+
+    try:
+        wait_line(r"live: ([3-9]|\d\d+) frames")
+        stop(first)
+        lines.wait_for("source stalled: holding the last frame")
+        wait_line(r"holding the last frame \(([5-9]|\d\d+)\)")  # the outputs keep getting the last frame
+        second = sender(port, speed=40)
+        try:
+            lines.wait_for("source back")
+            back = int(wait_line(r"live: (\d+) frames, [\d.]+ fps").group(1))
+            wait_line(rf"live: ({back + 5}|{back + 6}|{back + 7}) frames")  # dreaming again
+        finally:
+            stop(second)
+    finally:
+        done.set()
+        run.join(30)
+    assert result["rc"] == 0
+    made, held = map(int, re.search(r"live: (\d+) frames in .* held (\d+)", lines.text).groups())
+    assert held >= 5 and len(decoded(recording)) == made + held  # the held frames were recorded as they were sent
+
+
+def test_ctrl_c_leaves_a_playable_recording(tmp_path):
+    recording = tmp_path / "rec.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "zoomdream.cli", "live", str(ROOT / "samples" / "chelsea.png"),
+                             "-o", str(recording), "--size", f"{W}x{H}", "--steps", "1", "--fps", "10"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    seen = ""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not re.search(r"live: ([5-9]|\d\d+) frames", seen):
+        seen += proc.stderr.readline()  # the status line comes every 2 s when stderr is not a terminal
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=20)
+    assert proc.returncode == 0, seen + rest
+    assert "stopped; every output closed" in rest
+    assert len(decoded(recording)) >= 5
+
+
+def test_seconds_count_from_the_first_source_frame(lite0, tmp_path):
+    port = free_port()
+    lines = Lines()
+    began = time.monotonic()
+    run = start_live(lite0, f"udp://127.0.0.1:{port}", [str(tmp_path / "s.mp4")], lines, seconds=1.5)
+    lines.wait_for("waiting for the first frame")
+    source = sender(port)  # the clock has not started: no frame came yet
+    try:
+        run.join(30)
+    finally:
+        stop(source)
+    total = time.monotonic() - began
+    counted = float(lines.wait_for(r"live: \d+ frames in ([\d.]+) s").group(1))
+    assert 1.5 <= counted < 2.2
+    assert total > counted + 0.3  # the wait for the sender was not counted
+
+
+@pytest.mark.parametrize("source,named", [("http://127.0.0.1:1/none.ts", "cannot read 'http://127.0.0.1:1/none.ts'"),
+                                          ("/dev/video99", "no camera at /dev/video99"),
+                                          ("7", "no camera at /dev/video7")])
+def test_a_bad_url_or_a_missing_camera_is_one_line_and_exit_2(source, named, tmp_path, capsys):
+    began = time.monotonic()
+    assert cli_main(["live", source, "-o", str(tmp_path / "x.mp4"), "--size", f"{W}x{H}"]) == 2
+    assert time.monotonic() - began < 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("zoomdream: error: ") and named in err, err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_check_needs_no_camera_nor_network(tmp_path, capsys):
+    assert cli_main(["live", "/dev/video0", "-o", "udp://127.0.0.1:5000", "-o", str(tmp_path / "a.mp4"),
+                     "--check"]) == 0
+    assert "checked" in capsys.readouterr().err
+    assert cli_main(["live", "/dev/video0", "-o", "foo://x", "--check"]) == 2
+    assert "unsupported protocol 'foo'" in capsys.readouterr().err
+
+
+def test_governor_lowers_the_level_when_slow_and_raises_it_with_room():
+    governor = live.Governor(fps=10, count=4)
+    levels = [governor.update(0.2) for _ in range(6)]
+    assert levels[-1] == 2  # two steps down after twice three slow frames
+    levels = [governor.update(0.02) for _ in range(60)]
+    assert levels[-1] == 0
+
+
+@pytest.mark.parametrize("source,settings", [(str(ROOT / "tests" / "data" / "example.mp4"), {}),
+                                             (None, {"noise": True, "zoom": 1.05})])
+def test_a_file_plays_from_its_start_and_noise_is_a_live_zoom(source, settings, lite0, tmp_path):
+    recording = tmp_path / "out.mkv"
+    lines = Lines()
+    assert live.main(job(source, frames=4, **settings), [str(recording)], model=lite0, status=live.Status(lines)) == 0
+    assert "live: 4 frames in" in lines.text
+    frames = decoded(recording)
+    assert len(frames) == 4 and not np.array_equal(frames[0], frames[-1])
+
+
+@pytest.mark.skipif(bool(list(Path("/dev").glob("video*"))), reason="this machine has video devices")
+def test_a_virtual_camera_that_is_not_there_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import zoomdream.models
+
+    monkeypatch.setattr(zoomdream.models, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    assert cli_main(["live", str(ROOT / "samples" / "chelsea.png"), "-o", "virtualcam", "--size", f"{W}x{H}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "virtual camera" in err, err
+
+
+def test_an_output_whose_receiver_is_gone_is_one_line_and_the_others_go_on(lite0, tmp_path):
+    with socket.socket() as s:  # a TCP port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        gone = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    recording = tmp_path / "kept.mkv"
+    lines = Lines()
+    assert live.main(job(str(ROOT / "samples" / "chelsea.png"), frames=6), [gone, str(recording)], model=lite0,
+                     status=live.Status(lines)) == 0
+    said = [line for line in lines.text.splitlines() if gone in line]
+    assert len(said) == 1 and "stopped" in said[0] and "the other outputs go on" in said[0], lines.text
+    assert lines.text.rstrip().endswith(f"wrote {recording}")  # the one left
+    assert len(decoded(recording)) == 6

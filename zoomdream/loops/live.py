@@ -1,0 +1,219 @@
+"""Live: the newest frame of a camera, stream or file dreamed as it arrives, carried along the optical flow
+from the last output as ``video`` carries it, so the dream moves with the scene instead of flickering. With
+``--noise``, the zoom loop against the clock. ``zoomdream.live`` drives it in real time."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from zoomdream import media
+from zoomdream.ascent import to_uint8, to_unit
+from zoomdream.config import Job
+from zoomdream.engine import build_dreamer, resolve_engine
+from zoomdream.errors import ZoomdreamError
+from zoomdream.flow import carried, coherent_init, motion_between, temporal_blend
+from zoomdream.loops.common import LoopSource, constant_dream, flow_size, seed_and_max_size
+from zoomdream.media import stream
+from zoomdream.media.files import existing_file
+from zoomdream.models import LoadedModel
+from zoomdream.motion import parse_schedule
+from zoomdream.settings import MAX_FRAMES, DreamSettings, EngineSettings, check_frame_size, number
+
+OUTPUTS = ()  # live outputs are checked by zoomdream.media.stream.check_output
+SCALES = (0.75, 0.5)  # the dream's size as a share of the output's, where fewer steps and octaves are not enough
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    source: str | None  # a camera, URL, video file or image (None: --noise)
+    kind: str  # "camera", "url", "file", "image" or "noise"
+    size: tuple[int, int]  # (width, height) of every output frame
+    fps: float  # the rate the governor holds, and the most frames a second made
+    seconds: float | None  # stop this long after the first source frame
+    frames: int | None  # or after this many frames dreamed
+    loop_source: bool
+    blend: float
+    smooth: float
+    flow: str
+    flow_size: int | None
+    dream: DreamSettings
+    engine: EngineSettings
+    seed: int
+    zoom: object = None  # --noise: the zoom loop's settings (loops.zoom.ZoomSettings)
+
+
+def source_kind(source: str | None, noise: bool) -> str:
+    if noise:
+        if source:
+            raise ZoomdreamError(f"give a source or --noise, not both (drop '{source}' or --noise)")
+        return "noise"
+    if not source:
+        raise ZoomdreamError("no source given: pass a camera (/dev/video0), a stream URL, a file, or --noise")
+    if stream.camera_device(source):
+        return "camera"
+    if stream.scheme(source):
+        return "url"
+    existing_file(source)
+    return "image" if Path(source).suffix.lower() in media.IMAGE_EXTENSIONS else "file"
+
+
+def fit(width: int, height: int, longest: int) -> tuple[int, int]:
+    """(width, height) scaled so the longest side is ``longest`` at most, even."""
+    scale = min(1.0, longest / max(width, height))
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def resolve(job: Job) -> LiveSettings:
+    from zoomdream.loops.zoom import parse_size
+
+    seed, max_size = seed_and_max_size(job)
+    kind = source_kind(job.input, job.noise)
+    size = parse_size(job.size)
+    if max_size is not None:  # the source's own aspect where it is known before it plays
+        if kind == "image":
+            height, width = media.read_image(job.input).shape[:2]
+        elif kind == "file":
+            info = media.probe_video(job.input)
+            width, height = info.width, info.height
+        else:
+            width, height = size
+        size = fit(width, height, max_size)
+        check_frame_size(*size, "--max-size gives")
+    if kind == "url":
+        stream.check_url(job.input, output=False)
+    fps = number(job.fps, "fps", low=1, high=240)
+    seconds = None if job.seconds is None else number(job.seconds, "seconds", above=0)
+    frames = None if job.frames is None else number(job.frames, "frames", low=1, high=MAX_FRAMES, integer=True)
+    zoom = None
+    if kind == "noise":
+        from zoomdream.loops import zoom as zoom_loop
+
+        w, h = size
+        zoom = zoom_loop.resolve(replace(job, command="zoom", input=None, size=f"{w}x{h}", max_size=None,
+                                         frames=MAX_FRAMES, audio=None, interpolate=1, loop=False))
+    return LiveSettings(
+        source=job.input, kind=kind, size=size, fps=fps, seconds=seconds, frames=frames, loop_source=job.loop_source,
+        blend=number(job.blend, "blend", low=0, high=1), smooth=number(job.smooth, "smooth", low=0, high=0.99),
+        flow=job.flow, flow_size=flow_size(job), dream=constant_dream(job),
+        engine=resolve_engine(job, keyframed=kind == "noise"), seed=seed, zoom=zoom)
+
+
+def levels(dream: DreamSettings) -> list[tuple[int, int, float]]:
+    """The governor's ladder, richest first, as (octaves, steps, share of the output's size): the job's
+    own, then fewer steps, then fewer octaves, then a smaller dream (scaled up to the output)."""
+    ladder = [(dream.octaves, s, 1.0) for s in range(dream.steps, 0, -1)]
+    ladder += [(o, 1, 1.0) for o in range(dream.octaves - 1, 0, -1)]
+    return ladder + [(1, 1, scale) for scale in SCALES]
+
+
+class Source(LoopSource):
+    """Frame t is the newest source frame, dreamed from the previous output carried along the flow between the
+    source frames (occlusions and changed pixels dreamed afresh), then pulled toward that carried output
+    (``smooth``). ``level`` (set by the governor) picks octaves, steps and the dream's size from ``levels``.
+    ``frame`` returns None when no new source frame came within a frame's time: the caller holds the last."""
+
+    def __init__(self, settings: LiveSettings, model: LoadedModel, frames: stream.NewestFrames | None = None):
+        self.settings = settings
+        self.fps, self.total = settings.fps, None
+        self.levels = levels(settings.dream)
+        self.level = 0
+        self.frames = frames  # the reader of a camera, URL or file (started by the caller)
+        w, h = settings.size
+        self.still = _cover(media.read_image(settings.source), w, h) if settings.kind == "image" else None
+        self.arrived = 0.0  # when the source frame of the last frame made arrived (latency)
+        self.taken = 0.0  # when it was taken: the frame's work starts
+        self.before = None  # (the source frame, the output) of the last frame made, at the dream's size
+        self.zoom, self.zoom_level = None, 0
+        if settings.kind == "noise":
+            from zoomdream.loops.zoom import Source as Zoom
+
+            self.levels = [level for level in self.levels if level[2] == 1.0]  # a zoom keeps its frame's size
+            self.zoom = Zoom(settings.zoom, model)
+            self.dreamer = self.zoom.dreamer
+        else:
+            self.dreamer = build_dreamer(settings.engine, model)
+
+    def warm_up(self) -> None:
+        """Dream a blank frame at every level's sizes, so compiling the step for a size is never a frame's
+        (a change of level then costs no stall; this is before the clock starts)."""
+        if self.zoom is not None:
+            return
+        for octaves, scale in dict.fromkeys((o, scale) for o, _, scale in self.levels):
+            w, h = self.dream_size(scale)
+            self.dreamer.dream(np.zeros((h, w, 3), np.float32), replace(self.settings.dream, octaves=octaves,
+                                                                         steps=1), seed=0)
+
+    def dream_size(self, scale: float) -> tuple[int, int]:
+        w, h = self.settings.size
+        return (w, h) if scale == 1.0 else (max(16, round(w * scale / 2) * 2), max(16, round(h * scale / 2) * 2))
+
+    def next_source(self, timeout: float) -> np.ndarray | None:
+        """The newest source frame at the output's size (None: none new came within ``timeout``)."""
+        if self.still is not None:
+            self.arrived = self.taken = time.monotonic()
+            return self.still
+        frame = self.frames.take(timeout)
+        if frame is not None:
+            self.arrived, self.taken = self.frames.arrived, time.monotonic()
+        return frame
+
+    def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
+        if self.zoom is not None:  # the zoom loop: no source to wait for
+            self.arrived = self.taken = time.monotonic()
+            if self.zoom_level != self.level:
+                octaves, steps, _ = self.levels[self.level]
+                zs = self.zoom.settings
+                self.zoom.settings = replace(zs, later=replace(zs.later, octaves=octaves),
+                                             steps=parse_schedule(steps, name="--steps"))
+                self.zoom_level = self.level
+            made = self.zoom.frame(t, previous, rng)
+            self.first = self.zoom.first
+            return made
+        source = self.next_source(1.0 / self.settings.fps)
+        if source is None:
+            return None
+        return self.dreamed(source)
+
+    def dreamed(self, source: np.ndarray) -> np.ndarray:
+        s = self.settings
+        octaves, steps, scale = self.levels[self.level]
+        size = self.dream_size(scale)
+        small = _resized(source, size)
+        settings = replace(s.dream, octaves=octaves, steps=steps)
+        if self.before is None:
+            init = small
+            carry = motion = None
+        else:
+            before, output = (_resized(frame, size) for frame in self.before)
+            motion = None if s.flow == "none" else motion_between(before, small, method=s.flow, max_side=s.flow_size)
+            carry = None if motion is None else carried(output, motion)
+            init = coherent_init(output, before, small, blend=s.blend, method=s.flow, motion=motion, carry=carry)
+        # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
+        dreamed = to_uint8(self.dreamer.dream(to_unit(init), settings, seed=s.seed))
+        if motion is not None and s.smooth:
+            dreamed = temporal_blend(dreamed, output, motion, s.smooth, carry=carry)
+        self.before = (small, dreamed)
+        return _resized(dreamed, s.size)
+
+    def close(self) -> None:
+        if self.frames is not None:
+            self.frames.close()
+
+
+def _resized(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if frame.shape[1::-1] == size:
+        return frame
+    shrink = size[0] < frame.shape[1]
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _cover(image: np.ndarray, w: int, h: int) -> np.ndarray:
+    """``image`` scaled to cover w x h and cropped to it, centred (as the reader does with ffmpeg)."""
+    scale = max(w / image.shape[1], h / image.shape[0])
+    big = _resized(image, (max(w, round(image.shape[1] * scale)), max(h, round(image.shape[0] * scale))))
+    y, x = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
+    return np.ascontiguousarray(big[y:y + h, x:x + w])
