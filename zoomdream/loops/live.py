@@ -20,7 +20,7 @@ from zoomdream.loops.common import LoopSource, constant_dream, flow_size, seed_a
 from zoomdream.media import stream
 from zoomdream.media.files import existing_file
 from zoomdream.models import LoadedModel
-from zoomdream.motion import parse_schedule
+from zoomdream.schedules import parse_schedule
 from zoomdream.settings import MAX_FRAMES, DreamSettings, EngineSettings, check_frame_size, number
 
 OUTPUTS = ()  # live outputs are checked by zoomdream.media.stream.check_output
