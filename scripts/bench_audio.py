@@ -65,7 +65,7 @@ wall, cpu = time.perf_counter(), time.process_time()
 features = audio.analyse(path, fps)
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 done.set()
-audio._analyse.cache_clear()
+audio.features._analyse.cache_clear()
 tracemalloc.start()  # a second, traced run: what numpy allocates (tracing slows it, so it is not timed)
 audio.analyse(path, fps)
 _, traced = tracemalloc.get_traced_memory()

@@ -220,13 +220,14 @@ def usage_error(capsys, *argv) -> str:
     (["zoom", "--noise", "--fps", "fast"], "--fps 'fast' is not a number (give one, e.g. --fps 24.0)"),
     (["zoom", "--noise", "--frame", "3"], "zoomdream zoom has no option --frame (did you mean --frames?)"),
     (["video", "clip.mp4", "--octave=3"], "zoomdream video has no option --octave (did you mean --octaves?)"),
-    (["video", "clip.mp4", "--frames", "3"], "zoomdream video has no option --frames (that is an option of zoom; see "
+    (["video", "clip.mp4", "--frames", "3"], "zoomdream video has no option --frames (that is an option of zoom and live; see "
                                              "`zoomdream video --help`)"),
     (["zoom", "--noise", "--precision", "float"],
      "unknown --precision value 'float' (did you mean float32? choose from auto, float32, bfloat16)"),
-    (["zoomm"], "unknown command 'zoomm' (did you mean zoom? choose from image, zoom, video, interpolate, render, "
-                "curves, models, studio)"),
-    ([], "give a command: image, zoom, video, interpolate, render, curves, models, studio (see `zoomdream --help`)"),
+    (["zoomm"], "unknown command 'zoomm' (did you mean zoom? choose from image, zoom, video, interpolate, live, "
+                "render, curves, models, studio)"),
+    ([], "give a command: image, zoom, video, interpolate, live, render, curves, models, studio (see `zoomdream "
+         "--help`)"),
     (["video"], "no input video given (e.g. zoomdream video clip.mp4 -o dreamy.mp4)"),
     (["render"], "no job file given (e.g. zoomdream render job.toml)"),
     (["zoom", "--noise", "--zoom", "-0.5+t"], "--zoom needs a value, and '-0.5+t' reads as an option (write "

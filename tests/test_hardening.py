@@ -141,7 +141,7 @@ def test_flags_are_never_abbreviated(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:  # `video` has no --frames: it must not be read as --frames-dir
         main(["video", os.path.join(DATA, "example.mp4"), "--frames", "3", "-o", str(tmp_path / "y.gif")])
     assert stop.value.code == 2 and capsys.readouterr().err == (
-        "zoomdream: error: zoomdream video has no option --frames (that is an option of zoom; see `zoomdream video "
+        "zoomdream: error: zoomdream video has no option --frames (that is an option of zoom and live; see `zoomdream video "
         "--help`)\n")
     assert os.listdir(tmp_path) == []
 

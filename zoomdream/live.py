@@ -195,15 +195,8 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
                 if reader.error:
                     raise reader.error
                 break
-            quiet = reader.stalled_for() if reader is not None else 0.0
-            if quiet >= stream.STALL_S and previous is not None:
-                if not stalled:
-                    status.say("zoomdream: source stalled: holding the last frame, reconnecting")
-                stalled = True
-                held += 1
-                status.show(f"live: {made} frames, source stalled for {quiet:.0f} s: holding the last frame ({held})")
-                for out in outputs:  # receivers keep getting frames: the last one, held
-                    out.put(previous)
+            if _hold(reader, outputs, status, previous, made, held, stalled):
+                stalled, held = True, held + 1
             continue
         now = time.monotonic()
         if start is None:  # the clock starts with the first source frame, not the model load
@@ -229,6 +222,21 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
     elapsed = time.monotonic() - start if start is not None else 0.0
     return dict(frames=made, held=held, seconds=elapsed, dropped=reader.dropped if reader is not None else 0,
                 level=source.levels[source.level], work=work / max(1, made))
+
+
+def _hold(reader, outputs: list[LiveOutput], status: Status, previous: np.ndarray | None, made: int, held: int,
+          stalled: bool) -> bool:
+    """While the source is stalled, the outputs get the last frame again, so receivers keep playing; says so
+    once. Returns whether a frame was held."""
+    quiet = reader.stalled_for() if reader is not None else 0.0
+    if quiet < stream.STALL_S or previous is None:
+        return False
+    if not stalled:
+        status.say("zoomdream: source stalled: holding the last frame, reconnecting")
+    status.show(f"live: {made} frames, source stalled for {quiet:.0f} s: holding the last frame ({held + 1})")
+    for out in outputs:
+        out.put(previous)
+    return True
 
 
 def check(job: Job, targets: list[str]):

@@ -1,128 +1,47 @@
-"""Music as schedule variables: a track decoded through the bundled ffmpeg, reduced to one value per video frame.
-
-Features, each one value per output frame and normalised over the analysed range of the track:
-
-* ``loudness``: RMS level in dB, mapped linearly so the loudest frame is 1 and the quietest is 0 (a quietest
-  frame more than 60 dB down counts as 60 dB down, so silence does not squash the music into the top).
-* ``onset``: spectral flux on a log-mel spectrogram (40 mel bands, 30 Hz to 11 kHz): how much new sound
-  starts in the frame (the largest flux inside it), divided by the track's largest.
-* ``bass``, ``mid``, ``treble``: RMS amplitude of the bands 20-250 Hz, 250-4000 Hz and 4000-11025 Hz, each
-  divided by its loudest frame's (0 is a silent band).
-* ``beat``: 1 on the frame of each detected beat, decaying exponentially to 2% by the next beat; 0 before the
-  first one.
-* ``bpm``: the track's tempo, a constant (0 where no beat was found).
-
-Inside schedule expressions, ``smooth(name, release)`` follows a feature up at once and lets it fall back with
-a time constant of ``release`` seconds; ``smooth(name, attack, release)`` also slows the rise.
-
-Decoding streams mono float32 PCM at 22,050 Hz from ffmpeg in chunks; the analysis keeps a few floats per 11.6
-ms hop, so a one-hour track needs about 30 MB besides its features, never the samples themselves.
+"""The per-frame features of a track (loudness, onset, bands, beat, bpm), computed hop by hop from the
+decoded chunks, and ``follow`` (the ``smooth()`` of schedule expressions).
 """
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-import wave
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
-from pathlib import Path
-from typing import ClassVar, Iterator
+from functools import lru_cache
 
 import numpy as np
 
 from zoomdream.errors import ZoomdreamError
-from zoomdream.media.ffmpeg import Ffmpeg, file_arg
-from zoomdream.media.files import PathArg, existing_file, file_digest, show
-from zoomdream.media.probe import read_header
-from zoomdream.media.reader import _read_exact
-from zoomdream.settings import number
+from zoomdream.media.files import PathArg, existing_file, show
+from zoomdream.audio.decode import CHUNK, RATE, decode
 
-RATE = 22050  # analysis sample rate: treble reaches 11 kHz
+
 WINDOW = 1024  # 46 ms analysis window
+
+
 HOP = 256  # 11.6 ms between analysis frames: every frame of an 86 fps video gets at least one
-CHUNK = 1 << 16  # samples per read from ffmpeg
+
+
 BANDS = {"bass": (20.0, 250.0), "mid": (250.0, 4000.0), "treble": (4000.0, RATE / 2)}
+
+
 MEL_BANDS, MEL_RANGE = 40, (30.0, 11000.0)
+
+
 LOUDNESS_RANGE_DB = 60.0
+
+
 TEMPO_RANGE, TEMPO_PRIOR = (40.0, 240.0), 120.0  # BPM searched; the prior's centre (one octave wide)
+
+
 BEAT_DECAY = 4.0  # beat = exp(-BEAT_DECAY * beats since the last one): 2% by the next beat
+
+
 SERIES = ("loudness", "onset", "bass", "mid", "treble", "beat")  # one value per frame
+
+
 NAMES = (*SERIES, "bpm")  # every name a schedule expression may read
+
+
 MAX_SMOOTH_S = 60.0
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Decoding
-# ---------------------------------------------------------------------------------------------------------
-
-
-def check_audio(path: PathArg) -> Path:
-    """The path of a file ffmpeg reads that holds an audio stream, or a one-line error."""
-    src, header = read_header(path, "read audio from")
-    if header.audio_codec is None:
-        raise ZoomdreamError(f"'{show(src)}' has no audio stream (give a file with sound: WAV, MP3, FLAC, OGG, "
-                             f"M4A, or a video with a soundtrack)")
-    return src
-
-
-def decode(path: PathArg, *, start: float = 0.0, duration: float | None = None, rate: int = RATE,
-           chunk: int = CHUNK) -> Iterator[np.ndarray]:
-    """Mono float32 samples of ``path``'s first audio stream from ``start`` for ``duration`` seconds, resampled
-    to ``rate`` by the bundled ffmpeg, yielded ``chunk`` samples at a time (the last chunk may be shorter)."""
-    src = check_audio(path)
-    args = ["-nostdin"]
-    if start > 0:
-        args += ["-ss", f"{start:.6f}"]
-    if duration is not None:
-        args += ["-t", f"{duration:.6f}"]
-    args += ["-i", file_arg(src), "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(rate),
-             "-f", "f32le", "pipe:1"]
-    ff = Ffmpeg(args, stdout=subprocess.PIPE)
-    try:
-        while True:
-            data = _read_exact(ff.proc.stdout, 4 * chunk)
-            if len(data) >= 4:
-                yield np.frombuffer(data[: len(data) // 4 * 4], np.float32)
-            if len(data) < 4 * chunk:
-                break
-        if ff.wait() != 0:
-            raise ZoomdreamError(f"cannot decode audio from '{show(src)}': ffmpeg said: {ff.tail()} (check that "
-                                 f"the file is intact, or convert it to WAV)")
-    finally:
-        ff.kill()
-
-
-def file_sha256(path: PathArg) -> str:
-    """SHA-256 of a file's bytes, read 1 MB at a time (cached by path, size and modification time)."""
-    p = existing_file(path, "read audio from")
-    stat = p.stat()
-    return _sha256(str(p.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    try:
-        return file_digest(path)
-    except OSError as e:
-        raise ZoomdreamError(f"cannot read audio from '{show(path)}': {e.strerror or e} (check permissions)") from None
-
-
-def write_wav(path: PathArg, samples: np.ndarray, rate: int) -> None:
-    """Samples in [-1, 1] (mono, or frames x channels) as a 16-bit PCM WAV file (tests, benchmarks, demos)."""
-    pcm = np.clip(np.asarray(samples, np.float64), -1, 1)
-    pcm = (pcm * 32767).round().astype("<i2")
-    with wave.open(os.fspath(path), "wb") as w:
-        w.setnchannels(1 if pcm.ndim == 1 else pcm.shape[1])
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Analysis: per hop, then per video frame
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _mel_filters(rate: int, window: int) -> np.ndarray:
@@ -389,76 +308,3 @@ def beat_curve(beat_times: np.ndarray, bpm: float, fps: float, frames: int) -> n
     since = index - beat_frames[np.maximum(last, 0)]
     period = fps * 60.0 / bpm
     return np.where(last >= 0, np.exp(-BEAT_DECAY * since / period), 0.0)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# A render's track
-# ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Track:
-    """The audio of a render: a range of a file, the frame rate its features are read at, and the file's
-    SHA-256 where the job records it. Analysed on first use, so a video whose schedules never read the music
-    never decodes it. Schedules read it by name (``names``, ``value``, ``smoothed``)."""
-
-    path: Path
-    start: float
-    duration: float | None
-    fps: float
-    sha256: str | None = None
-    names: ClassVar[tuple] = NAMES  # what schedules may read
-    series_names: ClassVar[tuple] = SERIES  # what smooth() may take
-
-    @cached_property
-    def features(self) -> Features:
-        return analyse(self.path, self.fps, start=self.start, duration=self.duration)
-
-    def value(self, name: str, t: int) -> float:
-        return self.features.value(name, t)
-
-    def smoothed(self, name: str, t: int, attack: float, release: float) -> float:
-        return self.features.smoothed(name, t, attack, release)
-
-    def writer_options(self) -> dict:
-        """What the encoder needs to mux this range into the output (cut there to the video's length)."""
-        return dict(audio_from=self.path, audio_start=self.start, audio_duration=self.duration)
-
-
-def resolve_track(job, fps: float, clip: tuple[Path, float, float | None] | None = None) -> Track | None:
-    """A zoom or video job's track: ``--audio FILE`` from ``--audio-start`` for ``--audio-duration`` (its
-    SHA-256 taken, and checked against one a saved job recorded), else ``clip`` (a video's own soundtrack:
-    path, start, duration), else None."""
-    start = number(job.audio_start, "audio_start", low=0)
-    duration = None if job.audio_duration is None else number(job.audio_duration, "audio_duration", above=0)
-    if not job.audio:
-        if start or duration is not None or job.audio_sha256:
-            raise ZoomdreamError("--audio-start, --audio-duration and --audio-sha256 describe an --audio FILE "
-                                 "(give one, or leave them out)")
-        return None if clip is None else Track(Path(clip[0]), clip[1], clip[2], fps)
-    path = check_audio(job.audio)
-    if job.output and Path(job.output).suffix.lower() == ".gif":
-        print("zoomdream: note: a GIF has no sound: --audio drives the schedules only", file=sys.stderr)
-    sha = file_sha256(path)
-    if job.audio_sha256 and job.audio_sha256 != sha:
-        raise ZoomdreamError(f"--audio '{show(path)}' is not the track this job was made with (its SHA-256 is "
-                             f"{sha[:12]}..., the job's {str(job.audio_sha256)[:12]}...; give the original file, "
-                             f"or drop audio_sha256 from the job to accept this one)")
-    return Track(path, start, duration, fps, sha)
-
-
-def frame_count(frames: int | None, track: Track | None, default: int) -> int:
-    """A zoom's frame count: ``--frames``, else as long as the track (round(duration x fps)), else ``default``."""
-    if frames is not None:
-        return frames
-    if track is None:
-        return default
-    if track.features.frames < 1:
-        raise ZoomdreamError(f"--audio '{show(track.path)}' lasts {track.features.duration:.3f} s, under one frame "
-                             f"(give a longer track, or --frames)")
-    return track.features.frames
-
-
-def pins(track: Track | None) -> dict:
-    """The job values a track decides, for the saved job: its SHA-256 (an --audio file's)."""
-    return {"audio_sha256": track.sha256} if track is not None and track.sha256 else {}
