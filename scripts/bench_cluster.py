@@ -224,7 +224,7 @@ def join_figures(args) -> None:
     total = cluster.check(job)[0]  # as the render counts them
     spans = cluster.chunk_spans(total, args.chunks)
     pieces = cluster.chunk_pieces(spans, cluster.WARMUP)
-    streams = cluster._streams(job, pieces)
+    streams = cluster.chunk_streams(pieces)
     folders = []
     start = time.perf_counter()
     for k, ((a, b, w), stream) in enumerate(zip(pieces, streams)):
@@ -286,6 +286,9 @@ def nodes_figures(args) -> None:
     from zoomdream import cluster, media
     from zoomdream.config import make_job
 
+    sys.path.insert(0, str(ROOT / "tests"))  # the harness that starts Ray nodes lives with the tests
+    from ray_nodes import LocalNodes
+
     work = Path(tempfile.mkdtemp(prefix="bench-nodes-"))
     settings = dict(command="video", input=args.clip, max_size=args.max_size, duration=args.duration or 1.0,
                     precision="float32")
@@ -296,7 +299,7 @@ def nodes_figures(args) -> None:
     local_s = time.perf_counter() - start
     job = make_job({**settings, "output": str(work / "nodes.mp4"), "frames_dir": str(work / "nodes")})
     start = time.perf_counter()
-    with cluster.LocalNodes(args.nodes, cpus=cpus, env={"PYTHONPATH": str(ROOT)}) as nodes:
+    with LocalNodes(args.nodes, cpus=cpus, env={"PYTHONPATH": str(ROOT)}) as nodes:
         up_s = time.perf_counter() - start
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(nodes.token)  # as on a machine of that cluster
         killed = []

@@ -14,12 +14,15 @@ import pytest
 from conftest import wait_for
 
 from zoomdream import cluster, media, runner
+from zoomdream.cluster import driver, ray_api
+from zoomdream.cluster.pool import Borrowed
 from zoomdream.cli import main
 from zoomdream.config import load_toml, make_job, save_job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import ffmpeg_exe
 
 from conftest import assert_exact
+from ray_nodes import LocalNodes
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
@@ -109,6 +112,18 @@ def test_chunk_spans_cover_the_clip_evenly():
     assert cluster.chunk_pieces(cluster.chunk_spans(12, 3, step=2), 3, step=2) == [(0, 4, 0), (2, 8, 0), (6, 12, 0)]
 
 
+def test_every_loops_settings_give_a_batch_its_cost(tmp_path):
+    """A clip counts at the size --max-size shrinks it to, its dreamed frames only; a still once; a clip
+    interpolated (nothing dreamed) one step a frame."""
+    jobs = {"video": dict(command="video", input=WEBM, max_size=64, duration=0.5, interpolate=2, steps=3),
+            "image": dict(command="image", input=os.path.join(SAMPLES, "chelsea.png"), max_size=32, steps=3),
+            "interpolate": dict(command="interpolate", input=WEBM)}
+    outputs = {"video": "v.mp4", "image": "i.png", "interpolate": "f.mp4"}
+    cost = {name: cluster.check(make_job({**values, "output": str(tmp_path / outputs[name])}))[1].cost()
+            for name, values in jobs.items()}
+    assert cost == {"video": 64 * 36 * 6 * 3, "image": 32 * 21 * 3, "interpolate": 1280 * 720 * 24}
+
+
 def test_batch_equals_the_jobs_rendered_one_by_one(tmp_path, pool, lite0, monkeypatch):
     files, jobs = [], []
     for name, values in {
@@ -123,7 +138,7 @@ def test_batch_equals_the_jobs_rendered_one_by_one(tmp_path, pool, lite0, monkey
         jobs.append(make_job(values))
         files.append(tmp_path / f"{name}.toml")
         save_job(jobs[-1], files[-1])
-    monkeypatch.setattr(cluster, "_pool", lambda *args: cluster._Borrowed(pool))  # the module's 2 workers
+    monkeypatch.setattr(driver, "open_pool", lambda *args: Borrowed(pool))  # the module's 2 workers
     os.makedirs(tmp_path / "cluster")
     assert main(["render", *map(str, files), "--cluster"]) == 0
 
@@ -174,7 +189,7 @@ def test_chunked_video_equals_its_chunks_and_keeps_count_fps_and_audio(tmp_path,
 def test_chunks_on_one_cpu_workers_equal_the_local_render_of_their_pieces(tmp_path, pool, lite0, monkeypatch):
     """Two workers with one CPU each compute with the threads a local render has: TensorFlow's sums depend on
     its thread count, and 2 octaves x 4 steps are enough for 1 thread and 2 to differ (TINY is not)."""
-    monkeypatch.setattr(cluster, "_pool", lambda *args: cluster._Borrowed(pool))
+    monkeypatch.setattr(driver, "open_pool", lambda *args: Borrowed(pool))
     out = tmp_path / "chunked.mp4"
     assert main(["video", WEBM, "-o", str(out), "--max-size", "64", "--duration", "0.5", "--precision", "float32",
                  "--octaves", "2", "--steps", "4", "--frames-dir", str(tmp_path / "frames"), "--chunks", "2",
@@ -254,7 +269,7 @@ def test_a_running_cluster_of_two_nodes_renders_chunks_through_a_killed_worker(t
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, for the workers too
     out, frames = tmp_path / "nodes.mp4", tmp_path / "frames"
     flags = [f"--{name}={value}" for name, value in TINY.items()]
-    with cluster.LocalNodes(2, cpus=1, env={"PYTHONPATH": root}) as nodes:
+    with LocalNodes(2, cpus=1, env={"PYTHONPATH": root}) as nodes:
         env = {**os.environ, "PYTHONPATH": root, "RAY_AUTH_TOKEN_PATH": str(nodes.token)}
         env.pop("RAY_AUTH_MODE", None)  # the driver finds out that the head wants a token
         cli = "import sys; from zoomdream.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -403,7 +418,7 @@ def test_a_head_asking_for_a_token_gets_this_machines_or_a_one_line_hint(head_as
             assert "RAY_AUTH_MODE=token" in err
     monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")  # the head's token is this machine's: connect in token mode
     loader.reset_cache()
-    cluster._authenticate(address)
+    ray_api.authenticate(address)
     assert os.environ["RAY_AUTH_MODE"] == "token"
     assert not (tmp_path / "v.mp4").exists()
 
@@ -472,14 +487,14 @@ def test_a_killed_zoom_worker_resumes_the_chain_without_dreaming_kept_frames_aga
 
 
 def test_a_batch_hands_out_the_longest_job_first(tmp_path, pool):
-    """Width x height x steps over the dreamed frames: a zoom's keyframed steps count frame by frame, and with
-    --interpolate 4 only every 4th frame is dreamed."""
+    """A loop's settings' cost(): width x height x steps over the dreamed frames; a zoom's keyframed steps count
+    frame by frame, and with --interpolate 4 only every 4th frame is dreamed."""
     sizes = {"small": dict(frames=4), "wide": dict(size="48x32", frames=6), "keyed": dict(frames=12, interpolate=4),
              "steps": dict(frames=6, steps="0:(1), 5:(4)")}
     jobs = [zoom_job(tmp_path, f"{name}.mp4", frames_dir=None, **{"interpolate": 1, **values})
             for name, values in sizes.items()]
     checked = {name: cluster.check(job) for name, job in zip(sizes, jobs)}
-    work = {name: cluster.job_work(settings, frames) for name, (frames, settings, _) in checked.items()}
+    work = {name: settings.cost() for name, (_, settings, _) in checked.items()}
     assert work == {"small": 4 * 32 * 32, "wide": 6 * 48 * 32, "keyed": 3 * 32 * 32, "steps": 15 * 32 * 32}
     placed = len(pool.placed)
     cluster.render_jobs(jobs, names=list(sizes), pool=pool, progress=False)
@@ -488,7 +503,7 @@ def test_a_batch_hands_out_the_longest_job_first(tmp_path, pool):
 
 
 def test_zoom_on_the_command_line_makes_its_in_betweens_on_the_workers(tmp_path, pool, monkeypatch, capsys):
-    monkeypatch.setattr(cluster, "_pool", lambda *args: cluster._Borrowed(pool))
+    monkeypatch.setattr(driver, "open_pool", lambda *args: Borrowed(pool))
     out = tmp_path / "cli.mp4"
     placed = len(pool.placed)
     flags = [f"--{name.replace('_', '-')}={value}" for name, value in TINY.items()]
@@ -502,6 +517,7 @@ def test_zoom_on_the_command_line_makes_its_in_betweens_on_the_workers(tmp_path,
 def test_ctrl_c_stops_a_cluster_zoom_and_resume_keeps_what_was_made(tmp_path, pool, lite0):
     job = zoom_job(tmp_path, "cut.mp4", frames=121, size="48x48", steps=2)
     work = tmp_path / "cut.mp4.zoomdream"
+    pids = pool.ray.get([actor.pid.remote() for actor in pool.actors])  # now: a worker may have restarted
 
     def interrupt(done, total):
         if any(work.glob("stream-*.mp4")):  # a segment is made
@@ -510,6 +526,8 @@ def test_ctrl_c_stops_a_cluster_zoom_and_resume_keeps_what_was_made(tmp_path, po
     with pytest.raises(KeyboardInterrupt):
         cluster.render_zoom(job, pool=pool, progress=False, on_progress=interrupt)
     assert pool.actors == [] and not (tmp_path / "cut.mp4").exists()
+    for pid in pids:  # ray.kill returns at once: a worker holds its folder's lock until it ends
+        wait_for(lambda: not alive(pid), seconds=10, what=f"worker {pid} to end")
     with pytest.raises(ZoomdreamError, match="add --resume"):
         cluster.render_zoom(job, progress=False)
     made = {path.name for path in work.glob("stream-*.mp4")}  # segments made before the stop are kept as they are

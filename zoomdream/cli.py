@@ -11,7 +11,7 @@ import threading
 from dataclasses import fields, replace
 from functools import partial
 
-from zoomdream import cluster
+from zoomdream.cluster.flags import add_flags, requested
 from zoomdream.config import COMMANDS, FIELDS, LOOPS, RENAMED, Job, load_job_file, make_job
 from zoomdream.arguments import Parser
 from zoomdream.errors import ZoomdreamError, error_line
@@ -81,14 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help=command.input_help)
         _add_job_flags(p, command.name)
         if command.name in ("video", "zoom"):
-            cluster.add_flags(p, chunks=command.name == "video")
+            add_flags(p, chunks=command.name == "video")
     p = sub.add_parser("render", help="run a TOML job file (flags override it)", epilog=RENDER_EXAMPLES,
                        description="Run a job whose TOML file holds any option (`command = \"zoom\"`, ...).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job_file", nargs="+", help="TOML job file(s), rendered in turn (or at once with --cluster)")
     p.add_argument("--input", dest="input", default=argparse.SUPPRESS, help="input image or video")
     _add_job_flags(p, None)
-    cluster.add_flags(p, chunks=False)
+    add_flags(p, chunks=False)
     p = sub.add_parser("curves", help="plot every schedule and audio feature of a zoom or video before rendering",
                        description="Plot every schedule (motion, dream strength, layer weights) and audio "
                                    "feature of a render against frame and seconds, from the same command line "
@@ -217,7 +217,9 @@ def check_jobs(jobs: list[Job], protected: tuple[str, ...]) -> None:
     for job in jobs:
         if not job.output:  # before cluster.check: the answer needs no numpy, no image reader
             raise ZoomdreamError("no output file given (add -o OUT)")
-        cluster.check(job, protected)
+        from zoomdream.cluster import driver  # after the answers that need no runner
+
+        driver.check(job, protected)
 
 
 def _terminate(signum, frame):
@@ -257,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         check_jobs(jobs, protected)
         if not args.check:  # a check loads no model: starting TensorFlow would cost it seconds
             _quiet_tensorflow_start()
-        if cluster.requested(args) and not args.check:  # every job at once on Ray workers
-            cluster.main(args, jobs, [f or args.command for f in files], protected)
+        if requested(args) and not args.check:  # every job at once on Ray workers
+            from zoomdream.cluster import driver
+
+            driver.main(args, jobs, [f or args.command for f in files], protected)
             print("\n".join(f"wrote {job.output}" for job in jobs), file=sys.stderr)
             return 0
         from zoomdream import runner

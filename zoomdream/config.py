@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from zoomdream.errors import ZoomdreamError
-from zoomdream.media.files import atomic_write_bytes
 from zoomdream.settings import CPU_TILE, GPU_TILE, DreamSettings, EngineSettings, OutputSettings
 
 try:
@@ -385,6 +384,10 @@ def _path_from(value: str, folder: Path) -> str:
 
 
 def save_job(job: Job, path: str | Path) -> None:
+    """Write ``job`` as TOML in one step. Its writer is imported here, not at the top: ``zoomdream.media`` loads
+    numpy and imageio, which the CLI's answers (a usage error, --help) never need."""
+    from zoomdream.media.files import atomic_write_bytes
+
     path = Path(path)
     atomic_write_bytes(path, job_to_toml(job, path.parent).encode())
 

@@ -15,13 +15,23 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def os_error_text(error: OSError, fix: str) -> str:
+    """An OSError as its reason, the file it names and ``fix``: what a user can act on, without Python's errno."""
+    where = f" ('{error.filename}')" if error.filename else ""
+    return f"{error.strerror or error}{where} ({fix})"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, else its type's name: a foreign library's error kept to one line."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def error_line(error: BaseException) -> str:
     """The one line a user sees for an error of their input or machine (the CLI and the studio alike). Any other
     error is a bug: it is named, and its traceback printed, so the report can say where it happened."""
     if isinstance(error, OSError):  # a disk that fills up or a path that vanishes mid-render: kept frames stay
-        where = f" ('{error.filename}')" if error.filename else ""
-        text = (f"{error.strerror or error}{where} (check the path, permissions and free disk space; zoom and "
-                f"video renders continue with --resume)")
+        text = os_error_text(error, "check the path, permissions and free disk space; zoom and video renders "
+                                    "continue with --resume")
     elif isinstance(error, MemoryError):
         text = "out of memory (use a smaller --size, --max-size or --tile)"
     elif isinstance(error, ZoomdreamError):

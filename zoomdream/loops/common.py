@@ -40,6 +40,13 @@ def read_start(path: str, max_size: int | None) -> np.ndarray:
     return img
 
 
+def dream_cost(width: float, height: float, frames: int | None, every: int, steps: Callable[[int], float]) -> float:
+    """A render's rough cost, its loop settings' ``cost()``, so a cluster hands out the longest job first:
+    width x height x ascent steps (at least 1) at each frame it dreams (every ``every``th; a clip of unknown
+    length counts as one frame)."""
+    return width * height * sum(max(1.0, steps(t)) for t in range(0, frames or 1, every))
+
+
 def check_clip(info: media.VideoInfo, path: str) -> None:
     """A still picture where a clip is read is refused: ffmpeg opens it as a clip of one frame, so it would
     quietly become a one-frame video."""

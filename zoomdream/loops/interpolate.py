@@ -15,7 +15,7 @@ from zoomdream import media
 from zoomdream.config import Job
 from zoomdream.errors import ZoomdreamError
 from zoomdream.interpolation import between_frames, blend, pair_flows
-from zoomdream.loops.common import Ahead, ClipFrames, LoopSource, check_clip, flow_size, flow_workers
+from zoomdream.loops.common import Ahead, ClipFrames, LoopSource, check_clip, dream_cost, flow_size, flow_workers
 from zoomdream.settings import check_frame_size, number
 
 OUTPUTS = media.VIDEO_EXTENSIONS
@@ -30,6 +30,10 @@ class InterpolateSettings:
     flow: str
     flow_size: int | None = None  # the longest side flow is estimated at (None: the frames' own)
     workers: int = 0  # threads making frames ahead (0: in line)
+
+    def cost(self) -> float:
+        """Nothing is dreamed: each input frame counts as one step."""
+        return dream_cost(self.info.width, self.info.height, self.info.n_frames, 1, lambda t: 1)
 
 
 def resolve(job: Job) -> InterpolateSettings:

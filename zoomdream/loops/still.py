@@ -11,7 +11,7 @@ from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
-from zoomdream.loops.common import LoopSource, constant_dream, read_start, seed_and_max_size
+from zoomdream.loops.common import LoopSource, constant_dream, dream_cost, read_start, seed_and_max_size
 from zoomdream.models import LoadedModel
 from zoomdream.settings import DreamSettings, EngineSettings
 
@@ -25,6 +25,10 @@ class StillSettings:
     dream: DreamSettings
     engine: EngineSettings
     seed: int
+
+    def cost(self) -> float:
+        height, width = read_start(str(self.input), self.max_size).shape[:2]
+        return dream_cost(width, height, 1, 1, lambda t: self.dream.steps)
 
 
 def resolve(job: Job) -> StillSettings:

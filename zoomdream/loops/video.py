@@ -16,7 +16,7 @@ from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import carried, coherent_init, motion_between, temporal_blend
 from zoomdream.interpolation import between_sources, blend
 from zoomdream.loops.common import (Ahead, ClipFrames, DreamsEveryNth, LoopSource, check_clip, check_dream_schedules,
-                                    flow_size, flow_workers, last_dreamed, seed_and_max_size)
+                                    dream_cost, flow_size, flow_workers, last_dreamed, seed_and_max_size)
 from zoomdream.models import LoadedModel
 from zoomdream.schedules import Schedule, parse_schedule
 from zoomdream.settings import DreamSettings, EngineSettings, check_frame_size, dream_settings, number
@@ -55,6 +55,13 @@ class VideoSettings:
     def pins(self) -> dict:
         """Job values the inputs decided, kept in the saved job: an --audio track's SHA-256."""
         return audio.pins(self.audio)
+
+    def cost(self) -> float:
+        """``dream_cost`` at the size --max-size shrinks the clip's frames to."""
+        width, height = self.info.width, self.info.height
+        scale = min(1.0, (self.max_size or max(width, height)) / max(width, height))
+        steps = self.steps.at if self.steps is not None else lambda t: self.dream.steps
+        return dream_cost(width * scale, height * scale, self.frames, self.interpolate, steps)
 
     @property
     def fps(self) -> float:

@@ -18,8 +18,8 @@ from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, check_terms, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.interpolation import between_affine
-from zoomdream.loops.common import (DreamsEveryNth, LoopSource, check_dream_schedules, last_dreamed, read_start,
-                                    seed_and_max_size)
+from zoomdream.loops.common import (DreamsEveryNth, LoopSource, check_dream_schedules, dream_cost, last_dreamed,
+                                    read_start, seed_and_max_size)
 from zoomdream.models import LoadedModel
 from zoomdream.motion import as_3x3, transform_matrix, warp_affine, warp_evenly
 from zoomdream.objective import LayerTerm, parse_layers
@@ -60,6 +60,9 @@ class ZoomSettings:
     def pins(self) -> dict:
         """Job values the inputs decided, kept in the saved job: the frame count, the track's SHA-256."""
         return dict(frames=self.frames, **audio.pins(self.audio))
+
+    def cost(self) -> float:
+        return dream_cost(*self.size, self.frames, self.interpolate, self.steps.at)
 
 
 def parse_size(text: str) -> tuple[int, int]:
