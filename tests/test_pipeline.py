@@ -191,7 +191,7 @@ def test_frames_dir_keeps_every_frame_as_png_and_the_work_folder_no_png(tmp_path
 def test_device_warp_and_colours_match_the_cpu_ones():
     from zoomdream import device
     from zoomdream.ascent import to_uint8, to_unit
-    from zoomdream.loops.zoom import color_match, stats
+    from zoomdream.colour import color_match, stats
     from zoomdream.motion import as_3x3, transform_matrix, warp_evenly
 
     rng = np.random.default_rng(3)

@@ -227,6 +227,35 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def _render(args: argparse.Namespace) -> int:
+    """The commands that render jobs (the loops and `render`): checked, then each rendered, on Ray workers
+    where a cluster is asked for."""
+    files = args.job_file if args.command == "render" else [None]
+    jobs = [job_from_args(args, f) for f in files]
+    if any(job.command == "live" for job in jobs):  # a clock, several outputs: not a render
+        raise ZoomdreamError("a live job runs with `zoomdream live SOURCE -o OUT`, not `render`")
+    protected = tuple(files) if args.command == "render" else ()
+    check_jobs(jobs, protected)
+    if not args.check:  # a check loads no model: starting TensorFlow would cost it seconds
+        _quiet_tensorflow_start()
+    if requested(args) and not args.check:  # every job at once on Ray workers
+        from zoomdream.cluster import driver
+
+        driver.main(args, jobs, [f or args.command for f in files], protected)
+        print("\n".join(f"wrote {job.output}" for job in jobs), file=sys.stderr)
+        return 0
+    from zoomdream import runner
+
+    for job in jobs:
+        if args.check:
+            runner.check_job(job, protected)
+            print(f"checked {job.output}", file=sys.stderr)
+            continue
+        runner.render(job, protected=protected)
+        print(f"wrote {job.output}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -251,30 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
             outputs = vars(args).pop("output", None) or []
             return live.main(job_from_args(args), outputs, check_only=args.check)
-        files = args.job_file if args.command == "render" else [None]
-        jobs = [job_from_args(args, f) for f in files]
-        if any(job.command == "live" for job in jobs):  # a clock, several outputs: not a render
-            raise ZoomdreamError("a live job runs with `zoomdream live SOURCE -o OUT`, not `render`")
-        protected = tuple(files) if args.command == "render" else ()
-        check_jobs(jobs, protected)
-        if not args.check:  # a check loads no model: starting TensorFlow would cost it seconds
-            _quiet_tensorflow_start()
-        if requested(args) and not args.check:  # every job at once on Ray workers
-            from zoomdream.cluster import driver
-
-            driver.main(args, jobs, [f or args.command for f in files], protected)
-            print("\n".join(f"wrote {job.output}" for job in jobs), file=sys.stderr)
-            return 0
-        from zoomdream import runner
-
-        for job in jobs:
-            if args.check:
-                runner.check_job(job, protected)
-                print(f"checked {job.output}", file=sys.stderr)
-                continue
-            runner.render(job, protected=protected)
-            print(f"wrote {job.output}", file=sys.stderr)
-        return 0
+        return _render(args)
     except (ZoomdreamError, OSError, MemoryError) as e:
         if reader_gone(e):
             return 0

@@ -5,7 +5,7 @@ an accelerator, a frame goes to the device once as uint8 and comes back once as 
 does the same on a CPU.
 
 The maps match ``motion.warp_evenly`` (bilinear, evened; mirrored borders, see ``warp_evenly``),
-``zoom.color_match`` and ``ascent.to_uint8`` to float rounding, so a frame differs from the CPU path's by at
+``colour.color_match`` and ``ascent.to_uint8`` to float rounding, so a frame differs from the CPU path's by at
 most a level here and there.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _missing_blur(shape: tuple[int, int], matrix: bytes):
 
 
 def color_match(image, reference: tuple[np.ndarray, np.ndarray], strength: float):
-    """``zoom.color_match`` on a tensor: each channel's mean and standard deviation moved toward the
+    """``colour.color_match`` on a tensor: each channel's mean and standard deviation moved toward the
     reference's by ``strength``, clipped to [-1, 1]."""
     if strength <= 0:
         return image

@@ -17,6 +17,7 @@ from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, check_terms, resolve_engine
 from zoomdream.errors import ZoomdreamError
+from zoomdream.colour import color_match, stats
 from zoomdream.interpolation import between_affine
 from zoomdream.loops.common import (DreamsEveryNth, LoopSource, check_dream_schedules, dream_cost, last_dreamed,
                                     read_start, seed_and_max_size)
@@ -379,25 +380,3 @@ class Source(DreamsEveryNth, LoopSource):
         inside = np.maximum(inside, cv2.GaussianBlur(cv2.dilate(inside, np.ones((feather, feather), np.uint8)),
                                                      (2 * feather + 1, 2 * feather + 1), 0))
         return target, inside
-
-
-
-def color_match(img: np.ndarray, reference_stats: tuple[np.ndarray, np.ndarray], strength: float) -> np.ndarray:
-    """Move each channel's mean and std toward the reference's: long feedback loops otherwise drift to
-    grey or to one saturated colour. One per-channel multiply-add, ``img * gain + offset``, in one OpenCV pass
-    (numpy's took 21 ms a 1280x720 frame). Not clipped: values may leave [-1, 1] by a little, and ``to_uint8``
-    saturates them as a clip would (a pass fewer between two dreams)."""
-    if strength <= 0:
-        return img
-    mean, std = stats(img)
-    ref_mean, ref_std = reference_stats
-    ratio = ref_std / std
-    gain = 1.0 + strength * (ratio - 1.0)
-    offset = strength * (ref_mean - mean * ratio)
-    return cv2.transform(np.ascontiguousarray(img, np.float32), np.c_[np.diag(gain), offset])  # one pass
-
-
-def stats(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation (OpenCV's single pass, far faster than numpy's here)."""
-    mean, std = cv2.meanStdDev(np.ascontiguousarray(img, dtype=np.float32))
-    return mean.ravel(), std.ravel() + 1e-6
