@@ -169,3 +169,17 @@ def test_pieces_must_cover_the_render_and_start_after_a_dreamed_frame(tmp_path, 
     c = runner.render_piece(job, range(3, 6), tmp_path / "c", start_from=a, progress=False, model=lite0)
     np.testing.assert_array_equal(np.stack(stored(a / "frames") + stored(c / "frames")),
                                   np.stack(stored(tmp_path / "whole")))
+
+
+def test_a_sink_in_a_with_block_closes_or_aborts(tmp_path):
+    """A sink is a context manager: closed when the block ends, aborted (no half-written file) when it raises."""
+    from zoomdream.sinks import EncoderSink
+
+    frame = np.zeros((16, 16, 3), np.uint8)
+    with EncoderSink(tmp_path / "whole.mp4", 24) as sink:
+        sink.write(0, frame)
+    assert sum(1 for _ in media.read_video(tmp_path / "whole.mp4")) == 1
+    with pytest.raises(KeyboardInterrupt), EncoderSink(tmp_path / "cut.mp4", 24) as sink:
+        sink.write(0, frame)
+        raise KeyboardInterrupt
+    assert sorted(os.listdir(tmp_path)) == ["whole.mp4"]

@@ -33,6 +33,15 @@ class Sink:
     def abort(self) -> None:
         pass
 
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
 
 @dataclass
 class MemorySink(Sink):

@@ -145,13 +145,13 @@ class Source(DreamsEveryNth, LoopSource):
                                                            every=s.every, max_size=s.max_size),
                                   keep=2 * self.step + 2 + self.motions.depth)
         self.origin = 0  # where dreaming last started afresh: dreamed frames are origin + multiples of n
-        self.segment = None  # (first, last, their dreamed frames)
+        self.pair = None  # (first, last, their dreamed frames)
         self.expected = self.total if self.total is not None else counted_frames(settings)  # for the progress bar
 
     def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
         if previous is None:  # frame 0, or the first warm-up frame of a piece
             source = self.sources.get(t)
-            self.origin, self.segment = t, None
+            self.origin, self.pair = t, None
             self.motions.restart()
             return None if source is None else to_uint8(self.dreamer.dream(to_unit(source), self.settings.dream_at(t),
                                                                            seed=self.settings.seed))
@@ -160,9 +160,9 @@ class Source(DreamsEveryNth, LoopSource):
             return None  # the clip ended
         first, last = span
         motions = self.motions.get(t) or {}
-        if self.segment is None or self.segment[0] != first:
-            self.segment = (first, last, previous, self.dreamed(first, previous, last, motions.get((first, last))))
-        _, _, before, after = self.segment
+        if self.pair is None or self.pair[0] != first:
+            self.pair = (first, last, previous, self.dreamed(first, previous, last, motions.get((first, last))))
+        _, _, before, after = self.pair
         if t == last:
             return after
         s = self.settings

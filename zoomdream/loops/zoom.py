@@ -219,7 +219,7 @@ class Source(DreamsEveryNth, LoopSource):
         self.reference = None  # frame 0's colour statistics, taken from frame 0 when first needed
         self.closing = None  # frame 0 as the frame before the wrap must show it (see loop_target)
         self.growth = None  # the log of the closing span's linear zoom (see share)
-        self.segment = None  # (first, its frame, the next dreamed frame): the pair the frames between come from
+        self.pair = None  # (first, its frame, the next dreamed frame): the pair the frames between come from
         self.end = settings.frames if settings.loop else settings.frames - 1  # the last dreamed frame's index
         self.on_device = backend.has_accelerator()  # warp and colours where the dream is (zoomdream.device)
         self.held = None  # (the last frame made on the device, as kept, and its tensor there)
@@ -234,9 +234,9 @@ class Source(DreamsEveryNth, LoopSource):
         if self.step == 1:
             return self.dreamed(t - 1, previous, t, rng)
         first = last_dreamed(t, self.step)
-        if self.segment is None or self.segment[0] != first:
-            self.segment = (first, previous, self.key(first, previous))
-        first, before, after = self.segment
+        if self.pair is None or self.pair[0] != first:
+            self.pair = (first, previous, self.key(first, previous))
+        first, before, after = self.pair
         return after if t == self.next_key(first) else self.between(t, before, after)
 
     def keys(self) -> list[int]:
