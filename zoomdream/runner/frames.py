@@ -194,10 +194,14 @@ def _check_stop(stop: Callable[[], bool] | None) -> None:
 
 def _keep(store: FrameStore | None, sinks: list[Sink], index: int, frame: np.ndarray, carry: dict,
           restartable: bool) -> None:
+    ahead = [sink for sink in sinks if sink.before_store]  # lossless copies: written before the store counts
+    for sink in ahead:  # the frame, so a kill between the two never leaves them to a lossy replay
+        sink.write(index, frame)
     if store is not None:
         store.keep(index, frame, carry, restartable)
     for sink in sinks:
-        sink.write(index, frame)
+        if not sink.before_store:
+            sink.write(index, frame)
 
 
 def _warm_up(source: FrameSource, first: int, warmup: int, seed: int) -> Resume:

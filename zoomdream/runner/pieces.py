@@ -31,6 +31,7 @@ class _Only(Sink):
 
     def __init__(self, frames: range, sink: Sink):
         self.frames, self.sink = frames, sink
+        self.before_store = sink.before_store
 
     def write(self, index: int, frame: np.ndarray) -> None:
         if index in self.frames:
