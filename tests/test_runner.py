@@ -183,3 +183,30 @@ def test_a_sink_in_a_with_block_closes_or_aborts(tmp_path):
         sink.write(0, frame)
         raise KeyboardInterrupt
     assert sorted(os.listdir(tmp_path)) == ["whole.mp4"]
+
+
+def test_frames_dir_gets_each_frame_before_the_store_counts_it(tmp_path, lite0):
+    """A kill between the two must not leave a --frames-dir frame to the resume's replay, which decodes the
+    store's H.264 segments (lossy): the lossless copy is written first."""
+    from zoomdream.sinks import FramesDirSink
+    from zoomdream.store import SegmentStore
+
+    order = []
+
+    class Frames(FramesDirSink):
+        def write(self, index, frame):
+            order.append(("frames-dir", index))
+            super().write(index, frame)
+
+    class Store(SegmentStore):
+        def keep(self, index, frame, carry, restartable=True):
+            order.append(("store", index))
+            super().keep(index, frame, carry, restartable)
+
+    job, source, _ = runner.prepare(zoom_job(tmp_path), lite0)
+    store = Store(tmp_path / "work")
+    try:
+        runner.run(source, [Frames(tmp_path / "frames")], seed=0, store=store, settings="s", progress=False)
+    finally:
+        store.release()
+    assert order == [(kind, t) for t in range(4) for kind in ("frames-dir", "store")]
