@@ -18,6 +18,14 @@ class Parser(argparse.ArgumentParser):
 
     commands: dict[str, Parser] = {}  # every command's parser, by name (set by build_parser)
 
+    def _print_message(self, message, file=None):
+        """--help into a pipe its reader closed (``zoomdream zoom --help | head -1``) ends quietly, as Python 3.11's
+        argparse does; 3.10's raised BrokenPipeError."""
+        try:
+            super()._print_message(message, file)
+        except OSError:
+            pass
+
     def parse_known_args(self, args=None, namespace=None):
         self.argv = list(sys.argv[1:] if args is None else args)  # what the error line looks at
         return super().parse_known_args(args, namespace)
