@@ -37,7 +37,7 @@ class SegmentStore(FrameStore):
 
     Segments are cut at the same frames however a render is interrupted, so a resumed output is the same file.
     A graceful stop (Ctrl-C, SIGTERM, Stop, an error) keeps the open segment's frames losslessly in ``open/``
-    (they are held in memory until their segment closes: at most ``length`` frames) and a resume encodes them
+    (they are held in memory until their segment closes: at most ``length + MIN_STREAM - 1`` frames) and a resume encodes them
     again into the same segment before going on; a kill -9 loses them and a resume dreams them again.
     """
 
