@@ -17,6 +17,7 @@ import numpy as np
 
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import Ffmpeg, ffmpeg_exe, file_arg
+from zoomdream.media.writer import BT709_FILTERS, BT709_TAGS
 from zoomdream.media.files import check_output_target, show
 from zoomdream.media.reader import _read_exact
 
@@ -214,7 +215,8 @@ def output_args(target: str, size: tuple[int, int]) -> list[str]:
     args = ["-probesize", "32", "-analyzeduration", "0",  # no probing: the first frame is encoded at once
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", "1000000",  # microsecond stamps
             "-use_wallclock_as_timestamps", "1", "-i", "pipe:0",
-            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+            "-vf", ",".join(BT709_FILTERS), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+            *BT709_TAGS,
             "-force_key_frames", "expr:gte(t,n_forced)", "-fps_mode", "vfr"]
     name = scheme(target)
     if name:  # every packet sent as soon as it is muxed, timestamps not held back; a frame's MPEG-TS packet says

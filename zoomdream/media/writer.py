@@ -30,6 +30,11 @@ _FASTSTART = (".mp4", ".mov")  # containers whose index can move to the front, f
 # crf 18, visually lossless either way, for files of about the same size; medium made the encoder, not the
 # dream, the limit of a GPU render (and 7x a GPU's dream on two cores).
 PRESET = "veryfast"
+# Explicit BT.709 conversion and tags for H.264 from RGB, so players show the colours we were given (without
+# them ffmpeg converts with BT.601 and players guess).
+BT709_FILTERS = ["scale=out_color_matrix=bt709:out_range=tv", "format=yuv420p"]
+BT709_TAGS = ["-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+              "-color_range", "tv"]
 
 
 def _errno(tail: str) -> int | None:
@@ -223,11 +228,8 @@ class H264Writer(FfmpegWriter):
         if ew < 2 or eh < 2:
             raise ValueError(f"frame size {w}x{h} is too small for H.264 (needs at least 2x2)")
         chain = [f"crop={ew}:{eh}:0:0"] if (ew, eh) != (w, h) else []
-        # Explicit BT.709 conversion and tags, so players show the colours we were given.
-        chain += ["scale=out_color_matrix=bt709:out_range=tv", "format=yuv420p"]
-        args = ["-vf", ",".join(chain), "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
-                "-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_primaries", "bt709",
-                "-color_trc", "bt709", "-color_range", "tv", "-an"]
+        args = ["-vf", ",".join([*chain, *BT709_FILTERS]), "-c:v", "libx264", "-preset", self.preset, "-crf",
+                str(self.crf), *BT709_TAGS, "-an"]
         return args + (self._faststart() if self._audio is None else [])
 
     def _faststart(self) -> list[str]:
