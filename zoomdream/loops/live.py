@@ -29,8 +29,8 @@ SCALES = (0.75, 0.5)  # the dream's size as a share of the output's, where fewer
 
 @dataclass(frozen=True)
 class LiveSettings:
-    source: str | None  # a camera, URL, video file or image (None: --noise)
-    kind: str  # "camera", "url", "file", "image" or "noise"
+    source: str | None  # a camera, URL, video file or image (None: --noise, or the studio's page)
+    kind: str  # "camera", "url", "file", "image", "noise" or "page"
     size: tuple[int, int]  # (width, height) of every output frame
     fps: float  # the rate the governor holds, and the most frames a second made
     seconds: float | None  # stop this long after the first source frame
@@ -67,11 +67,13 @@ def fit(width: int, height: int, longest: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def resolve(job: Job) -> LiveSettings:
+def resolve(job: Job, page: bool = False) -> LiveSettings:
+    """The job's live settings; ``page``: the frames come from the studio's Live tab (a visitor's webcam),
+    handed to ``Source.dreamed`` one by one, and the job names no source."""
     from zoomdream.loops.zoom import parse_size
 
     seed, max_size = seed_and_max_size(job)
-    kind = source_kind(job.input, job.noise)
+    kind = "page" if page else source_kind(job.input, job.noise)
     size = parse_size(job.size)
     if max_size is not None:  # the source's own aspect where it is known before it plays
         if kind == "image":

@@ -10,6 +10,8 @@ from typing import Any
 from zoomdream.errors import error_line
 from zoomdream.studio.forms import FORMATS, TABS, form_value
 from zoomdream.studio.layer_browser import layer_browser, wire_layer_browser
+from zoomdream.studio.live_session import LiveDreams
+from zoomdream.studio.live_tab import live_tab, wire_live
 from zoomdream.studio.session import Studio
 from zoomdream.studio.tabs import command_form, wire_form
 from zoomdream.studio.view import DREAM, View
@@ -60,12 +62,13 @@ def build_app(studio: Studio):
     """The Gradio page over ``studio``: a form per command, the latest frame, Stop, Resume and downloads."""
     import gradio as gr
 
+    dreams = LiveDreams(studio)  # the live tab's engine
     with gr.Blocks(title="zoomdream studio", analytics_enabled=False) as app:
         gr.Markdown("## zoomdream studio\nDream an image, an infinite zoom or a video. Every field is a setting "
                     "of `zoomdream render`; each render also saves its `job.toml`.")
         with gr.Row():
             with gr.Column(scale=3):
-                tabs, forms, browser = _tabs(gr)
+                tabs, forms, browser, live = _tabs(gr, dreams)
                 job_file = gr.UploadButton("Load a job.toml into its form", file_types=[".toml"], type="filepath",
                                            elem_id="job-file")
             with gr.Column(scale=2):
@@ -74,12 +77,14 @@ def build_app(studio: Studio):
             wire_form(view, command, made)
         _wire_stop_and_resume(view, resume)
         wire_layer_browser(view, browser, forms)
+        wire_live(view, app, dreams, live)
         _wire_job_loading(view, job_file, tabs, forms)
+    app.live = dreams
     return app
 
 
-def _tabs(gr) -> tuple[Any, dict[str, dict[str, Any]], dict[str, Any]]:
-    """The tabs: one form per command, then the layer browser."""
+def _tabs(gr, dreams: LiveDreams) -> tuple[Any, dict[str, dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """The tabs: one form per command, the layer browser, then the webcam dreamed live."""
     forms: dict[str, dict[str, Any]] = {}
     with gr.Tabs(selected="zoom") as tabs:
         for command in TABS:
@@ -87,7 +92,9 @@ def _tabs(gr) -> tuple[Any, dict[str, dict[str, Any]], dict[str, Any]]:
                 forms[command] = command_form(gr, command)
         with gr.Tab("layers", id="layers"):
             browser = layer_browser(gr)
-    return tabs, forms, browser
+        with gr.Tab("live", id="live", elem_id="tab-live"):
+            live = live_tab(gr, dreams)
+    return tabs, forms, browser, live
 
 
 def _results(gr, studio: Studio) -> tuple[View, Any]:

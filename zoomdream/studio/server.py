@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from zoomdream.errors import ZoomdreamError
+from zoomdream.studio.live_tab import LIVE_CSS
 from zoomdream.studio.page import PAGE_JS, build_app
 from zoomdream.studio.session import Studio
 
@@ -30,7 +31,8 @@ def serve(workdir: str | Path, *, host: str = "127.0.0.1", port: int = 7860, sha
         try:
             # Quiet: Gradio's start-up lines tell the user to set `share=True` in `launch()`; ours name our flag.
             app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
-                       allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"], js=PAGE_JS)
+                       allowed_paths=[str(studio.workdir)], theme=_theme(gr), footer_links=["api"], js=PAGE_JS,
+                       css=LIVE_CSS)
         except OSError as e:
             if "port" not in str(e):
                 raise
@@ -82,6 +84,7 @@ def _close(app, studio: Studio) -> None:
     """Close the server at once (its port refuses before this returns) and let a running render end at its
     next frame, kept for Resume (a second Ctrl-C leaves that frame)."""
     studio.stop()
+    app.live.stop()  # a visitor's live dream holds the engine while their frames come: none will now
     app.close(verbose=False)
     if studio.busy.locked():
         print("zoomdream studio: stopping the render after its frame in progress (kept for Resume)", flush=True)
