@@ -71,8 +71,11 @@ def wire_live(view: View, app, live: LiveDreams, made: dict[str, Any]) -> None:
     def stopped(request: gr.Request) -> str:  # not from __future__'s string annotations: Gradio reads this one
         return live.stop(request.session_hash)
 
+    def left(request: gr.Request) -> None:  # a visitor who leaves frees the engine
+        live.stop(request.session_hash)
+
     made["stop"].click(stopped, None, status, js=STOP_JS, api_visibility="private", concurrency_limit=None)
-    app.unload(stopped)  # a visitor who leaves frees the engine
+    app.unload(left)
     for name in ("step_size", "steps", "layers"):
         control = made[name]
         events = [control.submit, control.blur] if name == "layers" else [control.change]

@@ -1,0 +1,169 @@
+"""The studio's Live tab in Debian's Chromium with a fake webcam: a Y4M made at test time from the clips in
+tests/data (the test card, then Big Buck Bunny: two scenes that differ everywhere) that Chromium plays as the
+camera. The tab receives dreamed frames that differ from the camera's and follow it; a slider change shows in
+the frames after it; a bad layers value is a notice and changes nothing; Stop ends the stream; a second visitor
+is told to wait, dreams once the first stops, and frees the engine by leaving. Each wait is for an event (a
+frame dreamed, a line shown), never a fixed time."""
+import subprocess
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import wait_for
+from test_studio_browser import CHROMIUM, FLAGS
+
+sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+
+DATA = Path(__file__).resolve().parent / "data"
+STATUS = "#live-status textarea, #live-status input"
+SCENES: dict = {}  # the camera's scenes, as its first and last frames
+
+
+@pytest.fixture(scope="module")
+def camera(tmp_path_factory) -> Path:
+    """The fake webcam: the test card (2 s) then Big Buck Bunny (1 s), 256x144 at 25 fps, as Y4M (yuv420p,
+    which Chromium's fake capture reads), looped by Chromium."""
+    from zoomdream.media.ffmpeg import ffmpeg_exe
+
+    path = tmp_path_factory.mktemp("camera") / "camera.y4m"
+    scale = "scale=256:144:force_original_aspect_ratio=increase,crop=256:144,fps=25,format=yuv420p,setsar=1"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(DATA / "example.mp4"), "-i",
+                    str(DATA / "big_buck_bunny_432_433.webm"), "-filter_complex",
+                    f"[0:v]{scale}[a];[1:v]{scale}[b];[a][b]concat=n=2:v=1[v]", "-map", "[v]", "-f", "yuv4mpegpipe",
+                    str(path)], check=True)
+    return path
+
+
+@pytest.fixture
+def live(studio, monkeypatch):
+    """The studio's live engine, each dreamed frame recorded: (visitor, camera frame at the dream's size, dream,
+    the step size it was dreamed with). The engine is left free for the next test."""
+    dreams = studio[0].live
+    frames, lock = [], threading.Lock()
+    dream = dreams.frame
+
+    def recorded(visitor, image):
+        made, line = dream(visitor, image)
+        if made is not None:
+            with lock:
+                frames.append((visitor, *dreams.latest, dreams.source.settings.dream.step_size))
+        return made, line
+
+    monkeypatch.setattr(dreams, "frame", recorded)
+    dreams.frames = frames
+    yield dreams
+    dreams.stop()
+    assert not studio[0].studio.busy.locked()
+
+
+@contextmanager
+def browser(camera: Path):
+    """Headless Debian Chromium whose webcam plays ``camera`` (no permission prompt)."""
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS + [
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def live_page(chromium, url: str):
+    """A visitor: a page of its own (its own Gradio session) on the live tab."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    page.get_by_role("tab", name="live").click()
+    page.wait_for_selector("#live-start")
+    return page
+
+
+def wait_line(page, start: str, timeout: float = 60_000) -> str:
+    """Wait until the live line starts with ``start``; returns it."""
+    status = page.locator(STATUS).first
+    page.wait_for_function("([s, start]) => s.value.startsWith(start)", arg=[status.element_handle(), start],
+                           timeout=timeout)
+    return status.input_value()
+
+
+def set_slider(page, slider: str, value: str) -> None:
+    """Type ``value`` into a slider's number box, as a visitor may instead of dragging."""
+    box = page.locator(f"{slider} input[type=number]")
+    box.fill(value)
+    box.press("Enter")
+
+
+def scene(frame: np.ndarray, camera: Path) -> int:
+    """Which of the camera's two scenes ``frame`` shows (0: the test card, 1: the bunny), either way round (the
+    page mirrors the webcam as a mirror does)."""
+    if camera not in SCENES:
+        from zoomdream import media
+
+        frames = list(media.read_video(camera))
+        SCENES[camera] = (frames[0], frames[-1])
+    return int(np.argmin([min(difference(frame, first), difference(frame, first[:, ::-1]))
+                          for first in SCENES[camera]]))
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b).mean())
+
+
+def test_the_live_tab_dreams_the_webcam_and_follows_it_and_the_strength_acts_on_the_next_frame(studio, live,
+                                                                                            camera):
+    with browser(camera) as chromium:
+        page = live_page(chromium, studio[1])
+        set_slider(page, "#live-step-size", "0.08")  # a strong dream, set before Start
+        wait_line(page, "step size 0.08 from the next frame")
+        page.click("#live-start")
+        wait_for(lambda: len({scene(frame, camera) for _, frame, *_ in live.frames[4:]}) == 2, 60,
+                 "dreamed frames of both scenes")
+        line = wait_line(page, "dreaming: frame ")
+        assert " fps · latency " in line, line
+        page.wait_for_function("() => { const i = document.querySelector('#live-dream img'); "
+                               "return i && i.complete && i.naturalWidth === 256; }")  # a dream shown, 256x144
+        dreamed = live.frames[4:]  # past the first frames, which start from the camera's own
+        # Differ from the camera's, and follow it: each dream is nearer its own camera frame than the other scene's.
+        for _, frame, dream, _ in dreamed:
+            own = difference(dream, frame)
+            other = min(difference(dream, other) for _, other, *_ in dreamed
+                        if scene(other, camera) != scene(frame, camera))
+            assert 6 < own < other / 2, (own, other)
+        before = np.mean([difference(dream, frame) for _, frame, dream, _ in dreamed])
+        # Strength 0: the frames after it are the camera's, carried (the last dream fading out as --smooth says).
+        set_slider(page, "#live-step-size", "0")
+        wait_for(lambda: sum(step == 0 for *_, step in live.frames) >= 14, 60, "14 frames at strength 0")
+        after = [difference(dream, frame) for _, frame, dream, step in live.frames if step == 0][-3:]
+        assert max(after) < before / 3, (after, before)
+        assert all(step == 0.08 for *_, step in dreamed)  # nothing changed before it
+        # A bad layers value: a notice, and the engine's layers as they were.
+        page.locator("#live-layers textarea, #live-layers input").first.fill("block99:1")
+        page.locator("#live-layers textarea, #live-layers input").first.press("Enter")
+        page.locator(".toast-body").filter(has_text="the model has no layer 'block99'").wait_for(timeout=30_000)
+        assert live.source.settings.engine.layers is None
+        # Stop ends the stream: the camera's own stream stops, the engine is free, and no frame comes after it.
+        page.click("#live-stop")
+        assert wait_line(page, "stopped after ").startswith("stopped after ")
+        wait_for(lambda: live.owner is None, 30, "the engine freed")
+        made = len(live.frames)
+        set_slider(page, "#live-steps", "2")
+        wait_line(page, "steps 2 from the next frame")  # a round trip to the server after Stop
+        assert len(live.frames) == made and live.owner is None
+
+
+def test_a_second_visitor_is_told_to_wait_and_dreams_once_the_first_stops_then_leaving_frees_it(studio, live,
+                                                                                                camera):
+    with browser(camera) as chromium:
+        first, second = live_page(chromium, studio[1]), live_page(chromium, studio[1])
+        first.click("#live-start")
+        wait_line(first, "dreaming: frame ")
+        second.click("#live-start")
+        assert wait_line(second, "waiting: another visitor is dreaming").endswith("yours starts when they stop")
+        assert {visitor for visitor, *_ in live.frames} == {live.owner}  # only the first's frames are dreamed
+        first.click("#live-stop")
+        wait_line(second, "dreaming: frame ")  # its stream went on: it takes the engine at its next frame
+        assert len({visitor for visitor, *_ in live.frames}) == 2
+        second.close(run_before_unload=True)  # leaving frees the engine (Gradio's unload)
+        wait_for(lambda: live.owner is None and not studio[0].studio.busy.locked(), 30, "the engine freed")
