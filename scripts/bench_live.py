@@ -211,12 +211,120 @@ def cpu_features() -> str:
     return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags)
 
 
+# The page path: the studio's Live tab in Debian's Chromium, its fake webcam playing the barcode frames. In the
+# page, each camera frame's index is read as the browser shows it (requestVideoFrameCallback) and each dream's
+# when its image has loaded: the latency is the browser's own, camera to dream on screen, both hops included.
+PAGE_WATCH = """() => {
+    const BITS = 16, canvas = document.createElement('canvas'), ctx = canvas.getContext('2d', {willReadFrequently: true});
+    const decode = (data, w, h, flip) => {
+        const bw = Math.floor(w / BITS), bh = Math.max(8, Math.floor(h / 10));
+        let k = 0;
+        for (let i = 0; i < BITS; i++) {
+            const mean = row => {
+                let sum = 0, n = 0;
+                for (let y = row * bh + Math.floor(bh / 4); y < row * bh + Math.floor(3 * bh / 4); y++)
+                    for (let x = i * bw + Math.floor(bw / 4); x < i * bw + Math.floor(3 * bw / 4); x++) {
+                        const o = (y * w + (flip ? w - 1 - x : x)) * 4;
+                        sum += (data[o] + data[o + 1] + data[o + 2]) / 3; n++;
+                    }
+                return sum / n;
+            };
+            const bit = mean(0), inverse = mean(1);
+            if (Math.abs(bit - inverse) < 60) return null;
+            if (bit > inverse) k |= 1 << i;
+        }
+        return k;
+    };
+    const read = (source, w, h, flip) => {
+        canvas.width = w; canvas.height = h; ctx.drawImage(source, 0, 0, w, h);
+        return decode(ctx.getImageData(0, 0, w, h).data, w, h, flip);
+    };
+    window.camera = {}; window.dreams = {}; window.unread = 0;
+    const video = document.querySelector('#live-camera video');
+    const shown = () => {
+        if (video.videoWidth) {
+            const k = read(video, video.videoWidth, video.videoHeight, false);
+            if (k !== null && !(k in camera)) camera[k] = performance.now();
+        }
+        video.requestVideoFrameCallback(shown);
+    };
+    video.requestVideoFrameCallback(shown);
+    let last = null;
+    const loaded = img => {
+        const k = read(img, img.naturalWidth, img.naturalHeight, true);  // the page sends the webcam mirrored
+        if (k === null) unread++; else if (!(k in dreams)) dreams[k] = performance.now();
+    };
+    new MutationObserver(() => {
+        const img = document.querySelector('#live-dream img');
+        if (!img || img.src === last) return;
+        last = img.src;
+        if (img.complete && img.naturalWidth) loaded(img); else img.addEventListener('load', () => loaded(img), {once: true});
+    }).observe(document.querySelector('#live-dream'), {subtree: true, childList: true, attributes: true});
+}"""
+
+
+def page_case(model, seconds: float, steps: int = 1) -> dict:
+    """The studio's Live tab at 256x144 (the page's dream size from a 16:9 camera) with ``steps`` steps and one
+    octave, as the stream cases: fps (distinct dreams shown a second) and latency from a camera frame shown to
+    its dream shown, in the browser. Prints ``page_fps=`` and ``page_latency_p50/p95=``."""
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    from zoomdream.studio import serve
+
+    w, h, fps = 256, 144, 30
+    folder = Path(tempfile.mkdtemp(prefix="zoomdream-bench-page-"))
+    camera = folder / "camera.y4m"
+    ff = Ffmpeg(["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", str(fps), "-i", "pipe:0",
+                 "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", str(camera)], stdin=subprocess.PIPE)
+    for k in range(int(fps * (seconds + 30))):  # longer than the run: Chromium loops the file
+        ff.proc.stdin.write(barcode_frame(k, w, h).tobytes())
+    ff.proc.stdin.close()
+    ff.proc.wait()
+    port = free_port()
+    app = serve(folder / "studio", port=port, block=False, models={(model.backbone.name, None, model.precision):
+                                                                      model})
+    flags = ["--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+             f"--use-file-for-fake-video-capture={camera}"]
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_role("tab", name="live").click()
+            box = page.locator("#live-steps input[type=number]")
+            box.fill(str(steps))
+            box.press("Enter")
+            status = page.locator("#live-status textarea, #live-status input").first
+            page.wait_for_function("s => s.value.startsWith('steps')", arg=status.element_handle())
+            page.click("#live-start")
+            page.wait_for_function("s => s.value.startsWith('dreaming: frame 10 ')", arg=status.element_handle(),
+                                   timeout=120_000)  # past the first frame's compiling
+            page.evaluate(PAGE_WATCH)
+            time.sleep(seconds)
+            camera_at, dreams, unread = page.evaluate("() => [window.camera, window.dreams, window.unread]")
+            line = status.input_value()
+            page.click("#live-stop")
+            browser.close()
+    finally:
+        app.close()
+    latencies = sorted(t - camera_at[k] for k, t in dreams.items() if k in camera_at)
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
+    page_fps = len(dreams) / seconds
+    print(f"page 256x144 real model, {steps} step(s), 1 octave, Chromium with a fake webcam: page_fps={page_fps:.1f} "
+          f"page_latency_p50={p(0.5):.0f}ms page_latency_p95={p(0.95):.0f}ms unread={unread} (the tab: {line})",
+          flush=True)
+    return dict(fps=page_fps, p95=p(0.95))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--cases", default="cpu256,cpu426,sim720")
     parser.add_argument("--long", type=float, default=0, help="run the 256x144 case this long; print RSS")
     parser.add_argument("--flow-size", type=int, default=320, help="--flow-size of the 1280x720 case")
+    parser.add_argument("--no-page", action="store_true", help="leave out the page path (the studio's Live tab)")
     args = parser.parse_args()
     from zoomdream.models import load_model
     from zoomdream.precision import resolve
@@ -233,6 +341,8 @@ def main() -> None:
                              flow_size=args.flow_size if size == "1280x720" else 0)["fps"]
     if "cpu256" in fps:
         print(f"live_fps={fps['cpu256']:.1f}")
+    if not args.no_page:
+        page_case(model, args.seconds)
 
 
 if __name__ == "__main__":

@@ -83,9 +83,8 @@ def live_page(chromium, url: str):
 def wait_line(page, start: str, timeout: float = 60_000) -> str:
     """Wait until the live line starts with ``start``; returns it."""
     status = page.locator(STATUS).first
-    page.wait_for_function("([s, start]) => s.value.startsWith(start)", arg=[status.element_handle(), start],
-                           timeout=timeout)
-    return status.input_value()
+    return page.wait_for_function("([s, start]) => s.value.startsWith(start) && s.value",
+                                  arg=[status.element_handle(), start], timeout=timeout).json_value()
 
 
 def set_slider(page, slider: str, value: str) -> None:

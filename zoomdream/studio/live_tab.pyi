@@ -1,0 +1,121 @@
+"""The studio's Live tab: the visitor's webcam streams to the server through Gradio's own streaming image, each
+frame is dreamed by the live frame source (``live_session``) and the dream comes back beside it, with fps and
+latency, Start and Stop, and sliders that act on the next frame. Why Gradio's stream and not WebRTC (FastRTC):
+docs/live.md (FastRTC needs Gradio below 6; this stream holds the dream's own rate at 256x144 on a CPU).
+
+Start and Stop drive the webcam's own record button (hidden, ``LIVE_CSS``), so the stream and the engine start
+and end together; one visitor dreams at a time and the others are told they wait (``LiveDreams``)."""
+import base64
+from typing import Any
+
+import numpy as np
+
+from zoomdream.errors import error_line
+from zoomdream.studio.live_session import LiveDreams
+from zoomdream.studio.view import View
+
+STREAM_EVERY = 0.04  # the most often the browser sends a frame; it sends none while the last is being dreamed
+LIVE_CSS = "#live-camera button[aria-label='capture photo'] {display: none !important}"
+# Start: let the page use the webcam (the browser asks once), then start its stream; Stop: end the stream.
+CAMERA_BUTTON = "document.querySelector(\"#live-camera button[aria-label='capture photo']\")"
+START_JS = f"""async () => {{
+    const grant = document.querySelector('#live-camera [title="grant webcam access"] button');
+    if (grant) grant.click();
+    for (let i = 0; i < 200 && !{CAMERA_BUTTON}; i++) await new Promise(r => setTimeout(r, 50));
+    const record = {CAMERA_BUTTON};
+    if (record && !record.textContent.includes('Stop')) record.click();
+}}"""
+STOP_JS = f"""() => {{
+    const record = {CAMERA_BUTTON};
+    if (record && record.textContent.includes('Stop')) record.click();
+}}"""
+
+
+def live_tab(gr, live: LiveDreams) -> dict[str, Any]:
+    """The tab's controls: the camera and the dream side by side, the figures line, Start and Stop, the
+    sliders and the layers box (each starting at the live job's own value)."""
+    made: dict[str, Any] = {}
+    gr.Markdown("Your webcam, dreamed as it plays: press **Start** (the browser asks to use the camera). One "
+                "visitor dreams at a time; the sliders and the layers act on the next frame.")
+    with gr.Row():
+        made["start"] = gr.Button("Start", variant="primary", elem_id="live-start")
+        made["stop"] = gr.Button("Stop", elem_id="live-stop")
+    made["status"] = gr.Textbox(label="live", value="press Start", interactive=False, elem_id="live-status")
+    with gr.Row():
+        made["camera"] = gr.Image(label="your camera", sources=["webcam"], streaming=True, type="numpy",
+                                  elem_id="live-camera")
+        made["dream"] = inline_image(gr)(label="dreamed", interactive=False, elem_id="live-dream")
+    job = live.job
+    with gr.Row():
+        made["step_size"] = gr.Slider(0, 0.1, value=float(job.step_size), step=0.005, label="strength (step size)",
+                                      info="how far each step moves the pixels; 0: the camera, carried",
+                                      elem_id="live-step-size")
+        made["steps"] = gr.Slider(0, 10, value=int(job.steps), step=1, label="steps",
+                                  info="ascent steps a frame: more is stronger and slower", elem_id="live-steps")
+    made["layers"] = gr.Textbox(label="layers", value=job.layers or "", max_lines=1, elem_id="live-layers",
+                                info="LAYER:WEIGHT,... as in --layers (empty: the model's own); Enter applies")
+    return made
+
+
+def wire_live(view: View, app, live: LiveDreams, made: dict[str, Any]) -> None:
+    """The stream, Start, Stop, the controls, and the engine freed when a visitor's page closes."""
+    gr, status = view.gr, made["status"]
+
+    def dreamed(image, request: gr.Request):
+        if image is None:
+            return gr.skip(), gr.skip()
+        dream, line = live.frame(request.session_hash, image)
+        return (gr.skip() if dream is None else dream), line
+
+    made["camera"].stream(dreamed, made["camera"], [made["dream"], status], stream_every=STREAM_EVERY,
+                          time_limit=None, concurrency_limit=None, api_visibility="private")
+    made["start"].click(lambda: "starting the camera", None, status, js=START_JS, queue=False,
+                        api_visibility="private")
+    def stopped(request: gr.Request) -> str:  # not from __future__'s string annotations: Gradio reads this one
+        return live.stop(request.session_hash)
+
+    def left(request: gr.Request) -> None:  # a visitor who leaves frees the engine
+        live.stop(request.session_hash)
+
+    made["stop"].click(stopped, None, status, js=STOP_JS, api_visibility="private", concurrency_limit=None)
+    app.unload(left)
+    for name in ("step_size", "steps", "layers"):
+        control = made[name]
+        events = [control.submit, control.blur] if name == "layers" else [control.change]
+        for event in events:
+            event(_setter(view, live, name), control, status, api_visibility="private", concurrency_limit=None)
+
+
+def inline_image(gr):
+    """``gr.Image`` whose frames reach the page inside the event's own message, as a JPEG data URL, instead of
+    as a file written to Gradio's cache that the page then fetches: 6.0 dreams shown a second against 4.1 on
+    the same stream (a loaded 2-core machine; docs/live.md)."""
+    from gradio.data_classes import ImageData
+from gradio.events import Dependency
+
+    class InlineImage(gr.Image):
+        is_template = True  # drawn by Gradio's own image component
+
+        def postprocess(self, value):
+            if isinstance(value, np.ndarray):
+                return ImageData(url=jpeg_data_url(value))
+            return super().postprocess(value)
+
+    return InlineImage
+
+
+def jpeg_data_url(frame: np.ndarray) -> str:
+    import cv2
+
+    _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode()
+
+
+def _setter(view: View, live: LiveDreams, name: str):
+    """A control's change sent to the live controls: a line saying so, or the error as a notice."""
+    def set_control(value):
+        try:
+            return live.control(name, value)
+        except Exception as e:
+            return view.noticed(error_line(e))
+    return set_control
