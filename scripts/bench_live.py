@@ -12,7 +12,11 @@ Cases: the real default model on this CPU at 256x144 and 426x240, and a simulate
 (a dreamer that sleeps for a GPU's dream time and uses no CPU: bench_pipeline.py's 0.03 s, the H200's zoom
 dream at 1280x720). ``--long S`` runs the 256x144 case S seconds and prints RSS at its start and end.
 
-    python scripts/bench_live.py [--seconds 20] [--cases cpu256,cpu426,sim720] [--long 600] [--profile]
+Then the page path (``--no-page`` leaves it out): the studio's Live tab in Debian's Chromium whose fake webcam
+plays the barcoded frames; the page reads each camera frame's index as it shows it and each dream's as its
+image loads: ``page_fps=``, ``page_latency_p50=``, ``page_latency_p95=`` (the real model at 256x144, 1 step).
+
+    python scripts/bench_live.py [--seconds 20] [--cases cpu256,cpu426,sim720] [--long 600] [--no-page]
 """
 from __future__ import annotations
 

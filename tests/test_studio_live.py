@@ -3,7 +3,7 @@ tests/data (the test card, then Big Buck Bunny: two scenes that differ everywher
 camera. The tab receives dreamed frames that differ from the camera's and follow it; a slider change shows in
 the frames after it; a bad layers value is a notice and changes nothing; Stop ends the stream; a second visitor
 is told to wait, dreams once the first stops, and frees the engine by leaving. Each wait is for an event (a
-frame dreamed, a line shown), never a fixed time."""
+frame dreamed, a line shown), never a fixed time. A screenshot is kept in test-artifacts/studio-live.png."""
 import subprocess
 import threading
 from contextlib import contextmanager
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import wait_for
-from test_studio_browser import CHROMIUM, FLAGS
+from test_studio_browser import ARTIFACTS, CHROMIUM, FLAGS
 
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
@@ -131,6 +131,10 @@ def test_the_live_tab_dreams_the_webcam_and_follows_it_and_the_strength_acts_on_
                         if scene(other, camera) != scene(frame, camera))
             assert 6 < own < other / 2, (own, other)
         before = np.mean([difference(dream, frame) for _, frame, dream, _ in dreamed])
+        wait_for(lambda: [scene(frame, camera) for _, frame, *_ in live.frames[-4:]] == [0] * 4, 60,
+                 "four dreams of the test card in a row")  # the screenshot shows one scene on both sides
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "studio-live.png"))  # docs/images/studio-live.jpg
         # Strength 0: the frames after it are the camera's, carried (the last dream fading out as --smooth says).
         set_slider(page, "#live-step-size", "0")
         wait_for(lambda: sum(step == 0 for *_, step in live.frames) >= 14, 60, "14 frames at strength 0")

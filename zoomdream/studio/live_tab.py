@@ -1,7 +1,7 @@
 """The studio's Live tab: the visitor's webcam streams to the server through Gradio's own streaming image, each
 frame is dreamed by the live frame source (``live_session``) and the dream comes back beside it, with fps and
-latency, Start and Stop, and sliders that act on the next frame. Why Gradio's stream and not WebRTC (FastRTC):
-docs/live.md (FastRTC needs Gradio below 6; this stream holds the dream's own rate at 256x144 on a CPU).
+latency, Start and Stop, and sliders that act on the next frame. Not WebRTC (FastRTC): it needs Gradio below 6,
+and measured here it was no faster (docs/live.md has the figures).
 
 Start and Stop drive the webcam's own record button (hidden, ``LIVE_CSS``), so the stream and the engine start
 and end together; one visitor dreams at a time and the others are told they wait (``LiveDreams``)."""
@@ -68,7 +68,8 @@ def wire_live(view: View, app, live: LiveDreams, made: dict[str, Any]) -> None:
         return (gr.skip() if dream is None else dream), line
 
     made["camera"].stream(dreamed, made["camera"], [made["dream"], status], stream_every=STREAM_EVERY,
-                          time_limit=None, concurrency_limit=None, api_visibility="private")
+                          time_limit=None, concurrency_limit=None, api_visibility="private",
+                          show_progress="hidden")  # no timer over the dream at every frame
     made["start"].click(lambda: "starting the camera", None, status, js=START_JS, queue=False,
                         api_visibility="private")
     def stopped(request: gr.Request) -> str:  # not from __future__'s string annotations: Gradio reads this one
@@ -87,8 +88,8 @@ def wire_live(view: View, app, live: LiveDreams, made: dict[str, Any]) -> None:
 
 def inline_image(gr):
     """``gr.Image`` whose frames reach the page inside the event's own message, as a JPEG data URL, instead of
-    as a file written to Gradio's cache that the page then fetches: 6.0 dreams shown a second against 4.1 on
-    the same stream (a loaded 2-core machine; docs/live.md)."""
+    as a file written to Gradio's cache that the page then fetches: 5.7 dreams shown a second against 3.5, p95
+    latency 412 against 738 ms (the real model at 256x144 on a loaded 2-core machine; docs/live.md)."""
     from gradio.data_classes import ImageData
 
     class InlineImage(gr.Image):
