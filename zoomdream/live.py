@@ -18,6 +18,8 @@ from collections import deque
 
 import numpy as np
 
+from zoomdream.audio.inputs import SOURCE, open_live_audio
+from zoomdream.audio.live import LiveAnalyser
 from zoomdream.config import Job
 from zoomdream.errors import ZoomdreamError, one_line
 from zoomdream.media import stream
@@ -201,6 +203,8 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
         now = time.monotonic()
         if start is None:  # the clock starts with the first source frame, not the model load
             start = source.arrived if reader is not None else now
+            if source.audio is not None:
+                source.audio.start(start)  # an --audio FILE plays from here
         if stalled:
             status.say("zoomdream: source back")
             stalled = False
@@ -265,15 +269,18 @@ def main(job: Job, targets: list[str], *, check_only: bool = False, model: Loade
     if check_only:
         status.say(f"checked {', '.join(targets)}")
         return 0
-    reader = None
+    reader = audio = None
     device = stream.camera_device(settings.source or "")
     if device and not os.path.exists(device):
         raise ZoomdreamError(f"no camera at {device} (check the device, or give a stream URL or a file)")
+    analyser = LiveAnalyser(settings.fps) if settings.audio else None
     if settings.kind in ("camera", "url", "file"):
         reader = stream.NewestFrames(settings.source, settings.size, loop=settings.loop_source,
-                                     reconnect=settings.kind != "file")
+                                     reconnect=settings.kind != "file",
+                                     audio=analyser if settings.audio == SOURCE else None)
     outputs: list[LiveOutput] = []
     try:  # from here on, whatever stops it (Ctrl-C while the model loads too) stops ffmpeg and closes the outputs
+        audio = open_live_audio(settings.audio, analyser, reader)  # a missing microphone fails here
         if settings.kind in ("camera", "url"):  # one that cannot be opened fails now, before the model loads
             reader.start().wait_started(START_WAIT_S)
         outputs = [LiveOutput(target, settings.size, settings.fps, status.say) for target in targets]
@@ -287,6 +294,7 @@ def main(job: Job, targets: list[str], *, check_only: bool = False, model: Loade
         from zoomdream.loops.live import Source
 
         source = Source(settings, model, reader)
+        source.audio = audio
         figures = run(source, outputs, status, seconds=settings.seconds, frames=settings.frames, seed=settings.seed,
                       stop=stop)
     except KeyboardInterrupt:
@@ -296,6 +304,8 @@ def main(job: Job, targets: list[str], *, check_only: bool = False, model: Loade
             out.close()
         if reader is not None:
             reader.close()
+        if audio is not None:
+            audio.close()
     written = ", ".join(o.target for o in outputs if not o.failed) or "nothing"
     if report is not None and figures is not None:
         report.update(figures)

@@ -44,6 +44,7 @@ class LiveSettings:
     engine: EngineSettings
     seed: int
     zoom: object = None  # --noise: the zoom loop's settings (loops.zoom.ZoomSettings)
+    audio: str | None = None  # the music: "mic", "source" or a file's path (zoomdream.audio.inputs)
 
 
 def source_kind(source: str | None, noise: bool) -> str:
@@ -95,11 +96,14 @@ def resolve(job: Job) -> LiveSettings:
         w, h = size
         zoom = zoom_loop.resolve(replace(job, command="zoom", input=None, size=f"{w}x{h}", max_size=None,
                                          frames=MAX_FRAMES, audio=None, interpolate=1, loop=False))
+    from zoomdream.audio.inputs import check_live_audio
+
+    audio = check_live_audio(job.audio, kind, job.input)
     return LiveSettings(
         source=job.input, kind=kind, size=size, fps=fps, seconds=seconds, frames=frames, loop_source=job.loop_source,
         blend=number(job.blend, "blend", low=0, high=1), smooth=number(job.smooth, "smooth", low=0, high=0.99),
         flow=job.flow, flow_size=flow_size(job), dream=constant_dream(job),
-        engine=resolve_engine(job, keyframed=kind == "noise"), seed=seed, zoom=zoom)
+        engine=resolve_engine(job, keyframed=kind == "noise"), seed=seed, zoom=zoom, audio=audio)
 
 
 def levels(dream: DreamSettings) -> list[tuple[int, int, float]]:
@@ -128,6 +132,7 @@ class Source(LoopSource):
         self.taken = 0.0  # when it was taken: the frame's work starts
         self.before = None  # (the source frame, the output) of the last frame made, at the dream's size
         self.zoom, self.zoom_level = None, 0
+        self.audio = None  # the live music (zoomdream.audio.inputs.LiveAudio), set by the caller
         if settings.kind == "noise":
             from zoomdream.loops.zoom import Source as Zoom
 

@@ -86,11 +86,12 @@ def _cause(first: list[str], last) -> str:
 class Ffmpeg:
     """An ffmpeg child whose stderr is drained on a thread, so a chatty ffmpeg never blocks on a full pipe."""
 
-    def __init__(self, args: list[str], *, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL):
+    def __init__(self, args: list[str], *, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 pass_fds: tuple[int, ...] = ()):
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *args]
-        try:
+        try:  # pass_fds: pipes ffmpeg writes more outputs to (``pipe:N``)
             self.proc = subprocess.Popen(
-                cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, **_popen_kwargs()
+                cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, pass_fds=pass_fds, **_popen_kwargs()
             )
         except OSError as e:
             raise ZoomdreamError(f"cannot start ffmpeg: {e.strerror or e} (reinstall imageio-ffmpeg)") from None
