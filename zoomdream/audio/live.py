@@ -9,9 +9,9 @@ analysis is only what needs the future there:
   the range from the quietest level so far (at most 60 dB under the loudest) to the loudest.
 * A feature is the mean (``onset``: the largest) over the last frame's time, ``1 / fps`` seconds.
 * ``bpm``: the tempo of the last ``TEMPO_WINDOW_S`` seconds of onsets (``features.tempo``), re-estimated every
-  ``TEMPO_EVERY_S``; 0 until something repeats.
-* ``beat``: a beat on each strong onset (a peak of the flux above the recent mean plus a standard deviation)
-  at least half a period after the last beat; without one, the next beat is predicted a period after the last;
+  ``TEMPO_EVERY_S``; 0 until something repeats, and while no beat is followed.
+* ``beat``: a beat on each strong onset (a peak of the flux above the recent mean plus a standard deviation,
+  and at least ``STRONG`` of the largest so far) at least half a period after the last beat; without one, the next beat is predicted a period after the last;
   an onset up to a quarter period after a predicted beat moves the beat onto it. Prediction stops after four
   periods without a strong onset.
 
@@ -36,6 +36,7 @@ TEMPO_WINDOW_S = 8.0  # the onsets the tempo is estimated from
 TEMPO_EVERY_S = 0.5
 HISTORY_S = 2.0  # how far back snapshot(until=...) reaches: a source's video may lag its audio this much
 BEAT_GIVE_UP = 4  # periods without a strong onset before beats are no longer predicted
+STRONG = 0.3  # a beat's onset is at least this share of the largest so far (a steady tone's ripple is not one)
 
 
 class LiveAnalyser:
@@ -104,7 +105,7 @@ class LiveAnalyser:
         values = dict(loudness=self._loudness(power), onset=scaled[0], bass=scaled[1], mid=scaled[2],
                       treble=scaled[3])
         self._beats(row[4], when)
-        return when, (values, self.last_beat, self.bpm)
+        return when, (values, self.last_beat, self.bpm if self.last_beat is not None else 0.0)
 
     def _loudness(self, power: float) -> float:
         db = 10.0 * math.log10(max(power, 1e-12))
@@ -128,7 +129,7 @@ class LiveAnalyser:
         env = self.envelope
         if len(env) >= 3 and env[-3] < env[-2] >= env[-1]:  # a peak one hop back: dated to its hop
             recent = np.array(env)
-            if env[-2] > recent.mean() + recent.std():
+            if env[-2] > max(recent.mean() + recent.std(), STRONG * self.peaks[0]):
                 onset = when - self.hop_s
                 self.last_strong = onset
                 if self.last_beat is None or onset - self.last_beat >= period / 2:
