@@ -39,15 +39,17 @@ class FakeSounddevice(types.ModuleType):
     class PortAudioError(Exception):
         pass
 
-    def __init__(self, refuse: str | None = None):
+    def __init__(self, refuse: str | None = None, rate: float | None = None):
         super().__init__("sounddevice")
-        self.refuse, self.streams = refuse, []
+        self.refuse, self.rate, self.streams = refuse, rate, []  # rate: the only one the device takes
         fake = self
 
         class InputStream:
             def __init__(self, *, samplerate, channels, dtype, blocksize, latency, callback):
                 if fake.refuse:
                     raise fake.PortAudioError(fake.refuse)
+                if fake.rate and samplerate != fake.rate:
+                    raise fake.PortAudioError("Error opening InputStream: Invalid sample rate [PaErrorCode -9997]")
                 self.settings, self.callback = (samplerate, channels, dtype, blocksize), callback
                 self.started = self.closed = False
                 fake.streams.append(self)
@@ -68,6 +70,9 @@ class FakeSounddevice(types.ModuleType):
                     yield i + len(block)
 
         self.InputStream = InputStream
+
+    def query_devices(self, kind):
+        return {"default_samplerate": self.rate or 44100.0}
 
 
 @pytest.fixture
@@ -90,6 +95,25 @@ def test_a_wav_fed_as_the_microphone_shows_its_onset_after_it_never_before(micro
     assert max(before) < 0.05, max(before)  # the hum alone: nothing new
     first = next(when for when, onset in seen if when >= 0.5 and onset > 0.5)
     assert ONSET_S <= first <= ONSET_S + 0.05, first  # after it, within the 50 ms the analysis may add
+
+
+def test_a_device_that_refuses_the_analysis_rate_is_read_at_its_own(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSounddevice(rate=48000.0))
+    mic = Microphone(LiveAnalyser(fps=24))
+    stream_ = sys.modules["sounddevice"].streams[0]
+    assert stream_.settings[0] == 48000.0 and stream_.settings[3] == 557  # about a hop's time
+    def sound(rate):
+        t = np.arange(2 * int(rate)) / rate
+        return (0.5 * np.sin(2 * np.pi * 100 * t) * (t < 1) + 0.3 * np.sin(2 * np.pi * 1000 * t)
+                + 0.2 * np.sin(2 * np.pi * 6000 * t)).astype(np.float32)
+
+    for heard in stream_.play(sound(48000)):
+        pass
+    direct = LiveAnalyser(fps=24)
+    direct.feed(sound(RATE))
+    assert mic.analyser.now == pytest.approx(2.0, abs=1e-3)
+    for name, value in direct.snapshot().items():
+        assert mic.snapshot()[name] == pytest.approx(value, abs=0.02), name
 
 
 def test_a_schedule_reads_the_snapshot_of_its_frame(microphone):
@@ -153,30 +177,27 @@ def test_tempo_and_beat_come_from_the_recent_past(tmp_path):
 
 
 def test_source_audio_is_read_with_its_video_and_never_ahead_of_its_frame(tmp_path):
-    clip = tmp_path / "flash.mkv"  # white from 1.0 s; a burst of noise from 1.0 s; PCM, so no codec smears it
+    clip = tmp_path / "flash.mkv"  # white from 1.0 s, a 1 kHz tone from 1.0 s after silence; PCM, unsmeared
     subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "color=c=black:s=64x48:r=25:d=2,drawbox="
-                    "c=white:t=fill:enable='gte(t,1)'", "-f", "lavfi", "-i", "aevalsrc='0.02*sin(2*PI*220*t)+"
-                    "0.8*gte(t,1)*random(0)*exp(-(t-1)*40)':s=22050:d=2", "-c:v", "mjpeg", "-c:a", "pcm_s16le",
-                    str(clip)], check=True)
+                    "c=white:t=fill:enable='gte(t,1)'", "-f", "lavfi", "-i", "aevalsrc='0.5*gte(t,1)*sin(2*PI*1000*t)'"
+                    ":s=22050:d=2", "-c:v", "mjpeg", "-c:a", "pcm_s16le", str(clip)], check=True)
     analyser = LiveAnalyser(fps=25)
     reader = stream.NewestFrames(str(clip), (64, 48), reconnect=False, audio=analyser).start()
     audio = LiveAudio(analyser, stamp=lambda: reader.taken_stamp)
-    taken = []
+    taken = []  # (the frame's stream time, whether it is white, its mid) for every frame taken
     try:
         while not reader.ended:
             frame = reader.take(0.5)
             if frame is not None:
-                taken.append((reader.taken_stamp, frame.mean() > 128, audio.snapshot()["onset"]))
+                taken.append((reader.taken_stamp, frame.mean() > 128, audio.snapshot()["mid"]))
     finally:
         reader.close()
     assert reader.error is None and analyser.now > 1.9  # the whole track came through the same ffmpeg
     stamps = [s for s, _, _ in taken]
     assert stamps == sorted(stamps) and stamps[-1] == pytest.approx(1.96)
-    white = next(s for s, bright, _ in taken if bright)
-    assert white == pytest.approx(1.0)  # the stamps are the video's own times
-    heard = next(s for s, _, onset in taken if s >= 0.5 and onset > 0.5)
-    assert 1.0 < heard <= 1.1, taken  # the frame after the burst began: never the one at or before it
-    assert all(onset < 0.05 for s, _, onset in taken if 0.5 <= s <= 1.0)
+    assert [s for s, white, _ in taken if white][0] == pytest.approx(1.0)  # the stamps are the video's own times
+    assert all(mid < 0.05 for s, _, mid in taken if s <= 1.0), taken  # never the tone before its frame
+    assert all(mid > 0.9 for s, _, mid in taken if s >= 1.1), taken  # and every frame from 1.1 s hears it
 
 
 def test_the_clips_own_sound_drives_the_features(tmp_path):

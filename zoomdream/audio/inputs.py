@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from zoomdream.audio.decode import RATE, check_audio, decode
 from zoomdream.audio.features import HOP
 from zoomdream.audio.live import LiveAnalyser
@@ -57,25 +59,56 @@ class LiveAudio:
 
 class Microphone(LiveAudio):
     """The default input device through sounddevice, opened at once (a missing one fails before the model
-    loads), in blocks of one analysis hop, mono at the analysis rate."""
+    loads), in blocks of about one analysis hop, mono at the analysis rate; a device that refuses that rate
+    (a sound card's own ALSA device) is read at its own and resampled."""
 
     def __init__(self, analyser: LiveAnalyser):
         super().__init__(analyser)
         sd = _sounddevice()
+        self.resample = None
         try:
-            self.stream = sd.InputStream(samplerate=RATE, channels=1, dtype="float32", blocksize=HOP,
-                                         latency="low", callback=self._heard)
+            try:
+                self.stream = self._open(sd, RATE)
+            except sd.PortAudioError as error:
+                if "sample rate" not in str(error).lower():
+                    raise
+                rate = float(sd.query_devices(kind="input")["default_samplerate"])
+                self.resample = Resample(rate, RATE)
+                self.stream = self._open(sd, rate)
             self.stream.start()
         except (sd.PortAudioError, ValueError) as error:
             raise ZoomdreamError(f"cannot open the microphone: {one_line(str(error))} (check that one is plugged "
                                  f"in and this user may use it, or give --audio FILE)") from None
 
+    def _open(self, sd, rate: float):
+        return sd.InputStream(samplerate=rate, channels=1, dtype="float32", blocksize=round(HOP * rate / RATE),
+                              latency="low", callback=self._heard)
+
     def _heard(self, samples, frames, when, status) -> None:
-        self.analyser.feed(samples[:, 0])
+        mono = samples[:, 0]
+        self.analyser.feed(mono if self.resample is None else self.resample(mono))
 
     def close(self) -> None:
         self.stream.stop()
         self.stream.close()
+
+
+class Resample:
+    """A stream of blocks from one sample rate to another by linear interpolation, continuous across blocks
+    (enough for features: what aliases from above 11 kHz lands in the treble band)."""
+
+    def __init__(self, source: float, target: float):
+        self.step = source / target  # input samples per output sample
+        self.at = 1.0  # where the next output sample falls, counted from the held sample (none yet: 0)
+        self.held = np.zeros(1, np.float32)  # the last sample of the block before
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        buffer = np.concatenate([self.held, np.asarray(block, np.float32)])
+        count = max(0, int(np.floor((len(buffer) - 1 - self.at) / self.step)) + 1)
+        out = np.interp(self.at + np.arange(count) * self.step, np.arange(len(buffer)), buffer)
+        self.at += count * self.step - (len(buffer) - 1)
+        self.held = buffer[-1:]
+        return out.astype(np.float32)
 
 
 def _sounddevice():
