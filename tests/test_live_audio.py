@@ -271,3 +271,55 @@ def test_a_missing_microphone_is_one_line_before_the_model_loads(fake, message, 
     rc, err = run(capsys, monkeypatch, "samples/chelsea.png", "--audio", "mic", "-o", str(tmp_path / "x.mp4"))
     assert rc == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "x.mp4").exists()
+
+
+def played(monkeypatch) -> tuple[list, list]:
+    """Spies on a live run: each frame's (when its source frame was taken, its step size, its music), and when
+    an --audio FILE started playing."""
+    from zoomdream.live_controls import Controls
+
+    frames, began, look, start = [], [], Controls.look, FilePlayer.start
+
+    def spy(self, t, when=None):
+        made = look(self, t, when)
+        frames.append((when, made.dream.step_size, self.variables.frames[t][1]))
+        return made
+
+    monkeypatch.setattr(Controls, "look", spy)
+    monkeypatch.setattr(FilePlayer, "start", lambda self, at: (began.append(at), start(self, at)))
+    return frames, began
+
+
+def live_job(source, **settings):
+    from zoomdream.config import make_job
+
+    return make_job({"command": "live", "input": source, "size": "64x48", "steps": 1, "fps": 24, **settings})
+
+
+def test_a_file_drives_the_live_schedules_from_the_first_frame_never_ahead(lite0, tmp_path, monkeypatch):
+    from zoomdream import live
+
+    t = np.arange(2 * RATE) / RATE
+    write_wav(tmp_path / "step.wav", 0.5 * np.sin(2 * np.pi * 1000 * t) * (t >= ONSET_S), RATE)  # a tone from 1 s
+    frames, began = played(monkeypatch)
+    job = live_job(str(Path(__file__).parents[1] / "samples" / "chelsea.png"), seconds=1.6,
+                   audio=str(tmp_path / "step.wav"), step_size="0.01 + 0.02*mid")
+    assert live.main(job, [str(tmp_path / "out.mkv")], model=lite0, status=live.Status(open("/dev/null", "w"))) == 0
+    assert len(began) == 1 and frames[0][0] <= began[0] < frames[1][0]  # it played from the first frame
+    quiet = [size for when, size, _ in frames if when - began[0] < ONSET_S]
+    loud = [size for when, size, _ in frames if when - began[0] > ONSET_S + 0.15]
+    assert quiet and loud, frames
+    assert all(size == pytest.approx(0.01) for size in quiet)  # no frame before the tone hears it
+    assert all(size == pytest.approx(0.03, abs=1e-3) for size in loud)  # every frame after it does
+
+
+def test_the_source_track_drives_the_live_schedules(lite0, tmp_path, monkeypatch):
+    from zoomdream import live
+
+    frames, _ = played(monkeypatch)
+    clip = Path(__file__).parent / "data" / "big_buck_bunny_432_433.webm"  # the clip of tests/data with sound
+    job = live_job(str(clip), frames=6, audio="source", step_size="0.01 + 0.02*loudness")
+    assert live.main(job, [str(tmp_path / "out.mkv")], model=lite0, status=live.Status(open("/dev/null", "w"))) == 0
+    assert len(frames) == 6
+    assert max(size for _, size, _ in frames) > 0.02  # the clip's sound reached the step size
+    assert all(set(music) == set(NAMES) for _, _, music in frames)
