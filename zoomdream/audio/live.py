@@ -7,7 +7,8 @@ analysis is only what needs the future there:
 * Normalisation: a feature is divided by its largest value so far, not the whole track's; that largest value
   halves every ``NORM_HALF_LIFE_S`` seconds (a loud minute does not mute the quiet set after it). Loudness maps
   the range from the quietest level so far (at most 60 dB under the loudest) to the loudest.
-* A feature is the mean (``onset``: the largest) over the last frame's time, ``1 / fps`` seconds.
+* A feature is the mean (``onset``: the largest) over the last frame's time, ``1 / fps`` seconds; ``onset`` also
+  over the time since the last snapshot, so a frame rate under ``fps`` misses no onset.
 * ``bpm``: the tempo of the last ``TEMPO_WINDOW_S`` seconds of onsets (``features.tempo``), re-estimated every
   ``TEMPO_EVERY_S``; 0 until something repeats, and while no beat is followed.
 * ``beat``: a beat on each strong onset (a peak of the flux above the recent mean plus a standard deviation,
@@ -68,6 +69,7 @@ class LiveAnalyser:
             self.last_strong: float | None = None  # of the last strong onset
             self.times: deque = deque(maxlen=round(HISTORY_S / self.hop_s))  # hop completion times
             self.states: deque = deque(maxlen=self.times.maxlen)  # (values, last beat, bpm) at each
+            self.read = -math.inf  # the stream time the last snapshot read up to
 
     @property
     def now(self) -> float:
@@ -144,13 +146,17 @@ class LiveAnalyser:
 
     def snapshot(self, until: float | None = None) -> dict[str, float]:
         """Every feature (``NAMES``) from the audio fed up to stream time ``until`` (default: the newest
-        sample); silence (zeros) before the first hop."""
+        sample); silence (zeros) before the first hop. ``onset`` is the largest since the last snapshot too, so
+        frames slower than ``fps`` miss no hit: it is read once a frame (the live controls do)."""
         with self.lock:
             at = self.now if until is None else min(until, self.now)
             index = bisect.bisect_right(self.times, at) - 1
             if index < 0:
                 return dict.fromkeys(NAMES, 0.0)
+            since = bisect.bisect_right(self.times, self.read) if self.read < at else index
             values, last_beat, bpm = self.states[index]
+            values = {**values, "onset": max(self.states[i][0]["onset"] for i in range(min(since, index), index + 1))}
+            self.read = at
         beat = 0.0
         if last_beat is not None and bpm > 0 and last_beat <= at:
             beat = math.exp(-BEAT_DECAY * (at - last_beat) * bpm / 60.0)
