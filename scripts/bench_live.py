@@ -267,8 +267,8 @@ def audio_delay(model, fps: float = 24.0, seconds: float = 12.0) -> None:
     LiveVariables.record, FilePlayer.start = spy, playing
     try:
         image = Path(__file__).resolve().parents[1] / "samples" / "chelsea.png"
-        job = make_job({"command": "live", "input": str(image), "size": "64x48", "fps": fps, "seconds": seconds, "steps": 1, "octaves": 1,
-                        "audio": str(path), "step_size": "0.01 + 0.02*onset"})
+        job = make_job({"command": "live", "input": str(image), "size": "64x48", "fps": fps, "seconds": seconds,
+                        "steps": 1, "octaves": 1, "audio": str(path), "step_size": "0.01 + 0.02*onset"})
         live.main(job, [str(path.with_suffix(".mkv"))], model=model, status=live.Status(open(os.devnull, "w")))
     finally:
         LiveVariables.record, FilePlayer.start = record, start

@@ -12,9 +12,9 @@ analysis is only what needs the future there:
 * ``bpm``: the tempo of the last ``TEMPO_WINDOW_S`` seconds of onsets (``features.tempo``), re-estimated every
   ``TEMPO_EVERY_S``; 0 until something repeats, and while no beat is followed.
 * ``beat``: a beat on each strong onset (a peak of the flux above the recent mean plus a standard deviation,
-  and at least ``STRONG`` of the largest so far) at least half a period after the last beat; without one, the next beat is predicted a period after the last;
-  an onset up to a quarter period after a predicted beat moves the beat onto it. Prediction stops after four
-  periods without a strong onset.
+  and at least ``STRONG`` of the largest so far) at least half a period after the last beat; without one, the
+  next beat is predicted a period after the last; an onset up to a quarter period after a predicted beat moves
+  the beat onto it. Prediction stops after four periods without a strong onset.
 
 The delay the analysis adds: new sound enters the 46 ms window at its newest end, so an onset shows in the hop
 that completes next (at most ``HOP`` samples, 11.6 ms, later), weighted by the window's edge; measured with
