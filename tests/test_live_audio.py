@@ -334,3 +334,18 @@ def test_the_source_track_drives_the_live_schedules(lite0, tmp_path, monkeypatch
     assert len(frames) == 6
     assert max(size for _, size, _ in frames) > 0.02  # the clip's sound reached the step size
     assert all(set(music) == set(NAMES) for _, _, music in frames)
+
+
+def test_a_stream_without_sound_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from test_live import free_port, sender, stop
+
+    port = free_port()
+    video_only = sender(port)  # H.264 in MPEG-TS, no audio
+    try:
+        rc, err = run(capsys, monkeypatch, f"udp://127.0.0.1:{port}", "--audio", "source", "-o",
+                      str(tmp_path / "x.mp4"), "--size", "64x48")
+    finally:
+        stop(video_only)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"'udp://127.0.0.1:{port}' has no audio track (drop --audio source, or give --audio mic" in err
+    assert not (tmp_path / "x.mp4").exists()

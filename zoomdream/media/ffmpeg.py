@@ -113,6 +113,11 @@ class Ffmpeg:
         self._thread.join(timeout=5)
         return rc
 
+    def said(self, text: str) -> bool:
+        """Whether ffmpeg said ``text`` in any of its first or last lines (a cause among decoder noise)."""
+        self._thread.join(timeout=5)
+        return any(text in line for line in (*self._first, *self._lines))
+
     def tail(self) -> str:
         """ffmpeg's complaint as one line: its first error (the cause) and its last (the outcome)."""
         self._thread.join(timeout=5)

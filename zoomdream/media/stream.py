@@ -159,11 +159,10 @@ class NewestFrames:
                 return
             with self.changed:
                 if rc != 0 and self.received == 0:  # never worked: a bad URL, a missing camera
-                    said = ff.tail()
                     self.error = ZoomdreamError(
                         f"'{show(self.source)}' has no audio track (drop --audio source, or give --audio mic or "
-                        f"--audio FILE)" if track is not None and "matches no streams" in said else
-                        f"cannot read '{show(self.source)}': ffmpeg said: {said} "
+                        f"--audio FILE)" if track is not None and ff.said("matches no streams") else
+                        f"cannot read '{show(self.source)}': ffmpeg said: {ff.tail()} "
                         f"(check the address, that the sender runs, or the device)")
                 if self.error or not (self.reconnect or self.loop):
                     self.ended = True
