@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from zoomdream.flow import consistency_mask, flow_between, warp
-from zoomdream.motion import warp_affine
+from zoomdream.frames.warp import warp_affine
 
 Carry = Callable[[np.ndarray], np.ndarray]  # maps an array on a frame's grid onto the in-between's
 Motion = tuple[np.ndarray, np.ndarray]  # flow.motion_between's backward flow and HxWx1 trust
