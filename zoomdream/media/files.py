@@ -166,12 +166,10 @@ def _atomically(p: Path, fill) -> None:
         fill(tmp)
         os.replace(tmp, p)
     except OSError as e:
-        remove_quietly(tmp)
         raise WriteFailed(f"cannot write '{show(p)}': {e.strerror or e} (check free disk space and folder "
                           f"permissions)", e.errno, p) from None
-    except BaseException:
-        remove_quietly(tmp)
-        raise
+    finally:
+        remove_quietly(tmp)  # gone already once renamed into place
 
 
 def file_digest(path: PathArg) -> str:

@@ -125,7 +125,7 @@ class FfmpegWriter:
             self._cleanup()
             raise WriteFailed(f"cannot write '{show(self.path)}': {e.strerror or e} (check folder permissions)",
                               e.errno, self.path) from None
-        except BaseException:
+        except BaseException:  # Ctrl-C too: no half-written file is left; re-raised
             self._cleanup()
             raise
         finally:

@@ -175,7 +175,7 @@ class Studio:
                     runner.render(job, progress=False, model=model, sinks=(MemorySink(progress.frame),),
                                   stop=self.stop_requested.is_set)
                     outcome.append(None)
-                except BaseException as e:  # handed to the page below
+                except BaseException as e:  # all of it, Ctrl-C's too, is the outcome the page shows below
                     outcome.append(e)
 
             worker = threading.Thread(target=work, name="zoomdream-render", daemon=True)
@@ -263,14 +263,9 @@ class Studio:
 
         settings = zoom.resolve(job)
         path = self.workdir / "motion-preview.mp4"  # each preview replaces the last (written whole, then renamed)
-        sink = EncoderSink(path, settings.fps)
-        try:
+        with EncoderSink(path, settings.fps) as sink:
             for t, frame in enumerate(zoom.camera_preview(settings, max(2, round(seconds * settings.fps)))):
                 sink.write(t, frame)
-            sink.close()
-        except BaseException:
-            sink.abort()
-            raise
         return path
 
     def curves(self, job: Job):
