@@ -13,8 +13,8 @@ from zoomdream import backend
 def color_match(img: np.ndarray, reference_stats: tuple[np.ndarray, np.ndarray], strength: float) -> np.ndarray:
     """Move each channel's mean and std toward the reference's: long feedback loops otherwise drift to
     grey or to one saturated colour. One per-channel multiply-add, ``img * gain + offset``, in one OpenCV pass
-    (numpy's took 21 ms a 1280x720 frame). Not clipped: values may leave [-1, 1] by a little, and ``to_uint8``
-    saturates them as a clip would (a pass fewer between two dreams)."""
+    (numpy's several cost far more; figures: the Benchmarks page). Not clipped: values may leave [-1, 1] by a
+    little, and ``to_uint8`` saturates them as a clip would (a pass fewer between two dreams)."""
     if strength <= 0:
         return img
     mean, std = stats(img)

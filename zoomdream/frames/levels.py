@@ -11,15 +11,15 @@ from zoomdream import backend
 
 
 def to_unit(img_uint8: np.ndarray) -> np.ndarray:
-    """uint8 RGB -> float32 in [-1, 1], the engine's image convention (one OpenCV pass: numpy's three took
-    13 ms a 1080p frame, a quarter of a GPU's dream)."""
+    """uint8 RGB -> float32 in [-1, 1], the engine's image convention, in one OpenCV pass: numpy's three cost
+    a good part of a GPU's dream (figures: the Benchmarks page)."""
     img = np.ascontiguousarray(img_uint8)
     return cv2.addWeighted(img, 1 / 127.5, img, 0.0, -1.0, dtype=cv2.CV_32F).reshape(img.shape)
 
 
 def to_uint8(img) -> np.ndarray:
-    """[-1, 1] -> uint8 RGB, rounded and saturated, in one OpenCV pass (0.4 ms a 720p frame; numpy's five passes
-    took 10 times as long)."""
+    """[-1, 1] -> uint8 RGB, rounded and saturated, in one OpenCV pass where numpy needs five (figures: the
+    Benchmarks page)."""
     if not isinstance(img, np.ndarray):
         from keras import ops
 

@@ -87,11 +87,12 @@ def warp_evenly(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
     Bilinear resampling blurs by ``f * (1 - f)`` for a sample ``f`` past a whole pixel: on the row and column
     through the zoom's fixed point ``f`` stays near 0 frame after frame, so the feedback kept their detail and
-    faint lines crossed the centre of long zooms (zoom_health's centre-line ratio 1.5-2.6 at 160x160)."""
+    faint lines crossed the centre of long zooms (``scripts/zoom_health.py``'s centre-line ratio; figures: the
+    Benchmarks page)."""
     out = warp_affine(np.asarray(image, np.float32), matrix)
     channels = image.shape[2] if image.ndim == 3 else 0
     for kernel, missing in zip(EVEN_DIFFERENCES, _missing_blur(image.shape[:2], _key(matrix), channels)):
-        # out + missing * (blur(out) - out), in two OpenCV passes (numpy's four took 15 ms a 720p frame)
+        # out + missing * (blur(out) - out), in two OpenCV passes (numpy's four cost a frame far more)
         cv2.accumulateProduct(cv2.filter2D(out, -1, kernel, borderType=cv2.BORDER_REFLECT_101), missing, out)
     return out
 

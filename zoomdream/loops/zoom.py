@@ -337,8 +337,9 @@ class Source(DreamsEveryNth, LoopSource):
         the steps are even when the share rises as one over the square root of the area frame 0 covers then
         (as the zoom brings it closer): ``(1 - exp(-g x)) / (1 - exp(-g))`` over the span's fraction x, with g
         the log of the span's linear zoom. With an even rise over the last half of the loop the widest steps
-        were 1.5-1.75x a free one on 3-px-blurred frames (bench_loops), the dream morphing back into frame 0;
-        with this rise over the last three quarters, 0.99-1.25x: the camera flies into frame 0."""
+        were far wider than a free one, the dream morphing back into frame 0; with this rise over the last three
+        quarters they are about as wide: the camera flies into frame 0 (``scripts/bench_loops.py``; figures:
+        the Benchmarks page)."""
         s = self.settings
         start = s.frames - self.step - s.loop_frames
         x = min(1.0, max(0.0, (t - start) / s.loop_frames))

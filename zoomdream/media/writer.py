@@ -26,9 +26,9 @@ from zoomdream.media.probe import read_header
 # Matroska takes nearly everything; a failed copy there falls back to AAC as well.
 _COPYABLE_AUDIO = {".mp4": {"aac", "mp3", "alac"}, ".mov": {"aac", "mp3", "alac"}, ".mkv": None}
 _FASTSTART = (".mp4", ".mov")  # containers whose index can move to the front, for playback while downloading
-# x264's preset: veryfast takes a third of medium's CPU (41 against 119 ms a 1280x720 dream frame, one core) at
-# crf 18, visually lossless either way, for files of about the same size; medium made the encoder, not the
-# dream, the limit of a GPU render (and 7x a GPU's dream on two cores).
+# x264's preset: veryfast takes a third of medium's CPU at crf 18, visually lossless either way, for files of
+# about the same size; medium made the encoder, not the dream, the limit of a GPU render (figures: the
+# Benchmarks page).
 PRESET = "veryfast"
 # Explicit BT.709 conversion and tags for H.264 from RGB, so players show the colours we were given (without
 # them ffmpeg converts with BT.601 and players guess).
@@ -303,7 +303,7 @@ class WebpWriter(GifWriter):
     """Looping animated WebP (libwebp, lossy, 4:2:0): a fraction of a GIF's size, closer to the frames
     (scripts/bench_gif.py); ``--gif-fps`` and ``--gif-width`` apply as to a GIF."""
 
-    QUALITY = 90  # closer to the frames and steadier than the GIF before it, at 39% of its size (bench_gif.py)
+    QUALITY = 90  # closer to the frames and steadier than the GIF, at a fraction of its size (bench_gif.py)
 
     def _encode_args(self, w: int, h: int) -> list[str]:
         return ["-vf", ",".join(self._chain()), "-c:v", "libwebp_anim", "-quality", str(self.QUALITY),
