@@ -17,7 +17,7 @@ import numpy as np
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import Ffmpeg, file_arg, fps_fraction, rate_arg, run_ffmpeg
 from zoomdream.media.files import (
-    PathArg, WriteFailed, make_output_folder, output_extension, own_temp, remove_quietly, show,
+    ClosesOrAborts, PathArg, WriteFailed, make_output_folder, output_extension, own_temp, remove_quietly, show,
 )
 from zoomdream.media.images import check_frame
 from zoomdream.media.probe import read_header
@@ -42,7 +42,7 @@ def _errno(tail: str) -> int | None:
     return errno.ENOSPC if "No space left on device" in tail else None
 
 
-class FfmpegWriter:
+class FfmpegWriter(ClosesOrAborts):
     """Streams raw RGB frames into one ffmpeg that writes a hidden temp sibling, renamed onto the real name
     only when close() succeeded; an error or abort() deletes every temp file. The first frame fixes the size.
 
@@ -60,15 +60,6 @@ class FfmpegWriter:
         self.frames_written = 0
         self._closed = False
         self._aborted = False
-
-    def __enter__(self) -> FfmpegWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def __del__(self) -> None:
         # A writer dropped without close() must not leave ffmpeg running or a temp file behind.
