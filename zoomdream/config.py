@@ -224,6 +224,9 @@ class Job:
                                       "Ctrl-C)", "float", commands=LIVE, group="loop")
     loop_source: bool = opt(False, "live: play a source file again from its start when it ends", "bool",
                             commands=LIVE, group="loop")
+    osc: str | None = opt(None, "live: take control messages over OSC on this UDP port (or HOST:PORT), e.g. "
+                                "/zoomdream/step_size 0.03", "str", commands=LIVE, group="loop", metavar="PORT",
+                          affects_frames=False)
     export_schedules: str | None = opt(None, "before rendering, write every schedule and audio feature per frame "
                                              "to this CSV", "path", commands=("zoom", "video"), group="output",
                                        metavar="FILE.csv", affects_frames=False)
