@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 
 from zoomdream import media
-from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import carried, coherent_init, motion_between, temporal_blend
+from zoomdream.frames.levels import to_uint8, to_unit
 from zoomdream.loops.common import LoopSource, constant_dream, flow_size, seed_and_max_size
 from zoomdream.media import stream
 from zoomdream.live_controls import SCHEDULES, Controls, LiveVariables, Look

@@ -141,8 +141,7 @@ def run_ffmpeg(args: list[str], failure: str, fix: str) -> None:
     ff = Ffmpeg(args)
     try:
         rc = ff.wait()
-    except BaseException:
-        ff.kill()
-        raise
+    finally:
+        ff.kill()  # Ctrl-C while waiting stops ffmpeg too; after it exited, only its pipes close
     if rc != 0:
         raise ZoomdreamError(f"{failure}: ffmpeg said: {ff.tail()} ({fix})")
