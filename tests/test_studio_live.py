@@ -39,7 +39,7 @@ def camera(tmp_path_factory) -> Path:
 @pytest.fixture
 def live(studio, monkeypatch):
     """The studio's live engine, each dreamed frame recorded: (visitor, camera frame at the dream's size, dream,
-    the step size it was dreamed with). The engine is left free for the next test."""
+    the live controls' look it was dreamed with). The engine is left free for the next test."""
     dreams = studio[0].live
     frames, lock = [], threading.Lock()
     dream = dreams.frame
@@ -48,7 +48,7 @@ def live(studio, monkeypatch):
         made, line = dream(visitor, image)
         if made is not None:
             with lock:
-                frames.append((visitor, *dreams.latest, dreams.source.settings.dream.step_size))
+                frames.append((visitor, *dreams.latest, dreams.controls.last))
         return made, line
 
     monkeypatch.setattr(dreams, "frame", recorded)
@@ -137,15 +137,18 @@ def test_the_live_tab_dreams_the_webcam_and_follows_it_and_the_strength_acts_on_
         page.screenshot(path=str(ARTIFACTS / "studio-live.png"))  # docs/images/studio-live.jpg
         # Strength 0: the frames after it are the camera's, carried (the last dream fading out as --smooth says).
         set_slider(page, "#live-step-size", "0")
-        wait_for(lambda: sum(step == 0 for *_, step in live.frames) >= 14, 60, "14 frames at strength 0")
-        after = [difference(dream, frame) for _, frame, dream, step in live.frames if step == 0][-3:]
+        wait_for(lambda: sum(look.dream.step_size == 0 for *_, look in live.frames) >= 14, 60,
+                 "14 frames at strength 0")
+        after = [difference(dream, frame) for _, frame, dream, look in live.frames if look.dream.step_size == 0][-3:]
         assert max(after) < before / 3, (after, before)
-        assert all(step == 0.08 for *_, step in dreamed)  # nothing changed before it
+        assert all(look.dream.step_size == 0.08 for *_, look in dreamed)  # nothing changed before it
         # A bad layers value: a notice, and the engine's layers as they were.
         page.locator("#live-layers textarea, #live-layers input").first.fill("block99:1")
         page.locator("#live-layers textarea, #live-layers input").first.press("Enter")
-        page.locator(".toast-body").filter(has_text="the model has no layer 'block99'").wait_for(timeout=30_000)
-        assert live.source.settings.engine.layers is None
+        page.locator(".toast-body").filter(has_text="unknown layer 'block99'").wait_for(timeout=30_000)
+        made = len(live.frames)
+        wait_for(lambda: len(live.frames) > made, 30, "a frame after the bad layers")
+        assert live.frames[-1][3].layers is None
         # Stop ends the stream: the camera's own stream stops, the engine is free, and no frame comes after it.
         page.click("#live-stop")
         assert wait_line(page, "stopped after ").startswith("stopped after ")

@@ -14,31 +14,31 @@ from typing import Callable
 import numpy as np
 
 from zoomdream.config import make_job
-from zoomdream.errors import ZoomdreamError
+from zoomdream.live_controls import Controls
 from zoomdream.studio.session import Studio
 
 PAGE_SIDE = 256  # the dream's longest side: 256x144 from a 16:9 camera, about 10 fps with 1 step on 2 CPU cores
 IDLE_S = 3.0  # a dreaming visitor whose frames stopped this long ago has left: the next visitor may take over
 WAITING = "waiting: another visitor is dreaming (one engine); yours starts when they stop"
 RENDERING = "waiting: a render is running in the studio (one engine); yours starts when it ends"
-CONTROLS = ("step_size", "steps", "layers")  # what the tab's sliders and box set, by the live controls' names
 
 
 class LiveDreams:
     """The Live tab's engine: ``frame(visitor, image)`` dreams the visitor's frame when the engine is theirs (the
     first to send a frame takes it, holding the studio's one-render lock so no render runs beside it) and
-    otherwise says why they wait; ``stop(visitor)`` frees it. ``control`` changes a setting from the next frame
-    on. ``latest`` is the last (camera frame at the dream's size, dream) pair, for the page's tests."""
+    otherwise says why they wait; ``stop(visitor)`` frees it. ``controls`` are the live controls (``control``
+    sets one, as OSC and presets do for ``zoomdream live``), read at every frame. ``latest`` is the last (camera
+    frame at the dream's size, dream) pair, for the page's tests."""
 
     def __init__(self, studio: Studio, settings: dict | None = None, clock: Callable[[], float] = time.monotonic):
         self.studio, self.clock = studio, clock
         self.job = make_job({"command": "live", **(settings or {})})  # its machine pinned when a model is needed
         self.pinned = False
-        self.lock = threading.Lock()  # the owner, the pending controls and the figures
+        self.controls = Controls(self.job)
+        self.lock = threading.Lock()  # the owner and the figures
         self.owner: str | None = None
         self.seen = 0.0  # when the owner's last frame came
         self.source = None  # the live frame source of the owner's stream
-        self.pending: dict[str, object] = {}
         self.made = 0
         self.times: deque = deque(maxlen=30)  # when each recent dream was handed back
         self.latencies: deque = deque(maxlen=30)  # each one's seconds from its camera frame's arrival
@@ -52,7 +52,7 @@ class LiveDreams:
             return None, waiting
         source = self._source(image)
         camera = _fit(image, source.settings.size)
-        dream = source.dreamed(camera)
+        dream = source.dreamed(camera, self.controls.look(self.made, arrived))
         done = self.clock()
         with self.lock:
             if self.owner != visitor:  # stopped while this frame was dreamed
@@ -88,26 +88,20 @@ class LiveDreams:
 
     def _source(self, image: np.ndarray):
         """The owner's live frame source, made at their first frame (sized to their camera's aspect) with the
-        studio's cached model, and the controls set since applied."""
+        studio's cached model. It keeps the governor's level 0: the page has no governor (it would undo the steps
+        slider; the browser already drops the camera frames the dream had no time for)."""
         from zoomdream.loops.live import Source, fit, resolve
 
-        with self.lock:
-            pending, self.pending = self.pending, {}
         if self.source is None:
             w, h = fit(image.shape[1], image.shape[0], PAGE_SIDE)
             self.job = replace(self.job, size=f"{w}x{h}")
-            self.source = Source(resolve(self.job, page=True), self.model())
-            _one_level(self.source)
-        for name, value in pending.items():
-            apply_control(self.source, name, value)
+            self.source = Source(resolve(self.job, page=True), self.model(), self.controls)
         return self.source
 
     def control(self, name: str, value) -> str:
-        """Set ``name`` (one of CONTROLS) from the next frame on; a bad value raises ZoomdreamError and changes
+        """Set the live setting ``name`` from the next frame on; a bad value raises ZoomdreamError and changes
         nothing."""
-        value = check_control(name, value, self.model().layers)
-        with self.lock:
-            self.pending[name] = value
+        self.controls.set(name, value)
         return f"{name.replace('_', ' ')} {value} from the next frame"
 
     def model(self):
@@ -128,45 +122,6 @@ class LiveDreams:
             self.owner, self.source = None, None
             self.studio.busy.release()
             return f"stopped after {self.made} frame{'s' * (self.made != 1)}"
-
-
-def check_control(name: str, value, layers: list[str]):
-    """``value`` checked for the live control ``name``: the number or layer spec to apply."""
-    from zoomdream.objective import parse_layers
-    from zoomdream.settings import MAX_STEPS, number
-
-    if name == "step_size":
-        return number(value, "step_size", low=0, high=10)
-    if name == "steps":
-        return number(value, "steps", low=0, high=MAX_STEPS, integer=True)
-    if name == "layers":
-        terms = parse_layers(str(value))
-        unknown = [term.layer for term in terms if term.layer not in layers]
-        if unknown:
-            raise ZoomdreamError(f"layers: the model has no layer '{unknown[0]}' (e.g. {', '.join(layers[-3:])})")
-        return str(value)
-    raise ZoomdreamError(f"no live control '{name}' (choose {', '.join(CONTROLS)})")
-
-
-def apply_control(source, name: str, value) -> None:
-    """A checked control applied to the live frame source before its next frame."""
-    from zoomdream.engine import build_dreamer
-
-    settings = source.settings
-    if name == "layers":
-        engine = replace(settings.engine, layers=value)
-        source.dreamer = build_dreamer(engine, source.dreamer.model)
-        source.settings = replace(settings, engine=engine)
-        return
-    source.settings = replace(settings, dream=replace(settings.dream, **{name: value}))
-    _one_level(source)
-
-
-def _one_level(source) -> None:
-    """The page dreams at the settings' own octaves and steps: no governor's ladder (it would undo the steps
-    slider; the browser already drops the camera frames the dream had no time for)."""
-    dream = source.settings.dream
-    source.levels, source.level = [(dream.octaves, dream.steps, 1.0)], 0
 
 
 def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

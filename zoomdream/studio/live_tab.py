@@ -50,10 +50,12 @@ def live_tab(gr, live: LiveDreams) -> dict[str, Any]:
         made["step_size"] = gr.Slider(0, 0.1, value=float(job.step_size), step=0.005, label="strength (step size)",
                                       info="how far each step moves the pixels; 0: the camera, carried",
                                       elem_id="live-step-size")
-        made["steps"] = gr.Slider(0, 10, value=int(job.steps), step=1, label="steps",
+        made["steps"] = gr.Slider(1, 10, value=int(job.steps), step=1, label="steps",
                                   info="ascent steps a frame: more is stronger and slower", elem_id="live-steps")
     made["layers"] = gr.Textbox(label="layers", value=job.layers or "", max_lines=1, elem_id="live-layers",
                                 info="LAYER:WEIGHT,... as in --layers (empty: the model's own); Enter applies")
+    made["preset"] = gr.UploadButton("Load a look (a job.toml) into the live dream", file_types=[".toml"],
+                                     type="filepath", elem_id="live-preset")
     return made
 
 
@@ -84,6 +86,14 @@ def wire_live(view: View, app, live: LiveDreams, made: dict[str, Any]) -> None:
         control = made[name]
         event = control.submit if name == "layers" else control.change  # the layers on Enter, not each letter
         event(_setter(view, live, name), control, status, api_visibility="private", concurrency_limit=None)
+
+    def preset(path: str) -> str:
+        try:
+            return f"{', '.join(live.controls.load_preset(path)).replace('_', ' ')} from the look, from the next frame"
+        except Exception as e:
+            return view.noticed(error_line(e))
+
+    made["preset"].upload(preset, made["preset"], status, api_visibility="private", concurrency_limit=None)
 
 
 def inline_image(gr):
