@@ -1,7 +1,8 @@
 """The studio's Live tab in Debian's Chromium with a fake webcam: a Y4M made at test time from the clips in
 tests/data (the test card, then Big Buck Bunny: two scenes that differ everywhere) that Chromium plays as the
 camera. The tab receives dreamed frames that differ from the camera's and follow it; a slider change shows in
-the frames after it; a bad layers value is a notice and changes nothing; Stop ends the stream; a second visitor
+the frames after it; a bad layers value is a notice and changes nothing; a look loaded from a job file acts on
+the next frame; Stop ends the stream; a second visitor
 is told to wait, dreams once the first stops, and frees the engine by leaving. Each wait is for an event (a
 frame dreamed, a line shown), never a fixed time. A screenshot is kept in test-artifacts/studio-live.png."""
 import subprocess
@@ -111,7 +112,7 @@ def difference(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_the_live_tab_dreams_the_webcam_and_follows_it_and_the_strength_acts_on_the_next_frame(studio, live,
-                                                                                            camera):
+                                                                                            camera, tmp_path):
     with browser(camera) as chromium:
         page = live_page(chromium, studio[1])
         set_slider(page, "#live-step-size", "0.08")  # a strong dream, set before Start
@@ -149,6 +150,15 @@ def test_the_live_tab_dreams_the_webcam_and_follows_it_and_the_strength_acts_on_
         made = len(live.frames)
         wait_for(lambda: len(live.frames) > made, 30, "a frame after the bad layers")
         assert live.frames[-1][3].layers is None
+        # A look loaded from a job file: its live settings from the next frame.
+        look = tmp_path / "look.job.toml"
+        look.write_text('command = "zoom"\nstep_size = 0.05\nlayers = "block5:1"\n')
+        with page.expect_file_chooser() as chooser:
+            page.click("#live-preset")
+        chooser.value.set_files(str(look))
+        assert wait_line(page, "step size, layers from the look").endswith("from the next frame")
+        wait_for(lambda: live.frames[-1][3].dream.step_size == 0.05 and live.frames[-1][3].layers == "block5:1", 60,
+                 "a frame with the look's settings")
         # Stop ends the stream: the camera's own stream stops, the engine is free, and no frame comes after it.
         page.click("#live-stop")
         assert wait_line(page, "stopped after ").startswith("stopped after ")
