@@ -183,3 +183,21 @@ def test_a_second_visitor_is_told_to_wait_and_dreams_once_the_first_stops_then_l
         assert len({visitor for visitor, *_ in live.frames}) == 2
         second.close(run_before_unload=True)  # leaving frees the engine (Gradio's unload)
         wait_for(lambda: live.owner is None and not studio[0].studio.busy.locked(), 30, "the engine freed")
+
+
+def test_a_frame_that_fails_frees_the_engine_and_says_why_in_one_line(tmp_path, monkeypatch):
+    """A dream that cannot be made (here the model) must not keep the studio's one-render lock: the renders
+    would wait for ever behind a page that shows an error."""
+    from zoomdream.errors import ZoomdreamError
+    from zoomdream.studio import Studio
+    from zoomdream.studio.live_session import LiveDreams
+
+    studio = Studio(tmp_path)
+
+    def no_model(job):
+        raise ZoomdreamError("weights file 'x.h5' is not found (give an existing file)")
+
+    monkeypatch.setattr(studio, "model", no_model)
+    dream, line = LiveDreams(studio).frame("visitor", np.zeros((144, 256, 3), np.uint8))
+    assert (dream, line) == (None, "zoomdream: error: weights file 'x.h5' is not found (give an existing file)")
+    assert not studio.busy.locked()

@@ -14,10 +14,11 @@ from typing import Callable
 import numpy as np
 
 from zoomdream.config import make_job
+from zoomdream.errors import error_line
 from zoomdream.live_controls import Controls
 from zoomdream.studio.session import Studio
 
-PAGE_SIDE = 256  # the dream's longest side: 256x144 from a 16:9 camera, about 10 fps with 1 step on 2 CPU cores
+PAGE_SIDE = 256  # the dream's longest side: 256x144 from a 16:9 camera (its figures on 2 CPU cores: docs/live.md)
 IDLE_S = 3.0  # a dreaming visitor whose frames stopped this long ago has left: the next visitor may take over
 WAITING = "waiting: another visitor is dreaming (one engine); yours starts when they stop"
 RENDERING = "waiting: a render is running in the studio (one engine); yours starts when it ends"
@@ -50,9 +51,13 @@ class LiveDreams:
         waiting = self._claim(visitor, arrived)
         if waiting:
             return None, waiting
-        source = self._source(image)
-        camera = _fit(image, source.settings.size)
-        dream = source.dreamed(camera, self.controls.look(self.made, arrived))
+        try:
+            source = self._source(image)
+            camera = _fit(image, source.settings.size)
+            dream = source.dreamed(camera, self.controls.look(self.made, arrived))
+        except Exception as e:  # the engine is freed (renders may run), and the page says why in one line
+            self.stop(visitor)
+            return None, error_line(e)
         done = self.clock()
         with self.lock:
             if self.owner != visitor:  # stopped while this frame was dreamed
