@@ -44,7 +44,7 @@ def live_tab(gr, live: LiveDreams) -> dict[str, Any]:
     with gr.Row():
         made["camera"] = gr.Image(label="your camera", sources=["webcam"], streaming=True, type="numpy",
                                   elem_id="live-camera")
-        made["dream"] = inline_image(gr)(label="dreamed", interactive=False, elem_id="live-dream")
+        made["dream"] = inline_image(gr, label="dreamed", interactive=False, elem_id="live-dream")
     job = live.job
     with gr.Row():
         made["step_size"] = gr.Slider(0, 0.1, value=float(job.step_size), step=0.005, label="strength (step size)",
@@ -96,21 +96,18 @@ def wire_live(view: View, app, live: LiveDreams, made: dict[str, Any]) -> None:
     made["preset"].upload(preset, made["preset"], status, api_visibility="private", concurrency_limit=None)
 
 
-def inline_image(gr):
-    """``gr.Image`` whose frames reach the page inside the event's own message, as a JPEG data URL, instead of
+def inline_image(gr, **options):
+    """A ``gr.Image`` whose frames reach the page inside the event's own message, as a JPEG data URL, instead of
     as a file written to Gradio's cache that the page then fetches: 5.7 dreams shown a second against 3.5, p95
-    latency 412 against 738 ms (the real model at 256x144 on a loaded 2-core machine; docs/live.md)."""
+    latency 412 against 738 ms (the real model at 256x144 on a loaded 2-core machine; docs/live.md). Its
+    ``postprocess`` is replaced on the instance: a subclass would make Gradio write a .pyi beside this file."""
     from gradio.data_classes import ImageData
 
-    class InlineImage(gr.Image):
-        is_template = True  # drawn by Gradio's own image component
-
-        def postprocess(self, value):
-            if isinstance(value, np.ndarray):
-                return ImageData(url=jpeg_data_url(value))
-            return super().postprocess(value)
-
-    return InlineImage
+    image = gr.Image(**options)
+    plain = image.postprocess
+    image.postprocess = lambda value: (ImageData(url=jpeg_data_url(value)) if isinstance(value, np.ndarray)
+                                       else plain(value))
+    return image
 
 
 def jpeg_data_url(frame: np.ndarray) -> str:
