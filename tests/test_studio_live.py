@@ -201,3 +201,27 @@ def test_a_frame_that_fails_frees_the_engine_and_says_why_in_one_line(tmp_path, 
     dream, line = LiveDreams(studio).frame("visitor", np.zeros((144, 256, 3), np.uint8))
     assert (dream, line) == (None, "zoomdream: error: weights file 'x.h5' is not found (give an existing file)")
     assert not studio.busy.locked()
+
+
+def test_a_visitor_whose_first_frame_is_still_compiling_is_not_taken_over(tmp_path):
+    """The stale rule (no frame for IDLE_S) must not pass the engine on while the owner's frame is being dreamed:
+    a first frame compiles the step, seconds on a loaded CPU. Here the clock jumps past IDLE_S mid-dream."""
+    from zoomdream.studio import Studio
+    from zoomdream.studio.live_session import IDLE_S, WAITING, LiveDreams
+
+    now = [0.0]
+    dreams = LiveDreams(Studio(tmp_path), clock=lambda: now[0])
+    answers = []
+
+    class Slow:
+        settings = type("S", (), {"size": (16, 16)})
+
+        def dreamed(self, camera, look):
+            now[0] += 10 * IDLE_S
+            answers.append(dreams.frame("second", np.zeros((16, 16, 3), np.uint8)))
+            return camera
+
+    dreams._source = lambda image: Slow()
+    dream, line = dreams.frame("first", np.zeros((16, 16, 3), np.uint8))
+    assert answers == [(None, WAITING)] and dream is not None and line.startswith("dreaming: frame 1 ")
+    dreams.stop()

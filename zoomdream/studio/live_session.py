@@ -39,6 +39,7 @@ class LiveDreams:
         self.lock = threading.Lock()  # the owner and the figures
         self.owner: str | None = None
         self.seen = 0.0  # when the owner's last frame came
+        self.dreaming: str | None = None  # whose frame is being dreamed (never stale: a first frame compiles)
         self.source = None  # the live frame source of the owner's stream
         self.made = 0
         self.times: deque = deque(maxlen=30)  # when each recent dream was handed back
@@ -58,6 +59,10 @@ class LiveDreams:
         except Exception as e:  # the engine is freed (renders may run), and the page says why in one line
             self.stop(visitor)
             return None, error_line(e)
+        finally:
+            with self.lock:
+                if self.dreaming == visitor:
+                    self.dreaming = None
         done = self.clock()
         with self.lock:
             if self.owner != visitor:  # stopped while this frame was dreamed
@@ -80,13 +85,14 @@ class LiveDreams:
         """None when the engine is (now) ``visitor``'s; else why they wait."""
         with self.lock:
             if self.owner == visitor:
-                self.seen = now
+                self.seen, self.dreaming = now, visitor
                 return None
-            if self.owner is not None and now - self.seen < IDLE_S:
+            if self.owner is not None and (self.dreaming == self.owner or now - self.seen < IDLE_S):
                 return WAITING
             if self.owner is None and not self.studio.busy.acquire(blocking=False):
                 return RENDERING
             self.owner, self.seen, self.source, self.made = visitor, now, None, 0  # a left visitor's lock passes on
+            self.dreaming = visitor
             self.times.clear()
             self.latencies.clear()
             return None
