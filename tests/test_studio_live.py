@@ -198,14 +198,20 @@ def test_a_frame_that_fails_frees_the_engine_and_says_why_in_one_line(tmp_path, 
         raise ZoomdreamError("weights file 'x.h5' is not found (give an existing file)")
 
     monkeypatch.setattr(studio, "model", no_model)
-    dream, line = LiveDreams(studio).frame("visitor", np.zeros((144, 256, 3), np.uint8))
+    dreams = LiveDreams(studio)
+    dream, line = dreams.frame("visitor", np.zeros((144, 256, 3), np.uint8))
     assert (dream, line) == (None, "zoomdream: error: weights file 'x.h5' is not found (give an existing file)")
     assert not studio.busy.locked()
+    # Stopped: the page keeps that line (the next frames say nothing) until the visitor presses Start again.
+    assert dreams.frame("visitor", np.zeros((144, 256, 3), np.uint8)) == (None, None)
+    dreams.start("visitor")
+    assert dreams.frame("visitor", np.zeros((144, 256, 3), np.uint8))[1].startswith("zoomdream: error: weights")
 
 
-def test_a_visitor_whose_first_frame_is_still_compiling_is_not_taken_over(tmp_path):
+def test_a_visitor_whose_first_frame_is_still_compiling_is_not_taken_over_and_stop_holds(tmp_path):
     """The stale rule (no frame for IDLE_S) must not pass the engine on while the owner's frame is being dreamed:
-    a first frame compiles the step, seconds on a loaded CPU. Here the clock jumps past IDLE_S mid-dream."""
+    a first frame compiles the step, seconds on a loaded CPU. Here the clock jumps past IDLE_S mid-dream. After
+    Stop, a late frame of the same visitor must not claim the engine again (nothing would free it)."""
     from zoomdream.studio import Studio
     from zoomdream.studio.live_session import IDLE_S, WAITING, LiveDreams
 
@@ -224,4 +230,7 @@ def test_a_visitor_whose_first_frame_is_still_compiling_is_not_taken_over(tmp_pa
     dreams._source = lambda image: Slow()
     dream, line = dreams.frame("first", np.zeros((16, 16, 3), np.uint8))
     assert answers == [(None, WAITING)] and dream is not None and line.startswith("dreaming: frame 1 ")
-    dreams.stop()
+    # Stop: a frame of theirs still on its way (sent before the page's stream ended) does not take it back.
+    assert dreams.stop("first") == "stopped after 1 frame"
+    assert dreams.frame("first", np.zeros((16, 16, 3), np.uint8)) == (None, None)
+    assert dreams.owner is None and not dreams.studio.busy.locked()

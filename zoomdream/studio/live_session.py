@@ -40,15 +40,19 @@ class LiveDreams:
         self.owner: str | None = None
         self.seen = 0.0  # when the owner's last frame came
         self.dreaming: str | None = None  # whose frame is being dreamed (never stale: a first frame compiles)
+        self.stopped: set[str] = set()  # visitors who pressed Stop: a frame of theirs still on its way is dropped
         self.source = None  # the live frame source of the owner's stream
         self.made = 0
         self.times: deque = deque(maxlen=30)  # when each recent dream was handed back
         self.latencies: deque = deque(maxlen=30)  # each one's seconds from its camera frame's arrival
         self.latest: tuple[np.ndarray, np.ndarray] | None = None
 
-    def frame(self, visitor: str, image: np.ndarray) -> tuple[np.ndarray | None, str]:
-        """The dream of ``image`` and the figures line, or None and why this visitor waits."""
+    def frame(self, visitor: str, image: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+        """The dream of ``image`` and the figures line, or None and why this visitor waits (no line: they
+        stopped, and the page keeps the line that said so)."""
         arrived = self.clock()
+        if visitor in self.stopped:
+            return None, None
         waiting = self._claim(visitor, arrived)
         if waiting:
             return None, waiting
@@ -56,7 +60,7 @@ class LiveDreams:
             source = self._source(image)
             camera = _fit(image, source.settings.size)
             dream = source.dreamed(camera, self.controls.look(self.made, arrived))
-        except Exception as e:  # the engine is freed (renders may run), and the page says why in one line
+        except Exception as e:  # stopped, the engine freed (renders may run), and the page says why in one line
             self.stop(visitor)
             return None, error_line(e)
         finally:
@@ -66,7 +70,7 @@ class LiveDreams:
         done = self.clock()
         with self.lock:
             if self.owner != visitor:  # stopped while this frame was dreamed
-                return None, "stopped"
+                return None, None
             self.seen = done
             self.made += 1
             self.times.append(done)
@@ -124,10 +128,17 @@ class LiveDreams:
             self.job, self.pinned = pin_machine(self.job), True
         return self.studio.model(self.job)
 
+    def start(self, visitor: str) -> None:
+        """``visitor`` pressed Start: their frames are dreamed (or wait their turn) again."""
+        with self.lock:
+            self.stopped.discard(visitor)
+
     def stop(self, visitor: str | None = None) -> str:
         """Free the engine if it is ``visitor``'s (Stop, or their page closed), or whoever's (None: the studio
-        closes)."""
+        closes); ``visitor``'s frames still on their way are dropped until they press Start again."""
         with self.lock:
+            if visitor is not None:
+                self.stopped.add(visitor)
             if self.owner is None or visitor is not None and self.owner != visitor:
                 return "stopped"
             self.owner, self.source = None, None

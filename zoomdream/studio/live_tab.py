@@ -67,13 +67,16 @@ def wire_live(view: View, app, live: LiveDreams, made: dict[str, Any]) -> None:
         if image is None:
             return gr.skip(), gr.skip()
         dream, line = live.frame(request.session_hash, image)
-        return (gr.skip() if dream is None else dream), line
+        return (gr.skip() if dream is None else dream), (gr.skip() if line is None else line)
 
     made["camera"].stream(dreamed, made["camera"], [made["dream"], status], stream_every=STREAM_EVERY,
                           time_limit=None, concurrency_limit=None, api_visibility="private",
                           show_progress="hidden")  # no timer over the dream at every frame
-    made["start"].click(lambda: "starting the camera", None, status, js=START_JS, queue=False,
-                        api_visibility="private")
+    def started(request: gr.Request) -> str:
+        live.start(request.session_hash)
+        return "starting the camera"
+
+    made["start"].click(started, None, status, js=START_JS, queue=False, api_visibility="private")
     def stopped(request: gr.Request) -> str:  # not from __future__'s string annotations: Gradio reads this one
         return live.stop(request.session_hash)
 
