@@ -223,7 +223,8 @@ def cpu_features() -> str:
 # page, each camera frame's index is read as the browser shows it (requestVideoFrameCallback) and each dream's
 # when its image has loaded: the latency is the browser's own, camera to dream on screen, both hops included.
 PAGE_WATCH = """() => {
-    const BITS = 16, canvas = document.createElement('canvas'), ctx = canvas.getContext('2d', {willReadFrequently: true});
+    const BITS = 16, canvas = document.createElement('canvas');
+    const ctx = canvas.getContext('2d', {willReadFrequently: true});
     const decode = (data, w, h, flip) => {
         const bw = Math.floor(w / BITS), bh = Math.max(8, Math.floor(h / 10));
         let k = 0;
@@ -266,7 +267,8 @@ PAGE_WATCH = """() => {
         const img = document.querySelector('#live-dream img');
         if (!img || img.src === last) return;
         last = img.src;
-        if (img.complete && img.naturalWidth) loaded(img); else img.addEventListener('load', () => loaded(img), {once: true});
+        if (img.complete && img.naturalWidth) loaded(img);
+        else img.addEventListener('load', () => loaded(img), {once: true});
     }).observe(document.querySelector('#live-dream'), {subtree: true, childList: true, attributes: true});
 }"""
 
