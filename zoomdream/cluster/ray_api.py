@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 
 from zoomdream.cluster.flags import EXTRA
@@ -42,7 +44,9 @@ def connect(ray, address: str | None) -> bool:
         if address:
             ray.init(address=address, **quiet)  # this driver's connection; the cluster itself stays up
         else:
+            before = _children()
             ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+            _watch(_children() - before)
         if main_thread:  # Ray installs its own, which exits at once: SIGTERM stops a render like Ctrl-C
             signal.signal(signal.SIGTERM, on_sigterm)
         return True
@@ -51,6 +55,32 @@ def connect(ray, address: str | None) -> bool:
         hint = ("check that ADDRESS is the head's address and port that `ray start --head` printed, and that "
                 "this machine has the same Ray version as the cluster" if address else "see the Ray logs")
         raise ZoomdreamError(f"cannot start or reach {where}: {first_line(e)} ({hint})") from None
+
+
+def _children() -> set[int]:
+    """This process's children, where Linux' /proc lists them (else none: nothing is watched)."""
+    if not os.path.isdir("/proc/self/task"):
+        return set()
+    from zoomdream.cluster.watchdog import process_table
+
+    return {pid for pid, (parent, _) in process_table().items() if parent == os.getpid()}
+
+
+_WATCHDOG: list[subprocess.Popen] = []  # the watchdog of the local cluster started here, holding our pipe
+
+
+def _watch(processes: set[int]) -> None:
+    """Have ``zoomdream.cluster.watchdog`` end the local cluster's ``processes`` and their descendants when
+    this process ends, killed or not: Ray's agents outlived a driver killed with -9 by 60-120 s."""
+    for old in _WATCHDOG:  # a cluster started earlier here was shut down: its watchdog ends what is left
+        old.stdin.close()
+    _WATCHDOG.clear()
+    if processes:
+        package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package, os.environ.get("PYTHONPATH")]))}
+        _WATCHDOG.append(subprocess.Popen([sys.executable, "-m", "zoomdream.cluster.watchdog", *map(str, processes)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, env=env, start_new_session=True))
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
