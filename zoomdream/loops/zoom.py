@@ -339,7 +339,8 @@ class Source(DreamsEveryNth, LoopSource):
         (as the zoom brings it closer): ``(1 - exp(-g x)) / (1 - exp(-g))`` over the span's fraction x, with g
         the log of the span's linear zoom. With an even rise over the last half of the loop the widest steps
         were 1.5-1.75x a free one on 3-px-blurred frames (bench_loops), the dream morphing back into frame 0;
-        with this rise over the last three quarters, 0.99-1.25x: the camera flies into frame 0."""
+        with this rise over the last three quarters, 1.17-1.40x (0.99-1.25x blurred before the camera map,
+        which counted the frames' edges): the camera flies into frame 0."""
         s = self.settings
         start = s.frames - self.step - s.loop_frames
         x = min(1.0, max(0.0, (t - start) / s.loop_frames))
