@@ -10,8 +10,10 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 
 from zoomdream.cluster.flags import EXTRA
+from zoomdream.cluster.watchdog import MARK
 from zoomdream.errors import ZoomdreamError, first_line, os_error_text
 
 RETRIES = 3  # restarts of a dead worker, and retries of the chunk or job it was rendering
@@ -44,9 +46,13 @@ def connect(ray, address: str | None) -> bool:
         if address:
             ray.init(address=address, **quiet)  # this driver's connection; the cluster itself stays up
         else:
-            before = _children()
-            ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
-            _watch(_children() - before)
+            token = uuid.uuid4().hex
+            os.environ[MARK] = token  # inherited by every process of the cluster: see zoomdream.cluster.watchdog
+            try:
+                ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+            finally:
+                del os.environ[MARK]
+            _watch(token)
         if main_thread:  # Ray installs its own, which exits at once: SIGTERM stops a render like Ctrl-C
             signal.signal(signal.SIGTERM, on_sigterm)
         return True
@@ -57,28 +63,19 @@ def connect(ray, address: str | None) -> bool:
         raise ZoomdreamError(f"cannot start or reach {where}: {first_line(e)} ({hint})") from None
 
 
-def _children() -> set[int]:
-    """This process's children, where Linux' /proc lists them (else none: nothing is watched)."""
-    if not os.path.isdir("/proc/self/task"):
-        return set()
-    from zoomdream.cluster.watchdog import process_table
-
-    return {pid for pid, (parent, _) in process_table().items() if parent == os.getpid()}
-
-
 _WATCHDOG: list[subprocess.Popen] = []  # the watchdog of the local cluster started here, holding our pipe
 
 
-def _watch(processes: set[int]) -> None:
-    """Have ``zoomdream.cluster.watchdog`` end the local cluster's ``processes`` and their descendants when
-    this process ends, killed or not: Ray's agents outlived a driver killed with -9 by 60-120 s."""
+def _watch(token: str) -> None:
+    """Have ``zoomdream.cluster.watchdog`` end the local cluster marked with ``token`` when this process ends,
+    killed or not: Ray's agents outlived a driver killed with -9 by 60-120 s. Linux only (it reads /proc)."""
     for old in _WATCHDOG:  # a cluster started earlier here was shut down: its watchdog ends what is left
         old.stdin.close()
     _WATCHDOG.clear()
-    if processes:
+    if os.path.isdir("/proc/self"):
         package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package, os.environ.get("PYTHONPATH")]))}
-        _WATCHDOG.append(subprocess.Popen([sys.executable, "-m", "zoomdream.cluster.watchdog", *map(str, processes)],
+        _WATCHDOG.append(subprocess.Popen([sys.executable, "-m", "zoomdream.cluster.watchdog", token, str(os.getpid())],
                                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, env=env, start_new_session=True))
 

@@ -3,58 +3,40 @@
 Ray ties its head's processes to the driver (a kill -9 takes the raylet and the GCS with it), but the raylet's
 agents (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) outlive it: they see the raylet die at once, then
 report its death to the GCS, which died too, for 60 s before they exit, listening on their ports meanwhile.
-This process reads a pipe from the driver; at its end (the driver's exit, crash or kill) it kills what is left
-of the processes it was given and their descendants, which it follows while the driver runs (Linux' /proc).
+The driver starts the cluster with ``MARK=TOKEN`` in its environment, which every process of the cluster
+inherits (the agents and workers the raylet starts later too), and this process with a pipe from it; at the
+pipe's end (the driver's exit, crash or kill) it kills every process still marked, found in Linux' /proc. The
+mark, unlike the processes' parentage, survives their parent's death.
 
-    python -m zoomdream.cluster.watchdog PID... < pipe from the driver
+    python -m zoomdream.cluster.watchdog TOKEN DRIVER_PID < pipe from the driver
 """
 from __future__ import annotations
 
 import os
 import signal
 import sys
-import threading
 
-POLL_S = 0.5  # how often the processes to end are looked for: the agents start with the cluster
+MARK = "ZOOMDREAM_LOCAL_CLUSTER"  # the environment variable that marks a local cluster's processes
 
 
-def process_table() -> dict[int, tuple[int, str]]:
-    """Every process's parent and start time (which tells a process from a later one given its pid)."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
+def marked(token: str, spare: int) -> list[int]:
+    """The processes started with ``MARK=token`` in their environment, but this one and ``spare``."""
+    entry, found = f"{MARK}={token}".encode(), []
+    for process in os.scandir("/proc"):
+        if process.name.isdigit() and int(process.name) not in (os.getpid(), spare):
             try:
-                with open(f"/proc/{entry.name}/stat") as f:
-                    fields = f.read().rpartition(")")[2].split()
-                table[int(entry.name)] = (int(fields[1]), fields[19])
-            except (OSError, IndexError, ValueError):  # ended meanwhile
+                with open(f"/proc/{process.name}/environ", "rb") as f:
+                    if entry in f.read().split(b"\0"):
+                        found.append(int(process.name))
+            except OSError:  # ended meanwhile, or not ours to read
                 pass
-    return table
+    return found
 
 
-def follow(tracked: dict[int, str]) -> None:
-    """Add the descendants of the tracked processes, with their start times, to ``tracked``."""
-    table = process_table()
-    grown = True
-    while grown:
-        more = {pid: start for pid, (parent, start) in table.items()
-                if parent in tracked and table.get(parent, (0, ""))[1] == tracked[parent] and pid not in tracked}
-        tracked.update(more)
-        grown = bool(more)
-
-
-def main(roots: list[int]) -> None:
-    table = process_table()
-    tracked = {pid: table[pid][1] for pid in roots if pid in table}
-    ended = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.buffer.read(), ended.set()), daemon=True).start()
-    while True:
-        follow(tracked)
-        if ended.wait(POLL_S):
-            break
-    table = process_table()
-    for pid, start in tracked.items():
-        if table.get(pid, (0, ""))[1] == start:
+def main(token: str, driver: int) -> None:
+    sys.stdin.buffer.read()  # until the driver's end of the pipe closes
+    for _ in range(2):  # again for any process started while the first ones were ended
+        for pid in marked(token, driver):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:  # ended meanwhile
@@ -63,4 +45,4 @@ def main(roots: list[int]) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to the driver's terminal is the driver's to handle
-    main([int(pid) for pid in sys.argv[1:]])
+    main(sys.argv[1], int(sys.argv[2]))
