@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -575,3 +576,68 @@ def test_pieces_join_into_a_gif_from_their_segments(tmp_path, lite0):
                                    stream=stream) for k, (span, stream) in enumerate(zip(pieces, streams))]
     runner.join_pieces(job, folders, model=lite0)
     assert media.probe_video(job.output).n_frames == 12
+
+
+DRIVER = """
+import time, ray
+from zoomdream.cluster import ray_api
+ray_api.connect(ray, None)
+print("connected", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_driver_killed_with_9_takes_its_local_cluster_along(tmp_path):
+    """Every process a driver's local cluster started ends with the driver, however it ends, and their ports
+    close: Ray's DashboardAgent and RuntimeEnvAgent stayed 60-120 s after a kill -9, listening (they report
+    the raylet's death to the GCS that died with it), until a watchdog ended them."""
+    pytest.importorskip("ray", reason="the cluster extra is not installed: pip install '.[cluster]'")
+    psutil = pytest.importorskip("psutil")  # a dependency of Ray's
+    log = tmp_path / "driver.log"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    with open(log, "wb") as out:
+        driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(lambda: b"connected" in log.read_bytes() or driver.poll() is not None, what="the local cluster")
+        assert driver.poll() is None, log.read_text()
+        tree = psutil.Process(driver.pid)
+
+        def agents() -> set[str]:
+            names = set()
+            for p in tree.children(recursive=True):
+                try:
+                    names.add(p.cmdline()[0])  # the title Ray gives them, padded with empty arguments
+                except (psutil.Error, IndexError):  # ended meanwhile
+                    pass
+            return names & {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}
+
+        wait_for(lambda: len(agents()) == 2, seconds=60, what="Ray's agents")
+        processes = tree.children(recursive=True)
+        ports = set()
+        for p in processes:
+            try:
+                ports |= {(c.laddr.ip, c.laddr.port) for c in p.net_connections(kind="tcp")
+                          if c.status == psutil.CONN_LISTEN}
+            except psutil.Error:  # ended meanwhile
+                pass
+        assert ports  # the agents listen
+    finally:
+        driver.kill()
+        driver.wait()
+
+    def gone(p) -> bool:
+        try:
+            return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    def closed(ip: str, port: int) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1" if ip in ("0.0.0.0", "::") else ip, port), timeout=1).close()
+        except OSError:
+            return True
+        return False
+
+    wait_for(lambda: all(map(gone, processes)), seconds=30, what="the cluster's processes to end")
+    wait_for(lambda: all(closed(*where) for where in ports), seconds=10, what=f"the ports {sorted(ports)} to close")

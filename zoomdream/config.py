@@ -184,7 +184,7 @@ class Job:
     every: int = opt(1, "keep every Nth source frame", "int", commands=("video",), group="loop")
     blend: float = opt(0.5, "weight of the warped previous dream in each new frame's start (0-1)", "float",
                        commands=("video", "live"), group="loop")
-    smooth: float = opt(0.75, "after dreaming, pull each frame toward the previous output carried along the flow "
+    smooth: float = opt(0.85, "after dreaming, pull each frame toward the previous output carried along the flow "
                              "(0 = off; higher is steadier, lower more alive)", "float", commands=("video", "live"),
                         group="loop")
     flow: str = opt("dis", "optical flow for coherence and interpolation: dis, farneback, or none (plain "

@@ -7,9 +7,13 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import uuid
 
 from zoomdream.cluster.flags import EXTRA
+from zoomdream.cluster.watchdog import MARK
 from zoomdream.errors import ZoomdreamError, first_line, os_error_text
 
 RETRIES = 3  # restarts of a dead worker, and retries of the chunk or job it was rendering
@@ -42,7 +46,13 @@ def connect(ray, address: str | None) -> bool:
         if address:
             ray.init(address=address, **quiet)  # this driver's connection; the cluster itself stays up
         else:
-            ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+            token = uuid.uuid4().hex
+            os.environ[MARK] = token  # inherited by every process of the cluster: see zoomdream.cluster.watchdog
+            try:
+                ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+            finally:
+                del os.environ[MARK]
+            _watch(token)
         if main_thread:  # Ray installs its own, which exits at once: SIGTERM stops a render like Ctrl-C
             signal.signal(signal.SIGTERM, on_sigterm)
         return True
@@ -51,6 +61,23 @@ def connect(ray, address: str | None) -> bool:
         hint = ("check that ADDRESS is the head's address and port that `ray start --head` printed, and that "
                 "this machine has the same Ray version as the cluster" if address else "see the Ray logs")
         raise ZoomdreamError(f"cannot start or reach {where}: {first_line(e)} ({hint})") from None
+
+
+_WATCHDOG: list[subprocess.Popen] = []  # the watchdog of the local cluster started here, holding our pipe
+
+
+def _watch(token: str) -> None:
+    """Have ``zoomdream.cluster.watchdog`` end the local cluster marked with ``token`` when this process ends,
+    killed or not: Ray's agents outlived a driver killed with -9 by 60-120 s. Linux only (it reads /proc)."""
+    for old in _WATCHDOG:  # a cluster started earlier here was shut down: its watchdog ends what is left
+        old.stdin.close()
+    _WATCHDOG.clear()
+    if os.path.isdir("/proc/self"):
+        package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package, os.environ.get("PYTHONPATH")]))}
+        _WATCHDOG.append(subprocess.Popen([sys.executable, "-m", "zoomdream.cluster.watchdog", token, str(os.getpid())],
+                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, env=env, start_new_session=True))
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
