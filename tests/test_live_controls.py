@@ -150,3 +150,10 @@ def test_osc_on_a_port_in_use_or_out_of_range_is_one_line_before_the_model_loads
                                  capture_output=True, text=True, timeout=120)
             assert (run.returncode, run.stderr.strip()) == (2, f"zoomdream: error: {message}")
             assert "tensorflow" not in run.stderr.lower() and not (tmp_path / "o.mp4").exists()
+
+
+def test_steps_0_is_no_dream_at_every_level_of_the_governor():
+    from zoomdream.settings import DreamSettings
+
+    assert live_loop.levels(DreamSettings(octaves=2, steps=0)) == [(2, 0, 1.0)]
+    assert live_loop.levels(DreamSettings(octaves=2, steps=2))[-1] == (1, 1, 0.5)

@@ -399,9 +399,11 @@ def test_start_up_names_our_share_flag_and_ctrl_c_closes_the_server_at_once(tmp_
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
 
+    captured = sys.stdout  # capsys's buffer, taken on the test's thread while capture is surely on
+
     def interrupt_when_up():
         try:
-            wait_for(lambda: "Ctrl-C stops it" in sys.stdout.getvalue(), what="the start-up line")  # capsys's
+            wait_for(lambda: "Ctrl-C stops it" in captured.getvalue(), what="the start-up line")
         finally:
             os.kill(os.getpid(), signal.SIGINT)
 

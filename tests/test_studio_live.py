@@ -230,6 +230,8 @@ def test_a_visitor_whose_first_frame_is_still_compiling_is_not_taken_over_and_st
     dreams._source = lambda image: Slow()
     dream, line = dreams.frame("first", np.zeros((16, 16, 3), np.uint8))
     assert answers == [(None, WAITING)] and dream is not None and line.startswith("dreaming: frame 1 ")
+    refused = next(dreams.studio.render(None))  # a render asked for meanwhile is told who holds the engine
+    assert refused.message == "zoomdream: error: the Live tab is dreaming a camera (stop it there, or wait for it to end)"
     # Stop: a frame of theirs still on its way (sent before the page's stream ended) does not take it back.
     assert dreams.stop("first") == "stopped after 1 frame"
     assert dreams.frame("first", np.zeros((16, 16, 3), np.uint8)) == (None, None)

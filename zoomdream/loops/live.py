@@ -123,6 +123,8 @@ def resolve(job: Job, page: bool = False) -> LiveSettings:
 def levels(dream: DreamSettings) -> list[tuple[int, int, float]]:
     """The governor's ladder, richest first, as (octaves, steps, share of the output's size): the job's
     own, then fewer steps, then fewer octaves, then a smaller dream (scaled up to the output)."""
+    if dream.steps == 0:  # no dream asked for (strength off): nothing to make cheaper, and no step to add
+        return [(dream.octaves, 0, 1.0)]
     ladder = [(dream.octaves, s, 1.0) for s in range(dream.steps, 0, -1)]
     ladder += [(o, 1, 1.0) for o in range(dream.octaves - 1, 0, -1)]
     return ladder + [(1, 1, scale) for scale in SCALES]

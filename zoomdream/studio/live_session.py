@@ -95,6 +95,7 @@ class LiveDreams:
                 return WAITING
             if self.owner is None and not self.studio.busy.acquire(blocking=False):
                 return RENDERING
+            self.studio.live = True
             self.owner, self.seen, self.source, self.made = visitor, now, None, 0  # a left visitor's lock passes on
             self.dreaming = visitor
             self.times.clear()
@@ -142,6 +143,7 @@ class LiveDreams:
             if self.owner is None or visitor is not None and self.owner != visitor:
                 return "stopped"
             self.owner, self.source = None, None
+            self.studio.live = False
             self.studio.busy.release()
             return f"stopped after {self.made} frame{'s' * (self.made != 1)}"
 

@@ -94,6 +94,7 @@ class Studio:
         self.uploads = self.workdir / "inputs"
         self.models = ModelCache(models)  # already-loaded models, keyed (model, weights, precision)
         self.busy = threading.Lock()
+        self.live = False  # whether the Live tab holds ``busy`` (a render is then told why it waits)
         self.stop_requested = threading.Event()
         self.stopped: Job | None = None  # the last stopped loop render, which Resume continues
         self.layer_cache: dict[tuple, np.ndarray] = {}
@@ -150,8 +151,9 @@ class Studio:
 
         if not self.busy.acquire(blocking=False):
             if not self.stop_requested.is_set():
-                yield Update("error", "zoomdream: error: another render is running (stop it, or wait for it to "
-                                      "end)")
+                yield Update("error", "zoomdream: error: the Live tab is dreaming a camera (stop it there, or wait "
+                                      "for it to end)" if self.live else "zoomdream: error: another render is running "
+                                      "(stop it, or wait for it to end)")
                 return
             yield Update("running", "waiting for the stopped render to end its frame")
             self.busy.acquire()
