@@ -228,6 +228,23 @@ def motion_between(
     return flow_back, cv2.multiply(reliable, visible)[..., None]
 
 
+def motion_at(source_prev: np.ndarray, source_curr: np.ndarray, *, method: str = "dis",
+              max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``motion_between`` wholly at ``max_side`` (the checks and warps too, not only the flow), the flow and
+    mask then scaled up to the frames' size: at 1280x720 with 320 the checks at full size were 27 of its 41 ms,
+    and the mask is a soft one anyway. None, or frames no bigger: ``motion_between`` itself."""
+    height, width = source_curr.shape[:2]
+    scale = 1.0 if max_side is None else min(1.0, max_side / max(height, width))
+    if scale == 1.0:
+        return motion_between(source_prev, source_curr, method=method)
+    size = (max(8, round(width * scale)), max(8, round(height * scale)))
+    small_prev, small_curr = (cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in (source_prev, source_curr))
+    flow, mask = motion_between(small_prev, small_curr, method=method)
+    flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
+    flow *= np.array([width / size[0], height / size[1]], np.float32)
+    return flow, cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)[..., None]
+
+
 def coherent_init(
     dreamed_prev: np.ndarray,
     source_prev: np.ndarray,

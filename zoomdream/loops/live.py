@@ -15,7 +15,7 @@ from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
-from zoomdream.flow import carried, coherent_init, motion_between, temporal_blend
+from zoomdream.flow import carried, coherent_init, motion_at, temporal_blend
 from zoomdream.loops.common import LoopSource, constant_dream, flow_size, seed_and_max_size
 from zoomdream.media import stream
 from zoomdream.media.files import existing_file
@@ -110,6 +110,17 @@ def levels(dream: DreamSettings) -> list[tuple[int, int, float]]:
     return ladder + [(1, 1, scale) for scale in SCALES]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A source frame's work that needs only the source, which ``zoomdream.live`` does on a second thread
+    while the frame before it dreams: the frame at the dream's size and the motion from the frame before."""
+    small: np.ndarray
+    motion: tuple | None  # motion_at's (flow, mask) from the source frame prepared before (None: the first)
+    level: int  # the governor's level it was prepared for
+    arrived: float  # when the source frame arrived
+    taken: float  # when it was taken: the frame's work starts
+
+
 class Source(LoopSource):
     """Frame t is the newest source frame, dreamed from the previous output carried along the flow between the
     source frames (occlusions and changed pixels dreamed afresh), then pulled toward that carried output
@@ -127,6 +138,7 @@ class Source(LoopSource):
         self.arrived = 0.0  # when the source frame of the last frame made arrived (latency)
         self.taken = 0.0  # when it was taken: the frame's work starts
         self.before = None  # (the source frame, the output) of the last frame made, at the dream's size
+        self.last = None  # the source frame prepared last, at the output's size
         self.zoom, self.zoom_level = None, 0
         if settings.kind == "noise":
             from zoomdream.loops.zoom import Source as Zoom
@@ -178,18 +190,29 @@ class Source(LoopSource):
             return None
         return self.dreamed(source)
 
-    def dreamed(self, source: np.ndarray) -> np.ndarray:
+    def prepare(self, source: np.ndarray) -> Prepared:
+        """The source-only work of the frame after the last one prepared: it needs no dream, so it can run
+        beside the dream of the frame before (frames must then be dreamed in the order prepared)."""
         s = self.settings
-        octaves, steps, scale = self.levels[self.level]
-        size = self.dream_size(scale)
-        small = _resized(source, size)
+        level = self.level
+        small = _resized(source, self.dream_size(self.levels[level][2]))
+        motion = None
+        if self.last is not None and s.flow != "none":
+            motion = motion_at(_resized(self.last, small.shape[1::-1]), small, method=s.flow, max_side=s.flow_size)
+        self.last = source
+        return Prepared(small, motion, level, self.arrived, self.taken)
+
+    def dreamed(self, source: np.ndarray | Prepared) -> np.ndarray:
+        s = self.settings
+        ready = source if isinstance(source, Prepared) else self.prepare(source)
+        octaves, steps, _ = self.levels[ready.level]
+        small, motion = ready.small, ready.motion
         settings = replace(s.dream, octaves=octaves, steps=steps)
         if self.before is None:
             init = small
             carry = motion = None
         else:
-            before, output = (_resized(frame, size) for frame in self.before)
-            motion = None if s.flow == "none" else motion_between(before, small, method=s.flow, max_side=s.flow_size)
+            before, output = (_resized(frame, small.shape[1::-1]) for frame in self.before)
             carry = None if motion is None else carried(output, motion)
             init = coherent_init(output, before, small, blend=s.blend, method=s.flow, motion=motion, carry=carry)
         # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
