@@ -193,7 +193,8 @@ def run_case(name: str, size: str, dream_s: float | None, target: float, seconds
     print(f"{name} {size} {'simulated dream %.3f s' % dream_s if dream_s else 'real model'} target {target:g} fps: "
           f"fps={fps:.1f} dropped={report.get('dropped')} latency_p50={p(0.5):.0f}ms latency_p95={p(0.95):.0f}ms "
           f"loop_s={report.get('work', 0):.4f}" + (f" loop_ratio={report['work'] / dream_s:.2f}" if dream_s else "")
-          + f" level={report.get('level')} unread={receiver.unread}", flush=True)
+          + f" level={report.get('level')} unread={receiver.unread} loop_latency_p50/p95="
+          + "/".join(f"{1000 * v:.0f}" for v in report.get("latency", ())) + "ms", flush=True)
     if long:
         print(f"rss_start={start_rss:.0f}MiB rss_end={rss_mib():.0f}MiB samples={','.join(f'{r:.0f}' for r in rss)}")
     return dict(fps=fps)

@@ -310,8 +310,10 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
         if ahead is not None:
             ahead.close()
     elapsed = time.monotonic() - start if start is not None else 0.0
+    recent = sorted(latencies) or [0.0]  # the last 200 frames' latencies inside the loop
     return dict(frames=made, held=held, seconds=elapsed, dropped=reader.dropped if reader is not None else 0,
-                level=source.levels[source.level], work=work / max(1, made))
+                level=source.levels[source.level], work=work / max(1, made),
+                latency=(recent[len(recent) // 2], recent[int(0.95 * (len(recent) - 1))]))
 
 
 def _hold(reader, outputs: list[LiveOutput], status: Status, previous: np.ndarray | None, made: int, held: int,
