@@ -32,7 +32,7 @@ from bench_pipeline import SimulatedDream  # noqa: E402
 from zoomdream import live  # noqa: E402
 from zoomdream.ascent import to_uint8, to_unit  # noqa: E402
 from zoomdream.config import make_job  # noqa: E402
-from zoomdream.flow import carried, coherent_init, motion_at, temporal_blend  # noqa: E402
+from zoomdream.flow import carried_fast, carry_maps, coherent_init, motion_at, temporal_blend  # noqa: E402
 from zoomdream.media import stream  # noqa: E402
 from zoomdream.media.ffmpeg import Ffmpeg, ffmpeg_exe  # noqa: E402
 from zoomdream.media.reader import _read_exact  # noqa: E402
@@ -88,16 +88,17 @@ def parts(size: tuple[int, int], flow_size: int | None) -> None:
     a, b = barcode_frame(0, w, h), barcode_frame(2, w, h)
     dreamed = np.clip(a.astype(np.int16) + 20, 0, 255).astype(np.uint8)
     motion = motion_at(a, b, max_side=flow_size)
-    carry = carried(dreamed, motion)
+    maps = carry_maps(motion[0])
+    carry = carried_fast(dreamed, maps)
     decode, read = decode_ms(size)
     chain = {
-        "carry": cpu_ms(lambda: carried(dreamed, motion)),
+        "carry": cpu_ms(lambda: carried_fast(dreamed, maps)),
         "start": cpu_ms(lambda: coherent_init(dreamed, a, b, motion=motion, carry=carry)),
         "to_unit+to_uint8": cpu_ms(lambda: to_uint8(to_unit(b))),
         "smoothing": cpu_ms(lambda: temporal_blend(dreamed, dreamed, motion, 0.5, carry=carry)),
     }
     print(f"parts {w}x{h}, CPU ms a frame: decode={decode:.1f} (ffmpeg) read={read:.1f} (python) "
-          f"flow={cpu_ms(lambda: motion_at(a, b, max_side=flow_size)):.1f} (flow size {flow_size or 'full'}, "
+          f"flow={cpu_ms(lambda: carry_maps(motion_at(a, b, max_side=flow_size)[0])):.1f} (flow size {flow_size or 'full'}, "
           f"beside the dream) " + " ".join(f"{k}={v:.1f}" for k, v in chain.items())
           + f" (on the dream's thread: {sum(chain.values()):.1f}) encode={encode_ms(size):.1f} (ffmpeg)", flush=True)
 

@@ -15,7 +15,7 @@ from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
-from zoomdream.flow import carried, coherent_init, motion_at, temporal_blend
+from zoomdream.flow import carried_fast, carry_maps, coherent_init, motion_at, temporal_blend
 from zoomdream.loops.common import LoopSource, constant_dream, flow_size, seed_and_max_size
 from zoomdream.media import stream
 from zoomdream.media.files import existing_file
@@ -116,6 +116,7 @@ class Prepared:
     while the frame before it dreams: the frame at the dream's size and the motion from the frame before."""
     small: np.ndarray
     motion: tuple | None  # motion_at's (flow, mask) from the source frame prepared before (None: the first)
+    maps: tuple | None  # the flow's carry_maps
     level: int  # the governor's level it was prepared for
     arrived: float  # when the source frame arrived
     taken: float  # when it was taken: the frame's work starts
@@ -196,11 +197,12 @@ class Source(LoopSource):
         s = self.settings
         level = self.level
         small = _resized(source, self.dream_size(self.levels[level][2]))
-        motion = None
+        motion = maps = None
         if self.last is not None and s.flow != "none":
             motion = motion_at(_resized(self.last, small.shape[1::-1]), small, method=s.flow, max_side=s.flow_size)
+            maps = carry_maps(motion[0])
         self.last = source
-        return Prepared(small, motion, level, self.arrived, self.taken)
+        return Prepared(small, motion, maps, level, self.arrived, self.taken)
 
     def dreamed(self, source: np.ndarray | Prepared) -> np.ndarray:
         s = self.settings
@@ -213,7 +215,7 @@ class Source(LoopSource):
             carry = motion = None
         else:
             before, output = (_resized(frame, small.shape[1::-1]) for frame in self.before)
-            carry = None if motion is None else carried(output, motion)
+            carry = None if motion is None else carried_fast(output, ready.maps)
             init = coherent_init(output, before, small, blend=s.blend, method=s.flow, motion=motion, carry=carry)
         # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
         dreamed = to_uint8(self.dreamer.dream(to_unit(init), settings, seed=s.seed))
