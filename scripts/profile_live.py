@@ -4,8 +4,9 @@
 Parts, each in CPU milliseconds a frame (all threads and child processes counted, so the figure holds on a
 busy machine where wall time does not): ffmpeg's decode and scale of an H.264 source into raw RGB (the
 reader's arguments) and Python's read of it, the optical flow (``motion_at``), the carry, start and smoothing
-on the dreaming thread, and ffmpeg's H.264 encode of a stream output. The loop alone: the live runner over a
-source that makes a new frame every 1/30 s, the dream a sleep (``bench_pipeline.SimulatedDream``), outputs
+on the dreaming thread, and ffmpeg's H.264 encode of a stream output. One stream hop: bench_live's sender
+read back by its receiver with nothing between (a live frame crosses two). The loop alone: the live runner
+over a source that makes a new frame every 1/30 s, the dream a sleep (``bench_pipeline.SimulatedDream``), outputs
 that take frames and do nothing, or (``--encode``) a real UDP stream output; first serial (each frame's flow
 computed when the dream asks for it), then the pipeline (``live.Ahead``).
 
@@ -18,7 +19,6 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, n
 
 import numpy as np
 
-from bench_live import barcode_frame, free_port  # noqa: E402  (scripts/ is on the path when run)
+from bench_live import Receiver, Sender, barcode_frame, free_port  # noqa: E402  (scripts/ is on the path when run)
 from bench_pipeline import SimulatedDream  # noqa: E402
 from zoomdream import live  # noqa: E402
 from zoomdream.ascent import to_uint8, to_unit  # noqa: E402
@@ -97,10 +97,27 @@ def parts(size: tuple[int, int], flow_size: int | None) -> None:
         "to_unit+to_uint8": cpu_ms(lambda: to_uint8(to_unit(b))),
         "smoothing": cpu_ms(lambda: temporal_blend(dreamed, dreamed, motion, 0.5, carry=carry)),
     }
+    flow = cpu_ms(lambda: carry_maps(motion_at(a, b, max_side=flow_size)[0]))
     print(f"parts {w}x{h}, CPU ms a frame: decode={decode:.1f} (ffmpeg) read={read:.1f} (python) "
-          f"flow={cpu_ms(lambda: carry_maps(motion_at(a, b, max_side=flow_size)[0])):.1f} (flow size {flow_size or 'full'}, "
+          f"flow={flow:.1f} (flow size {flow_size or 'full'}, "
           f"beside the dream) " + " ".join(f"{k}={v:.1f}" for k, v in chain.items())
           + f" (on the dream's thread: {sum(chain.values()):.1f}) encode={encode_ms(size):.1f} (ffmpeg)", flush=True)
+
+
+def one_hop(size: tuple[int, int], seconds: float) -> None:
+    """bench_live's sender straight into its receiver, no loop between: the latency of one stream hop
+    (encode, UDP, decode), which a live frame pays twice, into the loop and out of it."""
+    port = free_port()
+    receiver = Receiver(port, size)
+    sender = Sender(port, size, 30.0)
+    time.sleep(seconds)
+    sender.close()
+    time.sleep(0.3)
+    receiver.close()
+    latencies = sorted(receiver.got[k] - sender.sent[k] for k in receiver.got if k in sender.sent) or [float("nan")]
+    print(f"one stream hop {size[0]}x{size[1]} at 30 fps: {len(receiver.got)} of {len(sender.sent)} read back, "
+          f"latency_p50={1000 * latencies[len(latencies) // 2]:.0f}ms "
+          f"latency_p95={1000 * latencies[int(0.95 * (len(latencies) - 1))]:.0f}ms", flush=True)
 
 
 class MemorySource:
@@ -203,6 +220,7 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     parts(size, args.flow_size or None)
+    one_hop(size, args.seconds)
     from zoomdream.models import load_model
     from zoomdream.precision import resolve
 

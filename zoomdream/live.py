@@ -176,7 +176,7 @@ class Ahead:
         self.source = source
         self.ready = threading.Condition()
         self.slot = None  # (the Prepared frame, seconds its preparation took), or None
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
         self.closed = False
         self.start_at = 0.0  # when the next dream is expected to start
         self.prepare_s = 0.0  # a preparation's seconds, smoothed
@@ -206,7 +206,7 @@ class Ahead:
                     self.prepare_s = 0.7 * self.prepare_s + 0.3 * spent if self.prepare_s else spent
                     self.slot = (item, spent)
                     self.ready.notify_all()
-        except BaseException as error:  # handed to the dreaming thread, which raises it
+        except Exception as error:  # handed to the dreaming thread, which raises it
             with self.ready:
                 self.error = error
                 self.ready.notify_all()
