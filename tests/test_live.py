@@ -328,3 +328,8 @@ def test_ahead_hands_an_error_of_the_preparation_to_the_dreaming_thread():
             ahead.take(5)
     finally:
         ahead.close()
+
+
+def test_a_stream_resends_its_last_frame_soon_unless_encoding_is_slow():
+    assert live.resend_after(0.001) == live.REPEAT_S <= 1 / 50  # a receiver holds a frame until two more come
+    assert live.resend_after(0.02) == pytest.approx(0.06)  # a slow encoder: resends at most a quarter of its time

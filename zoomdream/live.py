@@ -24,8 +24,9 @@ from zoomdream.media import stream
 from zoomdream.models import LoadedModel
 
 START_WAIT_S = 4.0  # how long a source may take to show its first frame before the model loads anyway
-REPEAT_S = 1 / 30  # a stream sends its last frame again after this long: a receiver's decoder passes a frame on
-# only when the next one starts, so at 12 fps each frame waited 83 ms in the receiver, 33 ms this way
+REPEAT_S = 1 / 60  # a stream sends its last frame again after this long (``resend_after``): an H.264 receiver
+# (ffmpeg's, OBS's) passes a frame on only once two more have come (its parser waits for the next frame's start,
+# its decoder for one more), so at 12 fps each frame waited 167 ms in the receiver, 33 ms this way
 
 
 class LiveOutput:
@@ -55,9 +56,10 @@ class LiveOutput:
     def _work(self) -> None:
         frame, took = None, 0.0
         while True:
-            repeat = not self.file and frame is not None and took < REPEAT_S / 2  # not where encoding is slow
+            repeat = not self.file and frame is not None
             with self.ready:
-                came = self.ready.wait_for(lambda: self.waiting or self.closing, timeout=REPEAT_S if repeat else None)
+                came = self.ready.wait_for(lambda: self.waiting or self.closing,
+                                           timeout=resend_after(took) if repeat else None)
                 if self.closing and not self.waiting:
                     return
                 if came:
@@ -80,6 +82,13 @@ class LiveOutput:
         self.thread.join(timeout=10)
         if not self.failed:
             self.writer.close()
+
+
+def resend_after(took: float) -> float:
+    """How long a stream waits for a new frame before it sends its last one again, after a write that took
+    ``took`` s: ``REPEAT_S``, or three writes' time where encoding is slow (a 720p frame on a busy CPU), so
+    the resends never take more than a quarter of the encoder's time."""
+    return max(REPEAT_S, 3 * took)
 
 
 def _virtual_camera(size: tuple[int, int], fps: float):
