@@ -418,10 +418,10 @@ def frame_cost(args) -> None:
     import cv2
 
     from zoomdream import backend, media, precision
-    from zoomdream.ascent import to_uint8, to_unit
     from zoomdream.config import make_job
     from zoomdream.engine import build_dreamer, resolve_engine
     from zoomdream.flow import coherent_init, motion_between, temporal_blend
+    from zoomdream.frames.levels import to_uint8, to_unit
     from zoomdream.loops.common import constant_dream
     from zoomdream.models import load_model
 

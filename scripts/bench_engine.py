@@ -102,7 +102,8 @@ def main() -> None:
     import keras
 
     from zoomdream import backend
-    from zoomdream.ascent import Dreamer, DreamSettings, to_uint8
+    from zoomdream.ascent import Dreamer, DreamSettings
+    from zoomdream.frames.levels import to_uint8
     from zoomdream.models import load_model
     from zoomdream.objective import make_objective
     from zoomdream.precision import resolve

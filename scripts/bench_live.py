@@ -12,7 +12,11 @@ Cases: the real default model on this CPU at 256x144 and 426x240, and a simulate
 (a dreamer that sleeps for a GPU's dream time and uses no CPU: bench_pipeline.py's 0.03 s, the H200's zoom
 dream at 1280x720). ``--long S`` runs the 256x144 case S seconds and prints RSS at its start and end.
 
+``--audio`` measures the audio path instead: bursts in a WAV against the first frame whose features show them
+(``audio_delay()``).
+
     python scripts/bench_live.py [--seconds 20] [--cases cpu256,cpu426,sim720] [--long 600] [--profile]
+    python scripts/bench_live.py --audio
 """
 from __future__ import annotations
 
@@ -216,12 +220,79 @@ def cpu_features() -> str:
     return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags)
 
 
+def burst_track(seconds: float = 12.0, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A quiet 220 Hz hum with a loud noise burst about every 0.83 s (at random sub-hop offsets): the samples
+    at the analysis rate and the bursts' times."""
+    from zoomdream.audio import RATE
+
+    rng = np.random.default_rng(seed)
+    x = 0.05 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * RATE)) / RATE)
+    times = 0.9 + np.arange(int((seconds - 1.2) / 0.83)) * 0.83 + rng.uniform(0, 0.2, int((seconds - 1.2) / 0.83))
+    for at in times:
+        i = int(round(at * RATE))
+        x[i:i + 2000] += 0.8 * rng.standard_normal(2000) * np.exp(-np.arange(2000) / 400)
+    return x.astype(np.float32), times
+
+
+def first_after(times: np.ndarray, seen: list[tuple[float, float]]) -> list[float]:
+    """For each burst, ms from it to the first (time, onset) seen that shows it (onset > 0.5); one seen before
+    a burst that already shows it would be negative."""
+    return [1000 * (next(when for when, onset in seen if when >= at - 0.05 and onset > 0.5) - at) for at in times]
+
+
+def audio_delay(model, fps: float = 24.0, seconds: float = 12.0) -> None:
+    """The audio path's delay: the analysis alone (a microphone's blocks of one hop, the features read after
+    each), then through `zoomdream live` itself (an image source at 64x48, the track as --audio FILE in real
+    time, the features a frame's schedules read against the burst's time: the analysis plus the wait for the
+    next frame). Prints ``audio_analysis_delay_ms=`` and ``audio_delay_ms=`` (p50 and max of the bursts)."""
+    from zoomdream.audio import RATE, write_wav
+    from zoomdream.audio.features import HOP
+    from zoomdream.audio.inputs import FilePlayer
+    from zoomdream.audio.live import LiveAnalyser
+    from zoomdream.live_controls import LiveVariables
+
+    x, times = burst_track(seconds)
+    analyser, seen = LiveAnalyser(fps), []
+    for i in range(0, len(x), HOP):
+        analyser.feed(x[i:i + HOP])
+        seen.append((analyser.now, analyser.snapshot()["onset"]))
+    alone = first_after(times, seen)
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"zoomdream-bench-bursts-{os.getpid()}.wav"
+    write_wav(path, x, RATE)
+    frames, began, record, start = [], [], LiveVariables.record, FilePlayer.start
+
+    def spy(self, t, values, when):  # what each frame's schedules read, and when its source frame was taken
+        frames.append((when, values.get("onset", 0.0)))
+        record(self, t, values, when)
+
+    def playing(self, at):  # when the track starts: the first frame's
+        began.append(at)
+        start(self, at)
+
+    LiveVariables.record, FilePlayer.start = spy, playing
+    try:
+        image = Path(__file__).resolve().parents[1] / "samples" / "chelsea.png"
+        job = make_job({"command": "live", "input": str(image), "size": "64x48", "fps": fps, "seconds": seconds,
+                        "steps": 1, "octaves": 1, "audio": str(path), "step_size": "0.01 + 0.02*onset"})
+        live.main(job, [str(path.with_suffix(".mkv"))], model=model, status=live.Status(open(os.devnull, "w")))
+    finally:
+        LiveVariables.record, FilePlayer.start = record, start
+        path.unlink(missing_ok=True)
+        path.with_suffix(".mkv").unlink(missing_ok=True)
+    through = first_after(times[times < seconds - 0.3], [(when - began[0], onset) for when, onset in frames])
+    print(f"audio: {len(times)} bursts; analysis alone: p50 {np.median(alone):.1f} ms, max {max(alone):.1f} ms; "
+          f"through live at {len(frames) / seconds:.1f} fps: p50 {np.median(through):.1f} ms, max "
+          f"{max(through):.1f} ms", flush=True)
+    print(f"audio_analysis_delay_ms={max(alone):.1f} audio_delay_ms={np.median(through):.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--cases", default="cpu256,cpu426,sim720")
     parser.add_argument("--long", type=float, default=0, help="run the 256x144 case this long; print RSS")
     parser.add_argument("--flow-size", type=int, default=320, help="--flow-size (a frame no bigger: its own size)")
+    parser.add_argument("--audio", action="store_true", help="only the audio path's delay (audio_delay_ms=)")
     args = parser.parse_args()
     from zoomdream.models import load_model
     from zoomdream.precision import resolve
@@ -230,6 +301,9 @@ def main() -> None:
     model = load_model("efficientnet-lite0", None, resolve("auto", "efficientnet-lite0", None))
     if args.long:
         run_case("long", "256x144", None, 12, args.long, model, long=True)
+        return
+    if args.audio:
+        audio_delay(model)
         return
     fps = {}
     for name in args.cases.split(","):

@@ -55,7 +55,7 @@ def seam(model) -> None:
     from zoomdream.config import make_job
     from zoomdream.interpolation import camera_error
     from zoomdream.loops.zoom import resolve
-    from zoomdream.motion import as_3x3, transform_matrix
+    from zoomdream.frames.warp import as_3x3, transform_matrix
 
     for angle, interpolate in [(0, 1), (1, 1), (0, 2), (1, 2)]:
         values = dict(command="zoom", noise=True, size="256x256", frames=96, loop=True, angle=str(angle),
@@ -124,7 +124,7 @@ def quality(model) -> None:
     from zoomdream import media
     from zoomdream.flow import motion_between
     from zoomdream.interpolation import between_affine, between_frames, between_sources
-    from zoomdream.motion import as_3x3, transform_matrix
+    from zoomdream.frames.warp import as_3x3, transform_matrix
 
     frames, _ = render(model, command="zoom", noise=True, size="320x240", frames=25, zoom="1.03", angle="0.5")
     step = as_3x3(transform_matrix(320, 240, zoom=1.03, angle=0.5))
@@ -158,7 +158,7 @@ def speed(model) -> None:
         print(f"1280x720 zoom, --interpolate {n}: {seconds:.2f} s per frame, {seconds * 24:.0f} s of compute per "
               f"second of 24 fps video", flush=True)
     from zoomdream.interpolation import between_affine
-    from zoomdream.motion import as_3x3, transform_matrix
+    from zoomdream.frames.warp import as_3x3, transform_matrix
 
     step = as_3x3(transform_matrix(1280, 720, zoom=1.02))
     start = time.perf_counter()

@@ -30,7 +30,7 @@ import numpy as np
 from bench_live import Receiver, Sender, barcode_frame, free_port  # noqa: E402  (scripts/ is on the path when run)
 from bench_pipeline import SimulatedDream  # noqa: E402
 from zoomdream import live  # noqa: E402
-from zoomdream.ascent import to_uint8, to_unit  # noqa: E402
+from zoomdream.frames.levels import to_uint8, to_unit  # noqa: E402
 from zoomdream.config import make_job  # noqa: E402
 from zoomdream.flow import carried_fast, carry_maps, coherent_init, motion_at, temporal_blend  # noqa: E402
 from zoomdream.media import stream  # noqa: E402
@@ -156,14 +156,15 @@ class Inline:
     """The serial loop, for comparison: the frame is taken and prepared only when the dream asks for it."""
 
     def __init__(self, source):
-        self.source = source
+        self.source, self.prepared = source, 0
 
     def take(self, timeout: float):
         frame = self.source.next_source(timeout)
         if frame is None:
             return None, 0.0
         began = time.monotonic()
-        return self.source.prepare(frame), time.monotonic() - began
+        self.prepared += 1
+        return self.source.prepare(frame, self.prepared - 1), time.monotonic() - began
 
     def expect(self, start_at: float) -> None:
         pass
@@ -182,17 +183,19 @@ class NullOutput:
 def loop_alone(size: tuple[int, int], flow_size: int, dream_s: float, seconds: float, model, encode: bool,
                serial: bool = False) -> None:
     from zoomdream.ascent import Dreamer
+    from zoomdream.live_controls import Controls
     from zoomdream.loops.live import Source, resolve
 
     w, h = size
-    settings = resolve(make_job({"command": "live", "input": "udp://127.0.0.1:9", "size": f"{w}x{h}", "fps": 30,
-                                 "steps": 1, "octaves": 1, "flow_size": flow_size}))
+    job = make_job({"command": "live", "input": "udp://127.0.0.1:9", "size": f"{w}x{h}", "fps": 30, "steps": 1,
+                    "octaves": 1, "flow_size": flow_size})
+    settings = resolve(job)
     real, simulated = Dreamer.dream, SimulatedDream(dream_s)
     Dreamer.dream = lambda self, image, settings=None, *a, **k: simulated(self, image, settings)
     pipeline, live.Ahead = live.Ahead, Inline if serial else live.Ahead
     outputs = [live.LiveOutput(f"udp://127.0.0.1:{free_port()}", size, 30, print)] if encode else [NullOutput()]
     try:
-        source = Source(settings, model, MemorySource(size))
+        source = Source(settings, model, Controls(job), MemorySource(size))
         cpu, children, began = time.process_time(), children_cpu(), time.monotonic()
         figures = live.run(source, outputs, live.Status(open(os.devnull, "w")), seconds=seconds)
         wall = time.monotonic() - began

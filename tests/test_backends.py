@@ -26,14 +26,13 @@ out = dreamer.dream(photo, DreamSettings(octaves=2, steps=2), seed=0)
 np.save(sys.argv[2], np.asarray(stepped))
 
 # The zoom's device path as a GPU runs it (jax.jit), against the CPU's OpenCV path, on a frame and a motion.
-from zoomdream import device
-from zoomdream.ascent import to_uint8, to_unit
-from zoomdream.loops.zoom import color_match, stats
-from zoomdream.motion import as_3x3, transform_matrix, warp_evenly
+from zoomdream.frames.colour import color_match, color_match_on_device, stats
+from zoomdream.frames.levels import to_device, to_host, to_uint8, to_unit
+from zoomdream.frames.warp import as_3x3, transform_matrix, warp_evenly, warp_evenly_on_device
 frame = to_uint8(photo)
 matrix = as_3x3(transform_matrix(96, 64, zoom=1.05, angle=3.0, tx=1.5, ty=-2.0, center=None))
 reference = stats(to_unit(frame) * 0.7)
-kept, _ = device.to_host(device.color_match(device.warp_evenly(device.to_device(frame), matrix), reference, 0.7))
+kept, _ = to_host(color_match_on_device(warp_evenly_on_device(to_device(frame), matrix), reference, 0.7))
 on_cpu = to_uint8(color_match(warp_evenly(to_unit(frame), matrix), reference, 0.7))
 inside = np.abs(kept.astype(int) - on_cpu)[4:-4, 4:-4]  # borders mirror differently
 print(json.dumps({"before": float(before), "after": float(after), "shape": list(out.shape),

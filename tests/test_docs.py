@@ -109,9 +109,9 @@ def inputs_of(argv: list[str]) -> list[str]:
         render = args.render if not args.render or not args.render[0].endswith(".toml") else ["render", *args.render]
         return inputs_of(render) if render else []
     named = [getattr(args, name, None) for name in ("input", "guide", "audio", "weights")]
-    live = ("://", "/dev/")  # a live source's URL or camera: --check opens neither
+    live = ("://", "/dev/")  # a live source's URL or camera, and live --audio mic or source: --check opens none
     return [p for p in [*named, *getattr(args, "job_file", [])]
-            if p and p != "random" and not (p.isdigit() or any(m in p for m in live))]
+            if p and p not in ("random", "mic", "source") and not (p.isdigit() or any(m in p for m in live))]
 
 
 @pytest.mark.parametrize("where,command", COMMANDS, ids=[w for w, _ in COMMANDS])

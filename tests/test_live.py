@@ -271,17 +271,19 @@ def moving_frames(count: int, w: int = W, h: int = H) -> list[np.ndarray]:
 def test_frames_prepared_ahead_dream_as_the_serial_loop(lite0):
     """The pipeline prepares frame k+1 (resize, flow from frame k) before frame k dreams; the dreams are the
     serial loop's, exactly."""
+    from zoomdream.live_controls import Controls
     from zoomdream.loops.live import Source, resolve
 
-    settings = resolve(job(str(ROOT / "tests" / "data" / "example.mp4"), step_size=0.05))
+    the_job = job(str(ROOT / "tests" / "data" / "example.mp4"), step_size=0.05)
+    settings = resolve(the_job)
     frames = moving_frames(3)
-    serial = Source(settings, lite0)
-    expected = [serial.dreamed(frame) for frame in frames]
-    ahead = Source(settings, lite0)
-    ready = ahead.prepare(frames[0])
+    serial = Source(settings, lite0, Controls(the_job))
+    expected = [serial.dreamed(serial.prepare(frame, t)) for t, frame in enumerate(frames)]
+    ahead = Source(settings, lite0, Controls(the_job))
+    ready = ahead.prepare(frames[0], 0)
     made = []
-    for frame in frames[1:] + [None]:
-        after = ahead.prepare(frame) if frame is not None else None  # while `ready` would dream
+    for t, frame in enumerate(frames[1:] + [None], 1):
+        after = ahead.prepare(frame, t) if frame is not None else None  # while `ready` would dream
         made.append(ahead.dreamed(ready))
         ready = after
     assert ready is None and all(np.array_equal(a, b) for a, b in zip(made, expected))
@@ -300,7 +302,8 @@ class FakeSource:
         self.taken += 1
         return np.full((2, 2, 3), self.taken, np.uint8)
 
-    def prepare(self, frame: np.ndarray) -> int:
+    def prepare(self, frame: np.ndarray, t: int) -> int:
+        assert t == int(frame[0, 0, 0]) - 1  # frame t is the t-th prepared: none skipped
         if int(frame[0, 0, 0]) == self.fail_at:
             raise RuntimeError("prepare failed")
         return int(frame[0, 0, 0])

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from zoomdream import media, runner
-from zoomdream.loops import zoom
 from zoomdream.config import make_job
 from zoomdream.errors import ZoomdreamError
+from zoomdream.frames.warp import as_3x3, transform_matrix
 from zoomdream.interpolation import between_affine, between_frames, blend, camera_error
-from zoomdream.motion import as_3x3, transform_matrix
+from zoomdream.loops import zoom
 from zoomdream.sinks import MemorySink
 
 DATA = os.path.join(os.path.dirname(__file__), "data")

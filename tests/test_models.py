@@ -110,3 +110,22 @@ def test_layer_table_matches_the_networks(name):
 
     assert list(LAYERS) == list(BACKBONES)
     assert list(LAYERS[name].items()) == measure_layers(BACKBONES[name])
+
+
+def test_model_cache_loads_once_and_a_bounded_one_lets_the_old_model_go_first(monkeypatch):
+    """The studio's cache keeps every model; a cluster worker's (keep=1) holds one, dropped before the next loads."""
+    import zoomdream.models
+    from zoomdream.models import ModelCache
+
+    loads = []
+    monkeypatch.setattr(zoomdream.models, "load_model", lambda *key: loads.append((key, len(cache.loaded))) or key)
+    cache = ModelCache({("given", None, "float32"): "preloaded"})
+    assert cache.get("given", None, "float32") == "preloaded"
+    assert cache.get("a", None, "float32") == cache.get("a", None, "float32") == ("a", None, "float32")
+    assert cache.get("b", "w.h5", "bfloat16") and len(cache.loaded) == 3
+    assert loads == [(("a", None, "float32"), 1), (("b", "w.h5", "bfloat16"), 2)]
+    loads.clear()
+    cache = ModelCache(keep=1)
+    for name in ("a", "a", "b", "a"):
+        assert cache.get(name, None, "float32") == (name, None, "float32")
+    assert [(key[0], held) for key, held in loads] == [("a", 0), ("b", 0), ("a", 0)]  # nothing held at each load

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from zoomdream.errors import ZoomdreamError
-from zoomdream.motion import transform_frame, transform_matrix
+from zoomdream.frames.warp import transform_frame, transform_matrix
 from zoomdream.schedules import Schedule, TextSchedule, compile_expression, parse_schedule, parse_text_schedule
 
 # ---------------------------------------------------------------------------------------------------------

@@ -189,28 +189,28 @@ def test_frames_dir_keeps_every_frame_as_png_and_the_work_folder_no_png(tmp_path
 
 
 def test_device_warp_and_colours_match_the_cpu_ones():
-    from zoomdream import device
-    from zoomdream.ascent import to_uint8, to_unit
-    from zoomdream.colour import color_match, stats
-    from zoomdream.motion import as_3x3, transform_matrix, warp_evenly
+    from zoomdream.frames.colour import color_match, color_match_on_device, stats
+    from zoomdream.frames.levels import to_device, to_host, to_uint8, to_unit
+    from zoomdream.frames.warp import as_3x3, transform_matrix, warp_evenly, warp_evenly_on_device
 
     rng = np.random.default_rng(3)
     frame = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
     matrix = as_3x3(transform_matrix(56, 40, zoom=1.05, angle=3.0, tx=1.5, ty=-2.0, center=None))
     cpu = warp_evenly(to_unit(frame), matrix)
-    moved = device.warp_evenly(device.to_device(frame), matrix)
+    moved = warp_evenly_on_device(to_device(frame), matrix)
     on_device = np.asarray(moved)
     np.testing.assert_allclose(on_device[4:-4, 4:-4], cpu[4:-4, 4:-4], atol=1e-4)  # borders mirror differently
     reference = stats(to_unit(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)))
-    kept, held = device.to_host(device.color_match(moved, reference, 0.7))
+    kept, held = to_host(color_match_on_device(moved, reference, 0.7))
     expected = to_uint8(color_match(on_device, reference, 0.7))
     assert kept.dtype == np.uint8 and np.abs(kept.astype(int) - expected).max() <= 1
-    np.testing.assert_array_equal(np.asarray(held), np.asarray(device.to_device(kept)))  # what a resume reads
+    np.testing.assert_array_equal(np.asarray(held), np.asarray(to_device(kept)))  # what a resume reads
     np.testing.assert_allclose(np.asarray(held), to_unit(kept), atol=1e-6)
 
 
 def test_a_zoom_on_an_accelerator_keeps_its_frames_on_the_device(tmp_path, lite0, monkeypatch):
-    from zoomdream import backend, device
+    from zoomdream import backend
+    from zoomdream.frames import levels
 
     def frames(name):
         kept = MemorySink()
@@ -221,8 +221,8 @@ def test_a_zoom_on_an_accelerator_keeps_its_frames_on_the_device(tmp_path, lite0
     on_cpu = frames("cpu.mp4")
     monkeypatch.setattr(backend, "has_accelerator", lambda: True)  # the device path, run here by Keras ops
     uploads = []
-    to_device = device.to_device
-    monkeypatch.setattr(device, "to_device",
+    to_device = levels.to_device
+    monkeypatch.setattr(levels, "to_device",
                         lambda frame: (uploads.append(1) if isinstance(frame, np.ndarray) else 0) or to_device(frame))
     differ = np.abs(frames("device.mp4") - on_cpu).mean(axis=(1, 2, 3))
     assert len(uploads) == 1  # frame 0 goes over once; every later frame is made there

@@ -7,10 +7,9 @@ from importlib import import_module
 
 
 def _prefer_eigen_on_avx2() -> None:
-    """On CPUs without AVX-512, TensorFlow's own (Eigen) kernels beat oneDNN's for the dream step: 4% on
-    InceptionV3 and 11% on EfficientNet-Lite0 per step, measured on a 2-core AVX2 machine. Where AVX-512 is
-    present oneDNN stays on (it is also what runs bfloat16 natively). Must happen before TensorFlow loads;
-    a user's own TF_ENABLE_ONEDNN_OPTS wins."""
+    """On CPUs without AVX-512, TensorFlow's own (Eigen) kernels beat oneDNN's for the dream step (figures:
+    the Benchmarks page). Where AVX-512 is present oneDNN stays on (it is also what runs bfloat16 natively).
+    Must happen before TensorFlow loads; a user's own TF_ENABLE_ONEDNN_OPTS wins."""
     from zoomdream.backend import cpu_flags  # light: Keras loads only when a step is asked for
 
     flags = cpu_flags()

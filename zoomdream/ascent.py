@@ -18,7 +18,6 @@ import math
 from functools import partial
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from zoomdream import backend
@@ -71,24 +70,6 @@ def octave_shapes(height: int, width: int, octaves: int, scale: float) -> list[t
         (max(1, round(height / scale ** i)), max(1, round(width / scale ** i)))
         for i in reversed(range(octaves))
     ]
-
-
-def to_unit(img_uint8: np.ndarray) -> np.ndarray:
-    """uint8 RGB -> float32 in [-1, 1], the engine's image convention (one OpenCV pass: numpy's three took
-    13 ms a 1080p frame, a quarter of a GPU's dream)."""
-    img = np.ascontiguousarray(img_uint8)
-    return cv2.addWeighted(img, 1 / 127.5, img, 0.0, -1.0, dtype=cv2.CV_32F).reshape(img.shape)
-
-
-def to_uint8(img) -> np.ndarray:
-    """[-1, 1] -> uint8 RGB, rounded and saturated, in one OpenCV pass (0.4 ms a 720p frame; numpy's five passes
-    took 10 times as long)."""
-    if not isinstance(img, np.ndarray):
-        from keras import ops
-
-        img = ops.convert_to_numpy(img)
-    arr = np.ascontiguousarray(img, dtype=np.float32)
-    return cv2.addWeighted(arr, 127.5, arr, 0.0, 127.5, dtype=cv2.CV_8U).reshape(arr.shape)
 
 
 def _resize(image, shape: tuple[int, int]):

@@ -10,8 +10,8 @@ by the tile, one copy of the model in the compiled program however many tiles th
 
 - TensorFlow: ``tf.function`` around the step, the model called directly, gradients by ``GradientTape``,
   ``tf.map_fn`` over the tiles. With TensorFlow's own (Eigen) kernels two tiles are in flight (on 2 cores
-  that keeps both busy through the small ops: 10% faster than one at a time, 1.5 GB peak for a 3840x2160
-  EfficientNet-Lite0 step). With oneDNN (TensorFlow's default on x86, kept on AVX-512 machines) tiles go one
+  that keeps both busy through the small ops, faster than one at a time at little more memory; figures: the
+  Benchmarks page). With oneDNN (TensorFlow's default on x86, kept on AVX-512 machines) tiles go one
   at a time: two concurrent iterations of the same oneDNN kernels crash the process (segmentation fault
   within a few dozen dreams, TensorFlow 2.21 on an AVX-512 BF16 CPU). One trace per distinct input shape,
   reused for every later call (octaves and frames).

@@ -199,8 +199,10 @@ class Job:
                                    commands=("video", "interpolate"), group="loop", affects_frames=False)
     audio: str | None = opt(None, "music: its features (loudness, onset, bass, mid, treble, beat, bpm) become "
                                   "variables of every schedule, and it plays in the output; any audio ffmpeg "
-                                  "reads (video: default the clip's own soundtrack)", "path",
-                            commands=("zoom", "video"), group="audio", metavar="FILE", affects_frames=False)
+                                  "reads (video: default the clip's own soundtrack; live: also 'mic' or "
+                                  "'source', the source's own sound, a FILE playing from the first frame)", "path",
+                            commands=("zoom", "video", "live"), group="audio", metavar="FILE",
+                            affects_frames=False)
     audio_start: float = opt(0.0, "seconds into --audio where the music starts", "float", commands=("zoom", "video"),
                              group="audio")
     audio_duration: float | None = opt(None, "seconds of --audio to use (default: to its end; a zoom without "
@@ -224,6 +226,9 @@ class Job:
                                       "Ctrl-C)", "float", commands=LIVE, group="loop")
     loop_source: bool = opt(False, "live: play a source file again from its start when it ends", "bool",
                             commands=LIVE, group="loop")
+    osc: str | None = opt(None, "live: take control messages over OSC on this UDP port (or HOST:PORT), e.g. "
+                                "/zoomdream/step_size 0.03", "str", commands=LIVE, group="loop", metavar="PORT",
+                          affects_frames=False)
     export_schedules: str | None = opt(None, "before rendering, write every schedule and audio feature per frame "
                                              "to this CSV", "path", commands=("zoom", "video"), group="output",
                                        metavar="FILE.csv", affects_frames=False)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from zoomdream import backend, media
-from zoomdream.ascent import Dreamer, to_unit
+from zoomdream.ascent import Dreamer
 from zoomdream.config import Job
 from zoomdream.errors import ZoomdreamError
+from zoomdream.frames.levels import to_unit
 from zoomdream.layers import LAYERS
 from zoomdream.models import LoadedModel, get_backbone, resolve_weights
 from zoomdream.objective import LayerTerm, guide_features, make_objective, parse_layers

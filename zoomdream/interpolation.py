@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from zoomdream.flow import consistency_mask, flow_between, warp
-from zoomdream.motion import warp_affine
+from zoomdream.frames.warp import warp_affine
 
 Carry = Callable[[np.ndarray], np.ndarray]  # maps an array on a frame's grid onto the in-between's
 Motion = tuple[np.ndarray, np.ndarray]  # flow.motion_between's backward flow and HxWx1 trust
@@ -80,11 +80,11 @@ def _energy(band: np.ndarray) -> np.ndarray:
 def keep_detail(made: np.ndarray, expected: np.ndarray, most: float = 3.0) -> np.ndarray:
     """Scale the pixel-scale band of ``made`` (float32 HxWx3 RGB) so its local energy is ``expected`` (HxW), by
     1 to ``most``. Blending two frames whose finest texture does not line up averages it away, and each
-    resampling blurs it: a zoom's in-between frames had 45% of their dreamed neighbours' pixel-scale energy
-    (Laplacian), so the detail pulsed at every other frame. With the neighbours' own energy carried along the
-    same maps they have 74%, and rebuild dreamed frames 0.4 dB closer (bench_loops); the rest lay near the
-    Nyquist frequency, which the bilinear resampling removed. Along optical flow (``interpolate``) the
-    in-betweens' Laplacian variance rose from 35% of the originals' to 61% (63% on the camera path)."""
+    resampling blurs it: a zoom's in-between frames held about half of their dreamed neighbours' pixel-scale
+    energy (Laplacian), so the detail pulsed at every other frame. With the neighbours' own energy carried along
+    the same maps they keep most of it and rebuild dreamed frames closer; the rest lies near the Nyquist
+    frequency, which the bilinear resampling removes (``scripts/bench_loops.py``; figures: the Benchmarks
+    page)."""
     made = np.asarray(made, dtype=np.float32)
     band = made - cv2.GaussianBlur(made, (0, 0), DETAIL_SIGMA)
     energy = _energy(cv2.cvtColor(band, cv2.COLOR_RGB2GRAY))

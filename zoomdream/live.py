@@ -18,12 +18,15 @@ from collections import deque
 
 import numpy as np
 
+from zoomdream.audio.inputs import SOURCE, open_live_audio
+from zoomdream.audio.live import LiveAnalyser
 from zoomdream.config import Job
 from zoomdream.errors import ZoomdreamError, one_line
 from zoomdream.media import stream
 from zoomdream.models import LoadedModel
 
 START_WAIT_S = 4.0  # how long a source may take to show its first frame before the model loads anyway
+FILE_QUEUE_S = 2.0  # a recording keeps this long of frames waiting for a busy encoder (a loaded CPU) before dropping
 REPEAT_S = 1 / 60  # a stream sends its last frame again after this long (``resend_after``): an H.264 receiver
 # (ffmpeg's, OBS's) passes a frame on only once two more have come (its parser waits for the next frame's start,
 # its decoder for one more), so at 12 fps each frame waited 167 ms in the receiver, 33 ms this way
@@ -31,9 +34,9 @@ REPEAT_S = 1 / 60  # a stream sends its last frame again after this long (``rese
 
 class LiveOutput:
     """One output (a file, a stream URL or the virtual camera) fed on its own thread. A stream or camera takes
-    only the newest frame (a slow receiver drops frames, never adds latency); a file keeps a few waiting, so a
-    recording loses none to the encoder's start. When an output fails (a receiver gone), it says so in one
-    line and stops; the others go on."""
+    only the newest frame (a slow receiver drops frames, never adds latency); a file keeps up to FILE_QUEUE_S of
+    frames waiting, so a recording loses none to the encoder's start or a busy CPU. When an output fails (a
+    receiver gone), it says so in one line and stops; the others go on."""
 
     def __init__(self, target: str, size: tuple[int, int], fps: float, say):
         self.target, self.say = target, say
@@ -41,7 +44,7 @@ class LiveOutput:
             stream.StreamWriter(target, size)
         self.ready = threading.Condition()
         self.file = stream.check_output(target) == "file"
-        self.waiting: deque = deque(maxlen=4 if self.file else 1)
+        self.waiting: deque = deque(maxlen=max(4, round(FILE_QUEUE_S * fps)) if self.file else 1)
         self.written = self.dropped = 0
         self.failed = self.closing = False
         self.thread = threading.Thread(target=self._work, name=f"zoomdream-out-{target}", daemon=True)
@@ -175,11 +178,11 @@ class Status:
 
 
 class Ahead:
-    """The next frame's source-only work (``Source.prepare``: its resize and optical flow) on a thread of its
-    own while the frame before it dreams, a pipeline of two. The newest source frame is taken just in time:
-    when the next dream is expected to start, less a preparation's time, so the frame is as new as the serial
-    loop's would be and the dream waits for nothing. Frames are handed over in the order prepared (each one's
-    flow is from the one before)."""
+    """The next frame's source-only work (``Source.prepare``: its settings, resize and optical flow) on a
+    thread of its own while the frame before it dreams, a pipeline of two. The newest source frame is taken
+    just in time: when the next dream is expected to start, less a preparation's time, so the frame is as new
+    as the serial loop's would be and the dream waits for nothing. Frames are handed over in the order
+    prepared (each one's flow is from the one before)."""
 
     def __init__(self, source):
         self.source = source
@@ -189,6 +192,7 @@ class Ahead:
         self.closed = False
         self.start_at = 0.0  # when the next dream is expected to start
         self.prepare_s = 0.0  # a preparation's seconds, smoothed
+        self.prepared = 0  # frames prepared: the next one is frame t = prepared (each is dreamed, in order)
         self.thread = threading.Thread(target=self._work, name="zoomdream-prepare", daemon=True)
         self.thread.start()
 
@@ -209,8 +213,9 @@ class Ahead:
                 if frame is None:
                     continue
                 began = time.monotonic()
-                item = self.source.prepare(frame)
+                item = self.source.prepare(frame, self.prepared)
                 spent = time.monotonic() - began
+                self.prepared += 1
                 with self.ready:
                     self.prepare_s = 0.7 * self.prepare_s + 0.3 * spent if self.prepare_s else spent
                     self.slot = (item, spent)
@@ -250,8 +255,9 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
     with ``prepare`` (a camera, stream, file or image) is a pipeline: each frame's flow is computed on a
     second thread (``Ahead``) while the frame before it dreams."""
     rng = np.random.default_rng(seed)
-    governor = Governor(source.fps, len(source.levels))
+    governor = Governor(source.fps, len(source.levels))  # the ladder of the job's own dream: its longest
     reader = source.frames
+    play = getattr(source.controls.audio, "start", None)  # the music's, where it has a start (zoomdream.audio.inputs)
     source.warm_up()
     if reader is not None:
         reader.start()  # a file starts playing now: a camera or stream already runs
@@ -294,6 +300,8 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
             now = time.monotonic()
             if start is None:  # the clock starts with the first source frame, not the model load
                 start = arrived if reader is not None else now
+                if play is not None:
+                    play(start)  # an --audio FILE plays from here
             if stalled:
                 status.say("zoomdream: source back")
                 stalled = False
@@ -309,7 +317,7 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
             work += now - taken
             source.level = governor.update(now - taken)
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-            octaves, steps, scale = source.levels[source.level]
+            octaves, steps, scale = source.rung()
             dropped = reader.dropped if reader is not None else 0
             status.show(f"live: {made} frames, {fps:.1f} fps, dropped {dropped}, latency "
                         f"{1000 * np.median(latencies):.0f} ms, dream {octaves} octave(s) x {steps} step(s)"
@@ -321,7 +329,7 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
     elapsed = time.monotonic() - start if start is not None else 0.0
     recent = sorted(latencies) or [0.0]  # the last 200 frames' latencies inside the loop
     return dict(frames=made, held=held, seconds=elapsed, dropped=reader.dropped if reader is not None else 0,
-                level=source.levels[source.level], work=work / max(1, made),
+                level=source.rung(), work=work / max(1, made),
                 latency=(recent[len(recent) // 2], recent[int(0.95 * (len(recent) - 1))]))
 
 
@@ -340,9 +348,11 @@ def _hold(reader, outputs: list[LiveOutput], status: Status, previous: np.ndarra
     return True
 
 
-def check(job: Job, targets: list[str]):
+def check(job: Job, targets: list[str], say=print):
     """Everything checkable before the model loads, without opening the source or any output (so --check
-    works without a camera or a network): the settings, the source's kind, each output's kind."""
+    works without a camera or a network): the settings and the live controls over them, the source's kind,
+    each output's kind. Returns the settings and the controls."""
+    from zoomdream.live_controls import Controls
     from zoomdream.loops.live import resolve
 
     if not targets:
@@ -351,9 +361,15 @@ def check(job: Job, targets: list[str]):
         stream.check_output(target)
     if len(set(targets)) < len(targets):
         raise ZoomdreamError("an output is given twice (give each -o once)")
-    if job.input and any(os.path.realpath(t) == os.path.realpath(job.input) for t in targets):
-        raise ZoomdreamError(f"output '{job.input}' would overwrite the source (choose another output name)")
-    return resolve(job)
+    for read, what in ((job.input, "the source"), (job.audio, "--audio")):
+        if read and any(os.path.realpath(t) == os.path.realpath(read) for t in targets):
+            raise ZoomdreamError(f"output '{read}' would overwrite {what} (choose another output name)")
+    if job.osc is not None:
+        from zoomdream.osc import parse_listen
+
+        parse_listen(job.osc)
+    settings = resolve(job)
+    return settings, Controls(job, zoom_size=settings.size if settings.kind == "noise" else None, say=say)
 
 
 def main(job: Job, targets: list[str], *, check_only: bool = False, model: LoadedModel | None = None,
@@ -361,20 +377,30 @@ def main(job: Job, targets: list[str], *, check_only: bool = False, model: Loade
     """The live command: check, open the source (a source that cannot be opened fails here, in seconds),
     load the model, then dream until stopped. Ctrl-C closes every output and ends with 0. ``report``, where
     given, gets ``run``'s figures (a benchmark's)."""
-    settings = check(job, targets)
     status = status or Status()
+    settings, controls = check(job, targets, status.say)
     if check_only:
         status.say(f"checked {', '.join(targets)}")
         return 0
-    reader = None
+    reader = audio = None
     device = stream.camera_device(settings.source or "")
     if device and not os.path.exists(device):
         raise ZoomdreamError(f"no camera at {device} (check the device, or give a stream URL or a file)")
+    analyser = LiveAnalyser(settings.fps) if settings.audio else None
     if settings.kind in ("camera", "url", "file"):
         reader = stream.NewestFrames(settings.source, settings.size, loop=settings.loop_source,
-                                     reconnect=settings.kind != "file")
+                                     reconnect=settings.kind != "file",
+                                     audio=analyser if settings.audio == SOURCE else None)
     outputs: list[LiveOutput] = []
+    osc = None
     try:  # from here on, whatever stops it (Ctrl-C while the model loads too) stops ffmpeg and closes the outputs
+        audio = open_live_audio(settings.audio, analyser, reader)  # a missing microphone fails here
+        controls.audio = audio
+        if job.osc is not None:  # a port in use fails now, before the model loads
+            from zoomdream.osc import OscControl
+
+            osc = OscControl(job.osc, controls, status.say)
+            status.say(f"live: listening for OSC on port {osc.port}")
         if settings.kind in ("camera", "url"):  # one that cannot be opened fails now, before the model loads
             reader.start().wait_started(START_WAIT_S)
         outputs = [LiveOutput(target, settings.size, settings.fps, status.say) for target in targets]
@@ -387,16 +413,20 @@ def main(job: Job, targets: list[str], *, check_only: bool = False, model: Loade
                                resolve_precision(job.precision, engine.model, engine.weights))
         from zoomdream.loops.live import Source
 
-        source = Source(settings, model, reader)
+        source = Source(settings, model, controls, reader)
         figures = run(source, outputs, status, seconds=settings.seconds, frames=settings.frames, seed=settings.seed,
                       stop=stop)
     except KeyboardInterrupt:
         figures = None
     finally:
+        if osc is not None:
+            osc.close()
         for out in outputs:
             out.close()
         if reader is not None:
             reader.close()
+        if audio is not None:
+            audio.close()
     written = ", ".join(o.target for o in outputs if not o.failed) or "nothing"
     if report is not None and figures is not None:
         report.update(figures)

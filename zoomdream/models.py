@@ -314,3 +314,22 @@ class LoadedModel:
             self.check_layer(layer)
         outputs = [self.model.get_layer(layer).output for layer in layers]
         return keras.Model(self.model.input, outputs, name=f"{self.backbone.name}_features")
+
+
+class ModelCache:
+    """Models loaded once and kept, keyed (model, weights, precision): the studio's and each cluster worker's.
+    ``keep`` bounds how many stay: a worker keeps one, so a job with another model replaces it, the old one let
+    go before the new one loads (two networks need not fit at once)."""
+
+    def __init__(self, loaded: dict[tuple, LoadedModel] | None = None, keep: int | None = None):
+        self.loaded = dict(loaded or {})
+        self.keep = keep
+
+    def get(self, name: str, weights: str | None, precision: str) -> LoadedModel:
+        """The model, loaded on first use (TensorFlow starts here)."""
+        key = (name, weights, precision)
+        if key not in self.loaded:
+            if self.keep is not None and len(self.loaded) >= self.keep:
+                self.loaded.clear()
+            self.loaded[key] = load_model(*key)
+        return self.loaded[key]

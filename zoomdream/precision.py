@@ -1,9 +1,9 @@
 """Which precision to compute in: ``auto`` times float32 against bfloat16, once per machine and model.
 
-CPU flags alone do not decide it. On a 2-core Xeon with AVX-512 BF16 and AMX (TensorFlow 2.21, oneDNN),
-InceptionV3's dream step runs 2.2x faster in bfloat16, but EfficientNet-Lite0's runs 1.6x slower (its
-depthwise convolutions have no fast bfloat16 kernels there). Without native bfloat16 (AVX2 only) bfloat16
-is emulated, about 9x slower, and is never picked. So where the CPU has bfloat16 instructions, ``auto``
+CPU flags alone do not decide it. On a CPU with AVX-512 BF16 and AMX (TensorFlow's oneDNN), InceptionV3's
+dream step runs faster in bfloat16, but EfficientNet-Lite0's runs slower (its depthwise convolutions have no
+fast bfloat16 kernels there; figures: the Benchmarks page). Without native bfloat16 (AVX2 only) bfloat16 is
+emulated, many times slower, and is never picked. So where the CPU has bfloat16 instructions, ``auto``
 times a few steps of each precision on the model at hand and keeps the faster; the verdict is cached per
 CPU, software versions and model in ``~/.cache/zoomdream/precision.json`` (``$XDG_CACHE_HOME`` is honoured).
 On a GPU, bfloat16.

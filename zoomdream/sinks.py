@@ -18,9 +18,10 @@ from typing import Callable
 import numpy as np
 
 from zoomdream import media
+from zoomdream.media.files import ClosesOrAborts
 
 
-class Sink:
+class Sink(ClosesOrAborts):
     """Gets each finished frame in order; ``close()`` once all are in, ``abort()`` when the render fails (both
     do nothing unless a sink has something to finish or undo). ``before_store``: the runner hands it each frame
     before the resume store keeps it (a lossless copy that a resume must never replace with a lossy one)."""
@@ -35,15 +36,6 @@ class Sink:
 
     def abort(self) -> None:
         pass
-
-    def __enter__(self) -> Sink:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 @dataclass

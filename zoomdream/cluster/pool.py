@@ -68,7 +68,7 @@ class Pool:
                                      f"{f' and {gpus:g} GPU' if gpus else ''} within {START_TIMEOUT_S} s "
                                      f"(ask for fewer --workers, or add machines)") from None
             self.threads = threads
-        except BaseException:
+        except BaseException:  # Ctrl-C too: workers started so far are stopped; re-raised
             self.close()
             raise
 
@@ -82,7 +82,7 @@ class Pool:
         """Run one call on the first worker and wait for it."""
         try:
             return self.ray.get(getattr(self.actors[0], method).remote(*args))
-        except BaseException as e:
+        except Exception as e:  # Ctrl-C goes on as it is
             raise failure(self.ray, e, method) from None
 
     def run(self, tasks: list[Task], *, total: int | None, progress: bool = True, on_progress=None,
@@ -114,7 +114,7 @@ class Pool:
                     bar.update(done - bar.n)
                     if on_progress is not None:
                         on_progress(done, total)
-        except BaseException:
+        except BaseException:  # Ctrl-C too: the workers stop and keep their frames; re-raised
             self.close()
             raise
         return results, failures

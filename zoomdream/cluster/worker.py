@@ -10,6 +10,7 @@ from pathlib import Path
 from zoomdream import media, runner
 from zoomdream.config import Job
 from zoomdream.loops import loop_module
+from zoomdream.models import ModelCache
 from zoomdream.sinks import FramesDirSink, MemorySink, PreviewSink
 
 
@@ -23,7 +24,7 @@ class Worker:
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         _limit_threads(threads)
-        self.progress, self.loaded = ray.get_actor(progress), (None, None)
+        self.progress, self.models = ray.get_actor(progress), ModelCache(keep=1)
 
     def pid(self) -> int:
         return os.getpid()
@@ -70,16 +71,11 @@ class Worker:
         return getattr(loop_module(job.command), "NEEDS_MODEL", True)
 
     def _model(self, job: Job):
-        """The job's model, loaded once per worker (a job with another model replaces it)."""
+        """The job's model, loaded once per worker (a job with another model replaces it); TensorFlow starts at
+        the first load, after ``_limit_threads``."""
         if not self._dreams(job):
             return None
-        key = (job.model, job.weights, job.precision)
-        if self.loaded[0] != key:
-            from zoomdream.models import load_model  # TensorFlow starts here, after _limit_threads
-
-            self.loaded = (None, None)  # let the old model go before the new one loads
-            self.loaded = (key, load_model(*key))
-        return self.loaded[1]
+        return self.models.get(job.model, job.weights, job.precision)
 
     def _frames_dir(self, job: Job) -> tuple:
         """``--frames-dir``, where the job asks for it: the frames a task makes as PNG."""

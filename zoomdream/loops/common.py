@@ -155,7 +155,7 @@ class Ahead:
 
     Threads, not processes: OpenCV's flow and warps and numpy's array loops release the GIL, so threads run
     them in parallel without copying frames between processes, and a spawned process would first import
-    the whole program (TensorFlow included: 10 s). ``inputs(k)`` runs on the render's thread (it reads
+    the whole program (TensorFlow included, seconds of start-up). ``inputs(k)`` runs on the render's thread (it reads
     frames) and returns ``work``'s arguments, or None past the clip's end. With no workers, ``get`` just
     calls ``work``. Results equal the in-line ones exactly: the same function on the same frames."""
 

@@ -11,15 +11,17 @@ import cv2
 import numpy as np
 
 from zoomdream import media
-from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import carried_fast, carry_maps, coherent_init, motion_at, temporal_blend
+from zoomdream.frames.levels import to_uint8, to_unit
 from zoomdream.loops.common import LoopSource, constant_dream, flow_size, seed_and_max_size
 from zoomdream.media import stream
+from zoomdream.live_controls import SCHEDULES, Controls, LiveVariables, Look
 from zoomdream.media.files import existing_file
 from zoomdream.models import LoadedModel
+from zoomdream.objective import parse_layers
 from zoomdream.schedules import parse_schedule
 from zoomdream.settings import MAX_FRAMES, DreamSettings, EngineSettings, check_frame_size, number
 
@@ -44,6 +46,7 @@ class LiveSettings:
     engine: EngineSettings
     seed: int
     zoom: object = None  # --noise: the zoom loop's settings (loops.zoom.ZoomSettings)
+    audio: str | None = None  # the music: "mic", "source" or a file's path (zoomdream.audio.inputs)
 
 
 def source_kind(source: str | None, noise: bool) -> str:
@@ -67,9 +70,19 @@ def fit(width: int, height: int, longest: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
+def at_first_frame(job: Job) -> Job:
+    """``job`` with its live schedules (which may read the music) as numbers: their values at frame 0 in
+    silence, what the settings start from; the live controls evaluate them again every frame."""
+    silence = LiveVariables()
+    values = {name: parse_schedule(getattr(job, name), name=f"--{name.replace('_', '-')}", interpolation=job.easing,
+                                   variables=silence).at(0) for name in SCHEDULES}
+    return replace(job, **{**values, "steps": round(values["steps"])})
+
+
 def resolve(job: Job) -> LiveSettings:
     from zoomdream.loops.zoom import parse_size
 
+    first = at_first_frame(job)
     seed, max_size = seed_and_max_size(job)
     kind = source_kind(job.input, job.noise)
     size = parse_size(job.size)
@@ -93,13 +106,16 @@ def resolve(job: Job) -> LiveSettings:
         from zoomdream.loops import zoom as zoom_loop
 
         w, h = size
-        zoom = zoom_loop.resolve(replace(job, command="zoom", input=None, size=f"{w}x{h}", max_size=None,
+        zoom = zoom_loop.resolve(replace(first, command="zoom", input=None, size=f"{w}x{h}", max_size=None,
                                          frames=MAX_FRAMES, audio=None, interpolate=1, loop=False))
+    from zoomdream.audio.inputs import check_live_audio
+
+    audio = check_live_audio(job.audio, kind, job.input)
     return LiveSettings(
         source=job.input, kind=kind, size=size, fps=fps, seconds=seconds, frames=frames, loop_source=job.loop_source,
         blend=number(job.blend, "blend", low=0, high=1), smooth=number(job.smooth, "smooth", low=0, high=0.99),
-        flow=job.flow, flow_size=flow_size(job), dream=constant_dream(job),
-        engine=resolve_engine(job, keyframed=kind == "noise"), seed=seed, zoom=zoom)
+        flow=job.flow, flow_size=flow_size(job), dream=constant_dream(first),
+        engine=resolve_engine(job, keyframed=kind == "noise"), seed=seed, zoom=zoom, audio=audio)
 
 
 def levels(dream: DreamSettings) -> list[tuple[int, int, float]]:
@@ -113,11 +129,14 @@ def levels(dream: DreamSettings) -> list[tuple[int, int, float]]:
 @dataclass(frozen=True)
 class Prepared:
     """A source frame's work that needs only the source, which ``zoomdream.live`` does on a second thread
-    while the frame before it dreams: the frame at the dream's size and the motion from the frame before."""
+    while the frame before it dreams: its settings, the frame at the dream's size and the motion from the
+    frame before."""
     small: np.ndarray
     motion: tuple | None  # motion_at's (flow, mask) from the source frame prepared before (None: the first)
     maps: tuple | None  # the flow's carry_maps
-    level: int  # the governor's level it was prepared for
+    look: Look  # the controls' settings for this frame
+    octaves: int  # the governor's level it was prepared at
+    steps: int
     arrived: float  # when the source frame arrived
     taken: float  # when it was taken: the frame's work starts
 
@@ -125,13 +144,15 @@ class Prepared:
 class Source(LoopSource):
     """Frame t is the newest source frame, dreamed from the previous output carried along the flow between the
     source frames (occlusions and changed pixels dreamed afresh), then pulled toward that carried output
-    (``smooth``). ``level`` (set by the governor) picks octaves, steps and the dream's size from ``levels``.
-    ``frame`` returns None when no new source frame came within a frame's time: the caller holds the last."""
+    (``smooth``). Its settings are the ``controls``' at that frame (OSC, the page and presets change them);
+    ``level`` (set by the governor) picks the cheaper octaves, steps and dream size of ``levels``. ``frame``
+    returns None when no new source frame came within a frame's time: the caller holds the last."""
 
-    def __init__(self, settings: LiveSettings, model: LoadedModel, frames: stream.NewestFrames | None = None):
-        self.settings = settings
+    def __init__(self, settings: LiveSettings, model: LoadedModel, controls: Controls,
+                 frames: stream.NewestFrames | None = None):
+        self.settings, self.model, self.controls = settings, model, controls
         self.fps, self.total = settings.fps, None
-        self.levels = levels(settings.dream)
+        self.levels = self.ladder(settings.dream)
         self.level = 0
         self.frames = frames  # the reader of a camera, URL or file (started by the caller)
         w, h = settings.size
@@ -140,15 +161,59 @@ class Source(LoopSource):
         self.taken = 0.0  # when it was taken: the frame's work starts
         self.before = None  # (the source frame, the output) of the last frame made, at the dream's size
         self.last = None  # the source frame prepared last, at the output's size
-        self.zoom, self.zoom_level = None, 0
+        self.zoom = None
         if settings.kind == "noise":
             from zoomdream.loops.zoom import Source as Zoom
 
-            self.levels = [level for level in self.levels if level[2] == 1.0]  # a zoom keeps its frame's size
             self.zoom = Zoom(settings.zoom, model)
             self.dreamer = self.zoom.dreamer
         else:
             self.dreamer = build_dreamer(settings.engine, model)
+        self.layers, self.weights = settings.engine.layers, None  # what the dreamer dreams, and its weights
+        self.version = -1  # the controls' version last applied
+
+    def ladder(self, dream: DreamSettings) -> list[tuple[int, int, float]]:
+        """``levels`` of this frame's dream (a zoom keeps its frame's size)."""
+        ladder = levels(dream)
+        return ladder if self.settings.kind != "noise" else [level for level in ladder if level[2] == 1.0]
+
+    def rung(self) -> tuple[int, int, float]:
+        """(octaves, steps, share of the size) the governor's level gives now."""
+        return self.levels[min(self.level, len(self.levels) - 1)]
+
+    def use_layers(self, spec: str | None) -> None:
+        """Dream ``spec`` (None: the model's default layers) from the next frame on: with the compiled dreamer
+        where it has every term (only the weights change), else a new one (one compile's stall)."""
+        if spec == self.layers:
+            return
+        terms = parse_layers(spec or self.model.backbone.default_layers)
+        known = {(term.layer, term.channels): i for i, term in enumerate(self.dreamer.objective.terms)}
+        if all((term.layer, term.channels) in known for term in terms):
+            weights = np.zeros(len(known), np.float32)
+            for term in terms:
+                weights[known[term.layer, term.channels]] += term.weight
+        else:
+            self.dreamer = build_dreamer(replace(self.settings.engine, layers=spec), self.model, terms)
+            weights = self.dreamer.objective.weights()
+        self.layers, self.weights = spec, weights
+        if self.zoom is not None:
+            self.zoom.dreamer, self.zoom.weights_at = self.dreamer, lambda u: weights
+
+    def apply(self, look: Look) -> None:
+        """The controls' settings for this frame: the governor's ladder over its dream, its layers, and for a
+        zoom its motion, all as the controls evaluated them for this frame."""
+        self.levels = self.ladder(look.dream)
+        if look.version != self.version:
+            self.use_layers(look.layers)
+            self.version = look.version
+        if self.zoom is not None:
+            octaves, steps, _ = self.rung()
+            zs = self.zoom.settings
+            self.zoom.settings = replace(
+                zs, motion={name: parse_schedule(value, name=f"--{name}") for name, value in look.motion.items()},
+                later=replace(zs.later, octaves=octaves, octave_scale=look.dream.octave_scale),
+                steps=parse_schedule(steps, name="--steps"),
+                step_size=parse_schedule(look.dream.step_size, name="--step-size"))
 
     def warm_up(self) -> None:
         """Dream a blank frame at every level's sizes, so compiling the step for a size is never a frame's
@@ -177,50 +242,47 @@ class Source(LoopSource):
     def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
         if self.zoom is not None:  # the zoom loop: no source to wait for
             self.arrived = self.taken = time.monotonic()
-            if self.zoom_level != self.level:
-                octaves, steps, _ = self.levels[self.level]
-                zs = self.zoom.settings
-                self.zoom.settings = replace(zs, later=replace(zs.later, octaves=octaves),
-                                             steps=parse_schedule(steps, name="--steps"))
-                self.zoom_level = self.level
+            self.apply(self.controls.look(t, self.taken))
             made = self.zoom.frame(t, previous, rng)
             self.first = self.zoom.first
             return made
         source = self.next_source(1.0 / self.settings.fps)
         if source is None:
             return None
-        return self.dreamed(source)
+        return self.dreamed(self.prepare(source, t))
 
-    def prepare(self, source: np.ndarray) -> Prepared:
-        """The source-only work of the frame after the last one prepared: it needs no dream, so it can run
-        beside the dream of the frame before (frames must then be dreamed in the order prepared)."""
+    def prepare(self, source: np.ndarray, t: int) -> Prepared:
+        """Frame t's work that needs only its source and the controls: its settings (read here, once a frame),
+        its resize and the flow from the frame prepared before. It needs no dream, so it can run beside the
+        dream of the frame before (frames must then be dreamed in the order prepared)."""
         s = self.settings
-        level = self.level
-        small = _resized(source, self.dream_size(self.levels[level][2]))
+        look = self.controls.look(t, self.taken)
+        ladder = self.ladder(look.dream)
+        octaves, steps, scale = ladder[min(self.level, len(ladder) - 1)]
+        small = _resized(source, self.dream_size(scale))
         motion = maps = None
         if self.last is not None and s.flow != "none":
             motion = motion_at(_resized(self.last, small.shape[1::-1]), small, method=s.flow, max_side=s.flow_size)
             maps = carry_maps(motion[0])
         self.last = source
-        return Prepared(small, motion, maps, level, self.arrived, self.taken)
+        return Prepared(small, motion, maps, look, octaves, steps, self.arrived, self.taken)
 
-    def dreamed(self, source: np.ndarray | Prepared) -> np.ndarray:
-        s = self.settings
-        ready = source if isinstance(source, Prepared) else self.prepare(source)
-        octaves, steps, _ = self.levels[ready.level]
+    def dreamed(self, ready: Prepared) -> np.ndarray:
+        s, look = self.settings, ready.look
+        self.apply(look)
         small, motion = ready.small, ready.motion
-        settings = replace(s.dream, octaves=octaves, steps=steps)
+        settings = replace(look.dream, octaves=ready.octaves, steps=ready.steps)
         if self.before is None:
             init = small
             carry = motion = None
         else:
             before, output = (_resized(frame, small.shape[1::-1]) for frame in self.before)
             carry = None if motion is None else carried_fast(output, ready.maps)
-            init = coherent_init(output, before, small, blend=s.blend, method=s.flow, motion=motion, carry=carry)
+            init = coherent_init(output, before, small, blend=look.blend, method=s.flow, motion=motion, carry=carry)
         # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
-        dreamed = to_uint8(self.dreamer.dream(to_unit(init), settings, seed=s.seed))
-        if motion is not None and s.smooth:
-            dreamed = temporal_blend(dreamed, output, motion, s.smooth, carry=carry)
+        dreamed = to_uint8(self.dreamer.dream(to_unit(init), settings, seed=s.seed, weights=self.weights))
+        if motion is not None and look.smooth:
+            dreamed = temporal_blend(dreamed, output, motion, look.smooth, carry=carry)
         self.before = (small, dreamed)
         return _resized(dreamed, s.size)
 

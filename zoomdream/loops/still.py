@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from zoomdream import media
-from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
+from zoomdream.frames.levels import to_uint8, to_unit
 from zoomdream.loops.common import LoopSource, constant_dream, dream_cost, read_start, seed_and_max_size
 from zoomdream.models import LoadedModel
 from zoomdream.settings import DreamSettings, EngineSettings

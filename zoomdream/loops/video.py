@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from zoomdream import audio, media
-from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
 from zoomdream.flow import carried, coherent_init, motion_between, temporal_blend
+from zoomdream.frames.levels import to_uint8, to_unit
 from zoomdream.interpolation import between_sources, blend
 from zoomdream.loops.common import (Ahead, ClipFrames, DreamsEveryNth, LoopSource, check_clip, check_dream_schedules,
                                     dream_cost, flow_size, flow_workers, last_dreamed, seed_and_max_size)

@@ -13,16 +13,17 @@ import cv2
 import numpy as np
 
 from zoomdream import audio, backend, media
-from zoomdream.ascent import to_uint8, to_unit
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, check_terms, resolve_engine
 from zoomdream.errors import ZoomdreamError
-from zoomdream.colour import color_match, stats
+from zoomdream.frames import levels
+from zoomdream.frames.colour import color_match, color_match_on_device, stats
+from zoomdream.frames.levels import to_uint8, to_unit
+from zoomdream.frames.warp import as_3x3, transform_matrix, warp_affine, warp_evenly, warp_evenly_on_device
 from zoomdream.interpolation import between_affine
 from zoomdream.loops.common import (DreamsEveryNth, LoopSource, check_dream_schedules, dream_cost, last_dreamed,
                                     read_start, seed_and_max_size)
 from zoomdream.models import LoadedModel
-from zoomdream.motion import as_3x3, transform_matrix, warp_affine, warp_evenly
 from zoomdream.objective import LayerTerm, parse_layers
 from zoomdream.schedules import Schedule, TextSchedule, parse_schedule, parse_text_schedule
 from zoomdream.settings import (MAX_FRAMES, DreamSettings, EngineSettings, check_frame_size,
@@ -221,7 +222,7 @@ class Source(DreamsEveryNth, LoopSource):
         self.growth = None  # the log of the closing span's linear zoom (see share)
         self.pair = None  # (first, its frame, the next dreamed frame): the pair the frames between come from
         self.end = settings.frames if settings.loop else settings.frames - 1  # the last dreamed frame's index
-        self.on_device = backend.has_accelerator()  # warp and colours where the dream is (zoomdream.device)
+        self.on_device = backend.has_accelerator()  # warp and colours where the dream is (frames' twins)
         self.held = None  # (the last frame made on the device, as kept, and its tensor there)
 
     def frame(self, t: int, previous: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
@@ -289,13 +290,11 @@ class Source(DreamsEveryNth, LoopSource):
                           weights: np.ndarray, rng: np.random.Generator, reference) -> np.ndarray:
         """``dreamed`` with the warp and colour match on the device: the frame crosses to it only when it was
         not made there, and comes back once, as the uint8 frame to keep."""
-        from zoomdream import device  # Keras: loaded only where a frame is made, never to check a job
-
-        held = self.held[1] if self.held is not None and self.held[0] is image else device.to_device(image)
-        moved = device.warp_evenly(held, matrix)
+        held = self.held[1] if self.held is not None and self.held[0] is image else levels.to_device(image)
+        moved = warp_evenly_on_device(held, matrix)
         dreamed = self.dreamer.dream(moved, settings, weights=weights, rng=rng, on_device=True)
-        matched = device.color_match(dreamed, reference, self.settings.color_match)
-        frame, kept = device.to_host(matched)
+        matched = color_match_on_device(dreamed, reference, self.settings.color_match)
+        frame, kept = levels.to_host(matched)
         self.held = (frame, kept)
         return frame
 
@@ -338,8 +337,9 @@ class Source(DreamsEveryNth, LoopSource):
         the steps are even when the share rises as one over the square root of the area frame 0 covers then
         (as the zoom brings it closer): ``(1 - exp(-g x)) / (1 - exp(-g))`` over the span's fraction x, with g
         the log of the span's linear zoom. With an even rise over the last half of the loop the widest steps
-        were 1.5-1.75x a free one on 3-px-blurred frames (bench_loops), the dream morphing back into frame 0;
-        with this rise over the last three quarters, 0.99-1.25x: the camera flies into frame 0."""
+        were far wider than a free one, the dream morphing back into frame 0; with this rise over the last three
+        quarters they are about as wide: the camera flies into frame 0 (``scripts/bench_loops.py``; figures:
+        the Benchmarks page)."""
         s = self.settings
         start = s.frames - self.step - s.loop_frames
         x = min(1.0, max(0.0, (t - start) / s.loop_frames))

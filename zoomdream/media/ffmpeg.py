@@ -86,11 +86,12 @@ def _cause(first: list[str], last) -> str:
 class Ffmpeg:
     """An ffmpeg child whose stderr is drained on a thread, so a chatty ffmpeg never blocks on a full pipe."""
 
-    def __init__(self, args: list[str], *, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL):
+    def __init__(self, args: list[str], *, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 pass_fds: tuple[int, ...] = ()):
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *args]
-        try:
+        try:  # pass_fds: pipes ffmpeg writes more outputs to (``pipe:N``)
             self.proc = subprocess.Popen(
-                cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, **_popen_kwargs()
+                cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, pass_fds=pass_fds, **_popen_kwargs()
             )
         except OSError as e:
             raise ZoomdreamError(f"cannot start ffmpeg: {e.strerror or e} (reinstall imageio-ffmpeg)") from None
@@ -111,6 +112,11 @@ class Ffmpeg:
         rc = self.proc.wait()
         self._thread.join(timeout=5)
         return rc
+
+    def said(self, text: str) -> bool:
+        """Whether ffmpeg said ``text`` in any of its first or last lines (a cause among decoder noise)."""
+        self._thread.join(timeout=5)
+        return any(text in line for line in (*self._first, *self._lines))
 
     def tail(self) -> str:
         """ffmpeg's complaint as one line: its first error (the cause) and its last (the outcome)."""
@@ -135,8 +141,7 @@ def run_ffmpeg(args: list[str], failure: str, fix: str) -> None:
     ff = Ffmpeg(args)
     try:
         rc = ff.wait()
-    except BaseException:
-        ff.kill()
-        raise
+    finally:
+        ff.kill()  # Ctrl-C while waiting stops ffmpeg too; after it exited, only its pipes close
     if rc != 0:
         raise ZoomdreamError(f"{failure}: ffmpeg said: {ff.tail()} ({fix})")

@@ -11,12 +11,33 @@ import stat
 import threading
 import re
 from pathlib import Path
-from typing import Union
+from typing import TypeVar, Union
 
 from zoomdream.errors import ZoomdreamError
 
 PathArg = Union[str, "os.PathLike[str]"]  # what every path argument accepts
 FRAME_PATTERN = re.compile(r"^frame_(\d{8,})\.png$")
+_Closing = TypeVar("_Closing", bound="ClosesOrAborts")
+
+
+class ClosesOrAborts:
+    """A writer usable with ``with``: ``close()`` when the block ends, ``abort()`` when it raises (Ctrl-C
+    too), so a file is finished whole or not left at all."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Closing) -> _Closing:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class WriteFailed(ZoomdreamError):
@@ -166,12 +187,10 @@ def _atomically(p: Path, fill) -> None:
         fill(tmp)
         os.replace(tmp, p)
     except OSError as e:
-        remove_quietly(tmp)
         raise WriteFailed(f"cannot write '{show(p)}': {e.strerror or e} (check free disk space and folder "
                           f"permissions)", e.errno, p) from None
-    except BaseException:
-        remove_quietly(tmp)
-        raise
+    finally:
+        remove_quietly(tmp)  # gone already once renamed into place
 
 
 def file_digest(path: PathArg) -> str:

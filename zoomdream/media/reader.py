@@ -61,7 +61,7 @@ class VideoReader:
             raise StopIteration
         try:
             frame = self._read()
-        except BaseException:
+        except BaseException:  # Ctrl-C too: ffmpeg must not outlive a reader that stopped; re-raised
             self.close()
             raise
         if frame is None:

@@ -7,6 +7,7 @@ order). Frames are uint8 HxWx3 RGB of one fixed size: the reader scales and crop
 from __future__ import annotations
 
 import functools
+import os
 import re
 import subprocess
 import threading
@@ -64,9 +65,13 @@ def camera_device(source: str) -> str | None:
     return source if source.startswith("/dev/video") else None
 
 
-def source_args(source: str, size: tuple[int, int], *, loop: bool = False) -> list[str]:
+def source_args(source: str, size: tuple[int, int], *, loop: bool = False,
+                audio: tuple[int, int, int] | None = None) -> list[str]:
     """ffmpeg's arguments to decode ``source`` (a camera, URL or file) into raw RGB frames of ``size``,
-    scaled to cover it and cropped, with as little buffering as ffmpeg allows."""
+    scaled to cover it and cropped, with as little buffering as ffmpeg allows. ``audio``: (samples fd, stamps
+    fd, rate): the same ffmpeg also writes the first audio track, mono float32 at ``rate``, starting at stream
+    time 0 (gaps filled), to one pipe, and each video frame's stream time (``N T`` lines) to the other, so the
+    audio read once with the video is matched to the frames it came with."""
     w, h = size
     device = camera_device(source)
     if device:
@@ -78,9 +83,16 @@ def source_args(source: str, size: tuple[int, int], *, loop: bool = False) -> li
                 "-i", source]
     else:  # a file plays at its own rate, as a stream would
         args = ["-re", *(["-stream_loop", "-1"] if loop else []), "-i", file_arg(Path(source))]
+    stamps, sound = [], []
+    if audio is not None:
+        samples, frames, rate = audio
+        stamps = ["-stats_enc_pre", f"pipe:{frames}", "-stats_enc_pre_fmt", "{n} {t}"]
+        sound = ["-map", "0:a:0", "-vn", "-sn", "-dn", "-af", "aresample=async=1:first_pts=0", "-ac", "1", "-ar",
+                 str(rate), "-f", "f32le", "-flush_packets", "1", f"pipe:{samples}"]
     return ["-nostdin", *args, "-map", "0:v:0", "-an", "-sn", "-dn",
             "-vf", f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1",
-            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-flush_packets", "1", "pipe:1"]
+            "-fps_mode", "passthrough", *stamps, "-f", "rawvideo", "-pix_fmt", "rgb24", "-flush_packets", "1",
+            "pipe:1", *sound]
 
 
 class NewestFrames:
@@ -88,12 +100,16 @@ class NewestFrames:
     the next arrives is dropped (counted), so a slow dream never builds a queue. When ffmpeg ends or the
     source stalls for ``RECONNECT_S``, ffmpeg is started again (a file without ``loop`` just ends)."""
 
-    def __init__(self, source: str, size: tuple[int, int], *, loop: bool = False, reconnect: bool = True):
+    def __init__(self, source: str, size: tuple[int, int], *, loop: bool = False, reconnect: bool = True,
+                 audio=None):
         self.source, self.size, self.loop, self.reconnect = source, size, loop, reconnect
+        self.audio = audio  # where the source's audio track goes (``feed``, ``restart``, ``rate``), or None
         self.args = source_args(source, size, loop=loop)
         self.changed = threading.Condition()
         self.frame: np.ndarray | None = None
         self.arrived = 0.0  # time.monotonic() of the newest frame
+        self.stamp: float | None = None  # with audio: the newest frame's stream time
+        self.taken_stamp: float | None = None  # and the last taken one's
         self.received = self.dropped = self.taken = 0
         self.unread = False
         self.ended = False  # the source is over for good (a file played to its end)
@@ -112,8 +128,15 @@ class NewestFrames:
     def _work(self) -> None:
         frame_bytes = self.size[0] * self.size[1] * 3
         while not self._closed:
-            ff = self._ff = Ffmpeg(self.args, stdout=subprocess.PIPE)
-            started = time.monotonic()
+            track = None if self.audio is None else _Track(self.audio)
+            args = self.args if track is None else source_args(self.source, self.size, loop=self.loop,
+                                                               audio=track.fds)
+            try:
+                ff = self._ff = Ffmpeg(args, stdout=subprocess.PIPE, pass_fds=track.fds[:2] if track else ())
+            finally:
+                if track is not None:
+                    track.start()
+            started, index = time.monotonic(), 0
             while not self._closed:
                 try:
                     buf = _read_exact(ff.proc.stdout, frame_bytes)
@@ -122,18 +145,25 @@ class NewestFrames:
                 if len(buf) < frame_bytes:
                     break
                 frame = np.frombuffer(buf, np.uint8).reshape(self.size[1], self.size[0], 3)
+                stamp = None if track is None else track.stamp(index)
+                index += 1
                 with self.changed:
                     self.dropped += self.unread
-                    self.frame, self.arrived, self.unread = frame, time.monotonic(), True
+                    self.frame, self.arrived, self.unread, self.stamp = frame, time.monotonic(), True, stamp
                     self.received += 1
                     self.changed.notify_all()
             rc = ff.wait()
+            if track is not None:
+                track.close()
             if self._closed:
                 return
             with self.changed:
                 if rc != 0 and self.received == 0:  # never worked: a bad URL, a missing camera
-                    self.error = ZoomdreamError(f"cannot read '{show(self.source)}': ffmpeg said: {ff.tail()} "
-                                                f"(check the address, that the sender runs, or the device)")
+                    self.error = ZoomdreamError(
+                        f"'{show(self.source)}' has no audio track (drop --audio source, or give --audio mic or "
+                        f"--audio FILE)" if track is not None and ff.said("matches no streams") else
+                        f"cannot read '{show(self.source)}': ffmpeg said: {ff.tail()} "
+                        f"(check the address, that the sender runs, or the device)")
                 if self.error or not (self.reconnect or self.loop):
                     self.ended = True
                     self.changed.notify_all()
@@ -154,6 +184,7 @@ class NewestFrames:
                 return None
             self.unread = False
             self.taken += 1
+            self.taken_stamp = self.stamp
             return self.frame
 
     def forget(self) -> None:
@@ -188,6 +219,63 @@ class NewestFrames:
             self.changed.notify_all()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
+
+
+class _Track:
+    """The pipes one ffmpeg run writes the source's audio and its video frames' stream times to, each read on a
+    thread of its own: the samples go to ``audio.feed`` as they come (a full pipe would stall the video)."""
+
+    def __init__(self, audio):
+        self.audio = audio
+        (self.samples, samples_w), (self.stamps, stamps_w) = os.pipe(), os.pipe()
+        self.fds = (samples_w, stamps_w, audio.rate)
+        self.times: dict[int, float] = {}
+        self.changed = threading.Condition()
+        self.ended = False
+        self.threads = [threading.Thread(target=work, daemon=True, name=f"zoomdream-source-{work.__name__[1:]}")
+                        for work in (self._samples, self._stamps)]
+
+    def start(self) -> None:
+        """After ffmpeg started (or failed to): the writing ends are its alone; reading begins."""
+        for fd in self.fds[:2]:
+            os.close(fd)
+        self.audio.restart(0.0)  # a new run's stream time starts at 0 again
+        for thread in self.threads:
+            thread.start()
+
+    def _samples(self) -> None:
+        rest = b""
+        with os.fdopen(self.samples, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(1 << 14):
+                data, rest = rest + chunk, b""
+                whole = len(data) // 4 * 4
+                data, rest = data[:whole], data[whole:]
+                if data:
+                    self.audio.feed(np.frombuffer(data, np.float32))
+
+    def _stamps(self) -> None:
+        with os.fdopen(self.stamps, "rb") as pipe:
+            for line in pipe:
+                words = line.split()
+                if len(words) == 2:
+                    with self.changed:
+                        self.times[int(words[0])] = float(words[1])
+                        self.changed.notify_all()
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+    def stamp(self, index: int, timeout: float = 0.1) -> float | None:
+        """The stream time of the run's frame ``index`` (ffmpeg says it before it writes the frame)."""
+        with self.changed:
+            self.changed.wait_for(lambda: index in self.times or self.ended, timeout=timeout)
+            for old in [k for k in self.times if k < index]:
+                del self.times[old]
+            return self.times.pop(index, None)
+
+    def close(self) -> None:
+        for thread in self.threads:
+            thread.join(timeout=5)
 
 
 def check_output(target: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from zoomdream.errors import ZoomdreamError
 from zoomdream.media.ffmpeg import Ffmpeg, file_arg, fps_fraction, rate_arg, run_ffmpeg
 from zoomdream.media.files import (
-    PathArg, WriteFailed, make_output_folder, output_extension, own_temp, remove_quietly, show,
+    ClosesOrAborts, PathArg, WriteFailed, make_output_folder, output_extension, own_temp, remove_quietly, show,
 )
 from zoomdream.media.images import check_frame
 from zoomdream.media.probe import read_header
@@ -26,9 +26,9 @@ from zoomdream.media.probe import read_header
 # Matroska takes nearly everything; a failed copy there falls back to AAC as well.
 _COPYABLE_AUDIO = {".mp4": {"aac", "mp3", "alac"}, ".mov": {"aac", "mp3", "alac"}, ".mkv": None}
 _FASTSTART = (".mp4", ".mov")  # containers whose index can move to the front, for playback while downloading
-# x264's preset: veryfast takes a third of medium's CPU (41 against 119 ms a 1280x720 dream frame, one core) at
-# crf 18, visually lossless either way, for files of about the same size; medium made the encoder, not the
-# dream, the limit of a GPU render (and 7x a GPU's dream on two cores).
+# x264's preset: veryfast takes a third of medium's CPU at crf 18, visually lossless either way, for files of
+# about the same size; medium made the encoder, not the dream, the limit of a GPU render (figures: the
+# Benchmarks page).
 PRESET = "veryfast"
 # Explicit BT.709 conversion and tags for H.264 from RGB, so players show the colours we were given (without
 # them ffmpeg converts with BT.601 and players guess).
@@ -42,7 +42,7 @@ def _errno(tail: str) -> int | None:
     return errno.ENOSPC if "No space left on device" in tail else None
 
 
-class FfmpegWriter:
+class FfmpegWriter(ClosesOrAborts):
     """Streams raw RGB frames into one ffmpeg that writes a hidden temp sibling, renamed onto the real name
     only when close() succeeded; an error or abort() deletes every temp file. The first frame fixes the size.
 
@@ -60,15 +60,6 @@ class FfmpegWriter:
         self.frames_written = 0
         self._closed = False
         self._aborted = False
-
-    def __enter__(self) -> FfmpegWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def __del__(self) -> None:
         # A writer dropped without close() must not leave ffmpeg running or a temp file behind.
@@ -125,7 +116,7 @@ class FfmpegWriter:
             self._cleanup()
             raise WriteFailed(f"cannot write '{show(self.path)}': {e.strerror or e} (check folder permissions)",
                               e.errno, self.path) from None
-        except BaseException:
+        except BaseException:  # Ctrl-C too: no half-written file is left; re-raised
             self._cleanup()
             raise
         finally:
@@ -303,7 +294,7 @@ class WebpWriter(GifWriter):
     """Looping animated WebP (libwebp, lossy, 4:2:0): a fraction of a GIF's size, closer to the frames
     (scripts/bench_gif.py); ``--gif-fps`` and ``--gif-width`` apply as to a GIF."""
 
-    QUALITY = 90  # closer to the frames and steadier than the GIF before it, at 39% of its size (bench_gif.py)
+    QUALITY = 90  # closer to the frames and steadier than the GIF, at a fraction of its size (bench_gif.py)
 
     def _encode_args(self, w: int, h: int) -> list[str]:
         return ["-vf", ",".join(self._chain()), "-c:v", "libwebp_anim", "-quality", str(self.QUALITY),

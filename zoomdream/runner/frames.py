@@ -73,7 +73,7 @@ def run(source: FrameSource, sinks: list[Sink], *, seed: int, span: range | None
         for sink in sinks:
             sink.close()
         return t - span.start
-    except BaseException:
+    except BaseException:  # Ctrl-C and Stopped too: dreamed frames kept, sinks undone; re-raised
         try:
             if keeper is not None:
                 keeper.finish(raise_error=False)  # what was dreamed is kept as far as the store can
@@ -161,7 +161,7 @@ class _Keeper:
             if self.error is None:  # after an error the queue is only drained, so put never blocks for good
                 try:
                     _keep(self.store, self.sinks, *item)
-                except BaseException as e:  # handed to the render's thread, KeyboardInterrupt included
+                except BaseException as e:  # handed to the render's thread (Ctrl-C included), which raises it
                     self.error = e
 
     def put(self, *item) -> None:

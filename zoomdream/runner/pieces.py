@@ -4,6 +4,7 @@ piece before (or, for video, from warm-up frames dreamed and discarded), and the
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -199,17 +200,11 @@ def _planned(pieces: list[Path], spans: list[tuple[int, int]]) -> list[tuple[lis
 
 def _write(pieces: list[Path], parts: list, outs: list[Sink], segment: Sink | None = None) -> None:
     """Hand the frames of ``parts`` to ``outs`` and ``segment``; then close ``segment`` (abort it on failure)."""
-    try:
+    with segment if segment is not None else nullcontext():
         for part in parts:
             for index, frame in part_frames(pieces, part):
                 for out in [*outs, *([segment] if segment else [])]:
                     out.write(index, frame)
-        if segment is not None:
-            segment.close()
-    except BaseException:
-        if segment is not None:
-            segment.abort()
-        raise
 
 
 def encode_seams(job: Job, pieces: list[Path], model: LoadedModel | None = None, folder: Path | None = None,
@@ -244,7 +239,10 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
     pieces = [Path(work) for work in pieces]
     final = encoder(output, source)
     outs = list(sinks)
-    try:
+    with ExitStack() as closing:  # at the end each sink is closed (aborted on any exception), then the source
+        closing.callback(source.close)
+        for sink in [final, *reversed(outs)]:  # exited in reverse: the outs in order, then the output
+            closing.enter_context(sink)
         plan = _planned(pieces, piece_spans(job, pieces, source.total))
         for parts, stream, here in plan:
             encode = here and not stream.is_file()
@@ -252,13 +250,5 @@ def join_pieces(job: Job, pieces: list[Path], model: LoadedModel | None = None,
                 _write(pieces, parts, outs, _stream_encoder(stream, source, output.crf) if encode else None)
         final.writer.write_segments([(stream, sum(len(frames) for frames, _, _ in parts))
                                      for parts, stream, _ in plan])
-        for out in outs:
-            out.close()
-    except BaseException:
-        for out in [*outs, final]:
-            out.abort()
-        raise
-    finally:
-        source.close()
     save_job(job, record_path(output.path))
     remove_dead_temps(output.path)

@@ -19,7 +19,7 @@ class PieceStore(SegmentStore):
     rest as numbered PNG frames in ``frames/``, lossless: the frames the join cross-faded with the pieces around
     it, and ``lossless`` too (the frames at the end of the stream that a resume after it starts from).
 
-    Why not a PNG per frame: only the cross-faded frames are read again, and a PNG costs 0.2 s a 1080p frame. The
+    Why not a PNG per frame: only the cross-faded frames are read again, and a big PNG is slow to compress. The
     segments close only at frames the next can start from, each of MIN_STREAM frames or more, the last at the
     stream's end; ``state.json`` counts a frame once it is durable (its PNG, or the segment holding it), so a
     resume continues exactly. A piece without a stream keeps every frame as PNG."""

@@ -25,9 +25,10 @@ class SegmentStore(FrameStore):
     last kept frame lossless (``last-NNNNNNNN.png``), frame 0 lossless (``first.png``, which loops that close on
     themselves and the zoom's colour reference need) and ``state.json``.
 
-    Why not a PNG per frame: a 1080p dream is a 5 MB PNG that takes 0.2 s to compress, four times a GPU's
-    dream, and 3 minutes of it fill 21 GB; a segment costs a pipe write per frame (ffmpeg encodes in its own
-    process) and becomes part of the output by a stream copy, so nothing is encoded twice.
+    Why not a PNG per frame: a 1080p dream's PNG takes longer to compress than a GPU takes to dream it, and a
+    few minutes of them fill tens of GB (figures: the Benchmarks page); a segment costs a pipe write per frame
+    (ffmpeg encodes in its own process) and becomes part of the output by a stream copy, so nothing is encoded
+    twice.
 
     What is durable: a frame counts as kept once the segment holding it is closed (ffmpeg finished, its MP4
     renamed into ``segments/``), the segment's last frame is written losslessly and ``state.json`` counts it,

@@ -40,7 +40,7 @@ def serve(workdir: str | Path, *, host: str = "127.0.0.1", port: int = 7860, sha
               f"Ctrl-C stops it", flush=True)
         if block:
             threading.Event().wait()  # until Ctrl-C (or SIGTERM, which the CLI turns into it)
-    except BaseException:
+    except BaseException:  # Ctrl-C too, and re-raised
         # Also a Ctrl-C during start-up: `launch` checks its server over HTTP after starting it, and an interrupt
         # there would leave the server answering after serve() raised.
         _close(app, studio)

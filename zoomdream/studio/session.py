@@ -15,6 +15,7 @@ import numpy as np
 
 from zoomdream.config import Job, load_toml, make_job
 from zoomdream.errors import Stopped, ZoomdreamError, error_line
+from zoomdream.models import ModelCache
 from zoomdream.studio.forms import FILES, FORMATS, TABS, job_from_form, keep_upload
 
 PREVIEW_SECONDS = 4.0
@@ -91,7 +92,7 @@ class Studio:
         self.workdir, self.private = Path(workdir).resolve(), private
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.uploads = self.workdir / "inputs"
-        self.models = dict(models or {})  # (model, weights, precision) -> LoadedModel
+        self.models = ModelCache(models)  # already-loaded models, keyed (model, weights, precision)
         self.busy = threading.Lock()
         self.stop_requested = threading.Event()
         self.stopped: Job | None = None  # the last stopped loop render, which Resume continues
@@ -122,12 +123,7 @@ class Studio:
 
     def model(self, job: Job):
         """The job's model, loaded on first use; ``job`` has its precision pinned."""
-        from zoomdream.models import load_model
-
-        key = (job.model, job.weights, job.precision)
-        if key not in self.models:
-            self.models[key] = load_model(*key)
-        return self.models[key]
+        return self.models.get(job.model, job.weights, job.precision)
 
     def new_output(self, command: str, extension: str) -> Path:
         """A fresh output name in the work folder: COMMAND-YYYYmmdd-HHMMSS[-n].EXT."""
@@ -179,7 +175,7 @@ class Studio:
                     runner.render(job, progress=False, model=model, sinks=(MemorySink(progress.frame),),
                                   stop=self.stop_requested.is_set)
                     outcome.append(None)
-                except BaseException as e:  # handed to the page below
+                except BaseException as e:  # all of it, Ctrl-C's too, is the outcome the page shows below
                     outcome.append(e)
 
             worker = threading.Thread(target=work, name="zoomdream-render", daemon=True)
@@ -267,14 +263,9 @@ class Studio:
 
         settings = zoom.resolve(job)
         path = self.workdir / "motion-preview.mp4"  # each preview replaces the last (written whole, then renamed)
-        sink = EncoderSink(path, settings.fps)
-        try:
+        with EncoderSink(path, settings.fps) as sink:
             for t, frame in enumerate(zoom.camera_preview(settings, max(2, round(seconds * settings.fps)))):
                 sink.write(t, frame)
-            sink.close()
-        except BaseException:
-            sink.abort()
-            raise
         return path
 
     def curves(self, job: Job):

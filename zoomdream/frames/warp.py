@@ -1,14 +1,16 @@
 """The per-frame camera transform of the infinite zoom: the 2x3 map of zoom, rotation and translation, and the
-warps that apply it (reflecting at the borders, or evenly sharp where a zoom out uncovers new pixels).
+warps that apply it (reflecting at the borders, or evenly sharp where a zoom out uncovers new pixels), with
+``warp_evenly_on_device``, the even warp's device twin.
 """
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import cv2
 import numpy as np
 
+from zoomdream import backend
 from zoomdream.errors import ZoomdreamError
 
 def transform_matrix(
@@ -85,11 +87,12 @@ def warp_evenly(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
     Bilinear resampling blurs by ``f * (1 - f)`` for a sample ``f`` past a whole pixel: on the row and column
     through the zoom's fixed point ``f`` stays near 0 frame after frame, so the feedback kept their detail and
-    faint lines crossed the centre of long zooms (zoom_health's centre-line ratio 1.5-2.6 at 160x160)."""
+    faint lines crossed the centre of long zooms (``scripts/zoom_health.py``'s centre-line ratio; figures: the
+    Benchmarks page)."""
     out = warp_affine(np.asarray(image, np.float32), matrix)
     channels = image.shape[2] if image.ndim == 3 else 0
     for kernel, missing in zip(EVEN_DIFFERENCES, _missing_blur(image.shape[:2], _key(matrix), channels)):
-        # out + missing * (blur(out) - out), in two OpenCV passes (numpy's four took 15 ms a 720p frame)
+        # out + missing * (blur(out) - out), in two OpenCV passes (numpy's four cost a frame far more)
         cv2.accumulateProduct(cv2.filter2D(out, -1, kernel, borderType=cv2.BORDER_REFLECT_101), missing, out)
     return out
 
@@ -123,3 +126,39 @@ def _missing_blur(shape: tuple[int, int], matrix: bytes, channels: int = 0) -> t
         f = source - np.floor(source)
         maps.append((2.0 * (0.25 - f * (1.0 - f))).astype(np.float32))
     return tuple(maps)
+
+
+def warp_evenly_on_device(image, matrix: np.ndarray):
+    """``warp_evenly`` on a tensor: the 3x3 forward map (source pixel -> output pixel), bilinear, then the blur
+    bilinear weights left out added per pixel. Borders are mirrored repeating the edge pixel, where OpenCV's
+    BORDER_REFLECT_101 does not (Keras offers only this one on every backend); the two differ only where the
+    map reaches outside the frame."""
+    inverse = np.linalg.inv(matrix)  # affine_transform takes the map from output pixels back to the source
+    transform = np.array([*inverse[0], *inverse[1], 0.0, 0.0], np.float32)
+    shape = tuple(image.shape[:2])
+    return _device_warp()(image, transform, *_missing_blur_on_device(shape, _key(matrix)))
+
+
+@lru_cache(maxsize=2)
+def _missing_blur_on_device(shape: tuple[int, int], matrix: bytes):
+    """``missing_blur``'s maps, on the device for as long as the motion stays the same."""
+    from keras import ops
+
+    return tuple(ops.convert_to_tensor(m[..., None]) for m in _missing_blur(shape, matrix))
+
+
+@cache
+def _device_warp():
+    from keras import ops
+
+    def warp(image, transform, missing_x, missing_y):
+        out = ops.image.affine_transform(image[None], transform[None], interpolation="bilinear",
+                                         fill_mode="reflect")[0]
+        for axis, missing in ((1, missing_x), (0, missing_y)):  # as warp_evenly, x then y
+            padded = ops.pad(out, [(1, 1) if a == axis else (0, 0) for a in range(3)], mode="reflect")
+            size = out.shape[axis]
+            before, after = (ops.take(padded, ops.arange(k, k + size), axis=axis) for k in (0, 2))
+            out = out + missing * (0.25 * before + 0.25 * after - 0.5 * out)
+        return out
+
+    return backend.compile_function(warp)
