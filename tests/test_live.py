@@ -323,6 +323,17 @@ def test_ahead_takes_a_frame_only_when_the_next_dream_is_near_and_hands_them_in_
     assert not ahead.thread.is_alive()
 
 
+def test_ahead_prepares_no_more_frames_than_asked_for():
+    source = FakeSource()
+    ahead = live.Ahead(source, frames=2)
+    try:
+        assert [ahead.take(5)[0] for _ in range(2)] == [1, 2]
+        ahead.thread.join(5)
+        assert not ahead.thread.is_alive() and source.taken == 2  # --frames 2: no third frame read or prepared
+    finally:
+        ahead.close()
+
+
 def test_ahead_hands_an_error_of_the_preparation_to_the_dreaming_thread():
     ahead = live.Ahead(FakeSource(fail_at=2))
     try:

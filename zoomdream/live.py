@@ -184,8 +184,8 @@ class Ahead:
     as the serial loop's would be and the dream waits for nothing. Frames are handed over in the order
     prepared (each one's flow is from the one before)."""
 
-    def __init__(self, source):
-        self.source = source
+    def __init__(self, source, frames: int | None = None):
+        self.source, self.limit = source, frames  # prepare no more frames than these (--frames)
         self.ready = threading.Condition()
         self.slot = None  # (the Prepared frame, seconds its preparation took), or None
         self.error: Exception | None = None
@@ -197,7 +197,7 @@ class Ahead:
         self.thread.start()
 
     def _work(self) -> None:
-        frames = self.source.frames
+        reader = self.source.frames
         try:
             while True:
                 with self.ready:
@@ -207,7 +207,7 @@ class Ahead:
                                         self.start_at - self.prepare_s - time.monotonic())
                     if self.closed:
                         return
-                if frames is not None and frames.ended:
+                if reader is not None and reader.ended or self.prepared == self.limit:
                     return
                 frame = self.source.next_source(1.0 / self.source.fps)
                 if frame is None:
@@ -264,7 +264,7 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
         reader.forget()  # what arrived while the model loaded is stale, and not the dream's loss
         if not reader.received:
             status.say(f"live: waiting for the first frame of {reader.source}")
-    ahead = Ahead(source) if source.zoom is None else None
+    ahead = Ahead(source, frames) if source.zoom is None else None
     previous = None
     made, held, start, stalled = 0, 0, None, False
     latencies: deque = deque(maxlen=200)
