@@ -210,3 +210,31 @@ def test_bad_frames_are_user_errors():
         flow_between(frame.astype(np.float32), frame)
     with pytest.raises(ZoomdreamError, match="blend"):
         coherent_init(frame, frame, frame, blend=1.5)
+
+
+def test_motion_at_a_flow_size_estimates_the_motion_at_that_size_and_scales_it_up():
+    from zoomdream.flow import motion_at, motion_between
+
+    rng = np.random.default_rng(0)
+    field = cv2.resize(rng.integers(0, 255, (60, 110, 3), dtype=np.uint8), (440, 240), interpolation=cv2.INTER_CUBIC)
+    prev, curr = field[:, 0:400], field[:, 8:408]  # the scene moved 8 px left: curr's pixels came from x + 8
+    small = prev[:120, :200].copy(), curr[:120, :200].copy()
+    for a, b in zip(motion_at(*small, max_side=200), motion_between(*small)):  # no smaller: motion_between's
+        assert np.array_equal(a, b)
+    flow, mask = motion_at(prev, curr, max_side=100)
+    assert flow.shape == (240, 400, 2) and mask.shape == (240, 400, 1)
+    inner = flow[40:-40, 40:-40]
+    assert abs(np.median(inner[..., 0]) - 8) < 1 and abs(np.median(inner[..., 1])) < 1
+    assert mask[40:-40, 40:-40].mean() > 0.8
+
+
+def test_a_fast_uint8_carry_is_within_a_few_levels_and_pull_takes_it_as_the_float_one():
+    from zoomdream.flow import carried, carried_fast, carry_maps, pull
+
+    rng = np.random.default_rng(1)
+    frame = cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (64, 48), interpolation=cv2.INTER_CUBIC)
+    flow = np.dstack([np.full((48, 64), 2.3, np.float32), np.full((48, 64), -1.6, np.float32)])
+    mask = rng.random((48, 64, 1)).astype(np.float32)
+    fast, exact = carried_fast(frame, carry_maps(flow)), carried(frame, (flow, mask))
+    assert fast.dtype == np.uint8 and np.abs(fast - exact).max() <= 2 and np.abs(fast - exact).mean() < 0.6
+    assert np.array_equal(pull(frame, fast, mask), pull(frame, np.float32(fast), mask))

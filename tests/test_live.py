@@ -254,3 +254,96 @@ def test_an_output_whose_receiver_is_gone_is_one_line_and_the_others_go_on(lite0
     assert len(said) == 1 and "stopped" in said[0] and "the other outputs go on" in said[0], lines.text
     assert lines.text.rstrip().endswith(f"wrote {recording}")  # the one left
     assert len(decoded(recording)) == 6
+
+
+def moving_frames(count: int, w: int = W, h: int = H) -> list[np.ndarray]:
+    """Smooth texture sliding 2 px right a frame, with a bright square on it."""
+    rng = np.random.default_rng(3)
+    import cv2
+
+    field = cv2.resize(rng.integers(0, 255, (h // 4, (w + 2 * count) // 4, 3), dtype=np.uint8), (w + 2 * count, h))
+    frames = [np.ascontiguousarray(field[:, 2 * count - 2 * k: 2 * count - 2 * k + w]) for k in range(count)]
+    for frame in frames:
+        frame[10:20, 10:20] = 250
+    return frames
+
+
+def test_frames_prepared_ahead_dream_as_the_serial_loop(lite0):
+    """The pipeline prepares frame k+1 (resize, flow from frame k) before frame k dreams; the dreams are the
+    serial loop's, exactly."""
+    from zoomdream.live_controls import Controls
+    from zoomdream.loops.live import Source, resolve
+
+    the_job = job(str(ROOT / "tests" / "data" / "example.mp4"), step_size=0.05)
+    settings = resolve(the_job)
+    frames = moving_frames(3)
+    serial = Source(settings, lite0, Controls(the_job))
+    expected = [serial.dreamed(serial.prepare(frame, t)) for t, frame in enumerate(frames)]
+    ahead = Source(settings, lite0, Controls(the_job))
+    ready = ahead.prepare(frames[0], 0)
+    made = []
+    for t, frame in enumerate(frames[1:] + [None], 1):
+        after = ahead.prepare(frame, t) if frame is not None else None  # while `ready` would dream
+        made.append(ahead.dreamed(ready))
+        ready = after
+    assert ready is None and all(np.array_equal(a, b) for a, b in zip(made, expected))
+    assert not np.array_equal(made[1], made[2])
+
+
+class FakeSource:
+    """Counts the source frames taken; ``prepare`` numbers them, or fails when told to."""
+
+    fps, frames = 10.0, None
+
+    def __init__(self, fail_at: int = -1):
+        self.taken, self.fail_at, self.arrived = 0, fail_at, 0.0
+
+    def next_source(self, timeout: float) -> np.ndarray:
+        self.taken += 1
+        return np.full((2, 2, 3), self.taken, np.uint8)
+
+    def prepare(self, frame: np.ndarray, t: int) -> int:
+        assert t == int(frame[0, 0, 0]) - 1  # frame t is the t-th prepared: none skipped
+        if int(frame[0, 0, 0]) == self.fail_at:
+            raise RuntimeError("prepare failed")
+        return int(frame[0, 0, 0])
+
+
+def test_ahead_takes_a_frame_only_when_the_next_dream_is_near_and_hands_them_in_order():
+    source = FakeSource()
+    ahead = live.Ahead(source)
+    try:
+        assert ahead.take(5)[0] == 1  # nothing expected yet: prepared at once
+        ahead.expect(time.monotonic() + 3600)  # the dream now running ends in an hour
+        assert ahead.take(0.2) == (None, 0.0) and source.taken == 1  # no frame taken for it yet: it would be stale
+        ahead.expect(0.0)
+        assert [ahead.take(5)[0] for _ in range(3)] == [2, 3, 4]
+    finally:
+        ahead.close()
+    assert not ahead.thread.is_alive()
+
+
+def test_ahead_prepares_no_more_frames_than_asked_for():
+    source = FakeSource()
+    ahead = live.Ahead(source, frames=2)
+    try:
+        assert [ahead.take(5)[0] for _ in range(2)] == [1, 2]
+        ahead.thread.join(5)
+        assert not ahead.thread.is_alive() and source.taken == 2  # --frames 2: no third frame read or prepared
+    finally:
+        ahead.close()
+
+
+def test_ahead_hands_an_error_of_the_preparation_to_the_dreaming_thread():
+    ahead = live.Ahead(FakeSource(fail_at=2))
+    try:
+        assert ahead.take(5)[0] == 1
+        with pytest.raises(RuntimeError, match="prepare failed"):
+            ahead.take(5)
+    finally:
+        ahead.close()
+
+
+def test_a_stream_resends_its_last_frame_soon_unless_encoding_is_slow():
+    assert live.resend_after(0.001) == live.REPEAT_S <= 1 / 50  # a receiver holds a frame until two more come
+    assert live.resend_after(0.02) == pytest.approx(0.06)  # a slow encoder: resends at most a quarter of its time

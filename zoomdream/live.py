@@ -27,8 +27,9 @@ from zoomdream.models import LoadedModel
 
 START_WAIT_S = 4.0  # how long a source may take to show its first frame before the model loads anyway
 FILE_QUEUE_S = 2.0  # a recording keeps this long of frames waiting for a busy encoder (a loaded CPU) before dropping
-REPEAT_S = 1 / 30  # a stream sends its last frame again after this long: a receiver's decoder passes a frame on
-# only when the next one starts, so at 12 fps each frame waited 83 ms in the receiver, 33 ms this way
+REPEAT_S = 1 / 60  # a stream sends its last frame again after this long (``resend_after``): an H.264 receiver
+# (ffmpeg's, OBS's) passes a frame on only once two more have come (its parser waits for the next frame's start,
+# its decoder for one more), so at 12 fps each frame waited 167 ms in the receiver, 33 ms this way
 
 
 class LiveOutput:
@@ -58,9 +59,10 @@ class LiveOutput:
     def _work(self) -> None:
         frame, took = None, 0.0
         while True:
-            repeat = not self.file and frame is not None and took < REPEAT_S / 2  # not where encoding is slow
+            repeat = not self.file and frame is not None
             with self.ready:
-                came = self.ready.wait_for(lambda: self.waiting or self.closing, timeout=REPEAT_S if repeat else None)
+                came = self.ready.wait_for(lambda: self.waiting or self.closing,
+                                           timeout=resend_after(took) if repeat else None)
                 if self.closing and not self.waiting:
                     return
                 if came:
@@ -83,6 +85,13 @@ class LiveOutput:
         self.thread.join(timeout=10)
         if not self.failed:
             self.writer.close()
+
+
+def resend_after(took: float) -> float:
+    """How long a stream waits for a new frame before it sends its last one again, after a write that took
+    ``took`` s: ``REPEAT_S``, or three writes' time where encoding is slow (a 720p frame on a busy CPU), so
+    the resends never take more than a quarter of the encoder's time."""
+    return max(REPEAT_S, 3 * took)
 
 
 def _virtual_camera(size: tuple[int, int], fps: float):
@@ -168,10 +177,83 @@ class Status:
             self.shown = now
 
 
+class Ahead:
+    """The next frame's source-only work (``Source.prepare``: its settings, resize and optical flow) on a
+    thread of its own while the frame before it dreams, a pipeline of two. The newest source frame is taken
+    just in time: when the next dream is expected to start, less a preparation's time, so the frame is as new
+    as the serial loop's would be and the dream waits for nothing. Frames are handed over in the order
+    prepared (each one's flow is from the one before)."""
+
+    def __init__(self, source, frames: int | None = None):
+        self.source, self.limit = source, frames  # prepare no more frames than these (--frames)
+        self.ready = threading.Condition()
+        self.slot = None  # (the Prepared frame, seconds its preparation took), or None
+        self.error: Exception | None = None
+        self.closed = False
+        self.start_at = 0.0  # when the next dream is expected to start
+        self.prepare_s = 0.0  # a preparation's seconds, smoothed
+        self.prepared = 0  # frames prepared: the next one is frame t = prepared (each is dreamed, in order)
+        self.thread = threading.Thread(target=self._work, name="zoomdream-prepare", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        reader = self.source.frames
+        try:
+            while True:
+                with self.ready:
+                    while not self.closed and (self.slot is not None or
+                                               self.start_at - self.prepare_s > time.monotonic()):
+                        self.ready.wait(None if self.slot is not None else
+                                        self.start_at - self.prepare_s - time.monotonic())
+                    if self.closed:
+                        return
+                if reader is not None and reader.ended or self.prepared == self.limit:
+                    return
+                frame = self.source.next_source(1.0 / self.source.fps)
+                if frame is None:
+                    continue
+                began = time.monotonic()
+                item = self.source.prepare(frame, self.prepared)
+                spent = time.monotonic() - began
+                self.prepared += 1
+                with self.ready:
+                    self.prepare_s = 0.7 * self.prepare_s + 0.3 * spent if self.prepare_s else spent
+                    self.slot = (item, spent)
+                    self.ready.notify_all()
+        except Exception as error:  # handed to the dreaming thread, which raises it
+            with self.ready:
+                self.error = error
+                self.ready.notify_all()
+
+    def take(self, timeout: float):
+        """(the next prepared frame, its preparation's seconds), waiting up to ``timeout``; (None, 0) if none."""
+        with self.ready:
+            self.ready.wait_for(lambda: self.slot is not None or self.error is not None, timeout=timeout)
+            if self.error is not None:
+                raise self.error
+            taken, self.slot = self.slot or (None, 0.0), None
+            self.ready.notify_all()
+            return taken
+
+    def expect(self, start_at: float) -> None:
+        """The next dream is expected to start at ``start_at`` (time.monotonic())."""
+        with self.ready:
+            self.start_at = start_at
+            self.ready.notify_all()
+
+    def close(self) -> None:
+        with self.ready:
+            self.closed = True
+            self.ready.notify_all()
+        self.thread.join(timeout=5)
+
+
 def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | None = None,
         frames: int | None = None, seed: int = 0, stop=None) -> dict:
     """Dream the source's newest frames into ``outputs`` until ``seconds`` after the first source frame,
-    ``frames`` frames, the source's end, every output failing, or ``stop()``; returns the figures."""
+    ``frames`` frames, the source's end, every output failing, or ``stop()``; returns the figures. A source
+    with ``prepare`` (a camera, stream, file or image) is a pipeline: each frame's flow is computed on a
+    second thread (``Ahead``) while the frame before it dreams."""
     rng = np.random.default_rng(seed)
     governor = Governor(source.fps, len(source.levels))  # the ladder of the job's own dream: its longest
     reader = source.frames
@@ -182,52 +264,73 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
         reader.forget()  # what arrived while the model loaded is stale, and not the dream's loss
         if not reader.received:
             status.say(f"live: waiting for the first frame of {reader.source}")
+    ahead = Ahead(source, frames) if source.zoom is None else None
     previous = None
     made, held, start, stalled = 0, 0, None, False
     latencies: deque = deque(maxlen=200)
     times: deque = deque(maxlen=60)
-    work = 0.0  # seconds from taking source frames to handing their dreams over
-    while not (stop and stop()):
-        if start is not None and seconds is not None and time.monotonic() - start >= seconds:
-            break
-        if frames is not None and made >= frames or (outputs and all(o.failed for o in outputs)):
-            break
-        tick = time.monotonic()
-        frame = source.frame(made, previous, rng)
-        if frame is None:
-            if reader is not None and reader.ended:
-                if reader.error:
-                    raise reader.error
+    work = 0.0  # seconds a frame takes, not counting the wait for the source: what limits the rate
+    dream_s = 0.0  # the dreaming thread's seconds a frame, smoothed (when the next frame is wanted)
+    try:
+        while not (stop and stop()):
+            if start is not None and seconds is not None and time.monotonic() - start >= seconds:
                 break
-            if _hold(reader, outputs, status, previous, made, held, stalled):
-                stalled, held = True, held + 1
-            continue
-        now = time.monotonic()
-        if start is None:  # the clock starts with the first source frame, not the model load
-            start = source.arrived if reader is not None else now
-            if play is not None:
-                play(start)  # an --audio FILE plays from here
-        if stalled:
-            status.say("zoomdream: source back")
-            stalled = False
-        for out in outputs:
-            out.put(frame)
-        latencies.append(now - source.arrived)
-        times.append(now)
-        made += 1
-        previous = frame
-        work += now - source.taken
-        source.level = governor.update(now - source.taken)
-        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-        octaves, steps, scale = source.rung()
-        dropped = reader.dropped if reader is not None else 0
-        status.show(f"live: {made} frames, {fps:.1f} fps, dropped {dropped}, latency "
-                    f"{1000 * np.median(latencies):.0f} ms, dream {octaves} octave(s) x {steps} step(s)"
-                    f"{f' at {scale:.0%} size' if scale < 1 else ''}")
-        time.sleep(max(0.0, tick + 1.0 / source.fps - time.monotonic()))  # --fps at most
+            if frames is not None and made >= frames or (outputs and all(o.failed for o in outputs)):
+                break
+            tick = time.monotonic()
+            if ahead is None:
+                frame = source.frame(made, previous, rng)
+                arrived = source.arrived
+                got = taken = source.taken
+            else:
+                ready, prepared_s = ahead.take(1.0 / source.fps)
+                got = time.monotonic()
+                ahead.expect(max(got + dream_s, tick + 1.0 / source.fps) if ready is not None else 0.0)
+                frame = None if ready is None else source.dreamed(ready)
+                if ready is not None:  # the preparation's wait counts where the dream waited for it
+                    arrived, taken = ready.arrived, got - min(got - tick, prepared_s)
+            if frame is None:
+                if reader is not None and reader.ended:
+                    if reader.error:
+                        raise reader.error
+                    break
+                if _hold(reader, outputs, status, previous, made, held, stalled):
+                    stalled, held = True, held + 1
+                continue
+            now = time.monotonic()
+            if start is None:  # the clock starts with the first source frame, not the model load
+                start = arrived if reader is not None else now
+                if play is not None:
+                    play(start)  # an --audio FILE plays from here
+            if stalled:
+                status.say("zoomdream: source back")
+                stalled = False
+            for out in outputs:
+                out.put(frame)
+            if ahead is not None:
+                dream_s = 0.7 * dream_s + 0.3 * (now - got) if dream_s else now - got
+                ahead.expect(max(now, tick + 1.0 / source.fps))
+            latencies.append(now - arrived)
+            times.append(now)
+            made += 1
+            previous = frame
+            work += now - taken
+            source.level = governor.update(now - taken)
+            fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+            octaves, steps, scale = source.rung()
+            dropped = reader.dropped if reader is not None else 0
+            status.show(f"live: {made} frames, {fps:.1f} fps, dropped {dropped}, latency "
+                        f"{1000 * np.median(latencies):.0f} ms, dream {octaves} octave(s) x {steps} step(s)"
+                        f"{f' at {scale:.0%} size' if scale < 1 else ''}")
+            time.sleep(max(0.0, tick + 1.0 / source.fps - time.monotonic()))  # --fps at most
+    finally:
+        if ahead is not None:
+            ahead.close()
     elapsed = time.monotonic() - start if start is not None else 0.0
+    recent = sorted(latencies) or [0.0]  # the last 200 frames' latencies inside the loop
     return dict(frames=made, held=held, seconds=elapsed, dropped=reader.dropped if reader is not None else 0,
-                level=source.rung(), work=work / max(1, made))
+                level=source.rung(), work=work / max(1, made),
+                latency=(recent[len(recent) // 2], recent[int(0.95 * (len(recent) - 1))]))
 
 
 def _hold(reader, outputs: list[LiveOutput], status: Status, previous: np.ndarray | None, made: int, held: int,

@@ -14,7 +14,7 @@ from zoomdream import media
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
-from zoomdream.flow import carried, coherent_init, motion_between, temporal_blend
+from zoomdream.flow import carried_fast, carry_maps, coherent_init, motion_at, temporal_blend
 from zoomdream.frames.levels import to_uint8, to_unit
 from zoomdream.loops.common import LoopSource, constant_dream, flow_size, seed_and_max_size
 from zoomdream.media import stream
@@ -130,6 +130,21 @@ def levels(dream: DreamSettings) -> list[tuple[int, int, float]]:
     return ladder + [(1, 1, scale) for scale in SCALES]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A source frame's work that needs only the source, which ``zoomdream.live`` does on a second thread
+    while the frame before it dreams: its settings, the frame at the dream's size and the motion from the
+    frame before."""
+    small: np.ndarray
+    motion: tuple | None  # motion_at's (flow, mask) from the source frame prepared before (None: the first)
+    maps: tuple | None  # the flow's carry_maps
+    look: Look  # the controls' settings for this frame
+    octaves: int  # the governor's level it was prepared at
+    steps: int
+    arrived: float  # when the source frame arrived
+    taken: float  # when it was taken: the frame's work starts
+
+
 class Source(LoopSource):
     """Frame t is the newest source frame, dreamed from the previous output carried along the flow between the
     source frames (occlusions and changed pixels dreamed afresh), then pulled toward that carried output
@@ -149,6 +164,7 @@ class Source(LoopSource):
         self.arrived = 0.0  # when the source frame of the last frame made arrived (latency)
         self.taken = 0.0  # when it was taken: the frame's work starts
         self.before = None  # (the source frame, the output) of the last frame made, at the dream's size
+        self.last = None  # the source frame prepared last, at the output's size
         self.zoom = None
         if settings.kind == "noise":
             from zoomdream.loops.zoom import Source as Zoom
@@ -237,22 +253,35 @@ class Source(LoopSource):
         source = self.next_source(1.0 / self.settings.fps)
         if source is None:
             return None
-        return self.dreamed(source, self.controls.look(t, self.taken))
+        return self.dreamed(self.prepare(source, t))
 
-    def dreamed(self, source: np.ndarray, look: Look) -> np.ndarray:
+    def prepare(self, source: np.ndarray, t: int) -> Prepared:
+        """Frame t's work that needs only its source and the controls: its settings (read here, once a frame),
+        its resize and the flow from the frame prepared before. It needs no dream, so it can run beside the
+        dream of the frame before (frames must then be dreamed in the order prepared)."""
         s = self.settings
+        look = self.controls.look(t, self.taken)
+        ladder = self.ladder(look.dream)
+        octaves, steps, scale = ladder[min(self.level, len(ladder) - 1)]
+        small = _resized(source, self.dream_size(scale))
+        motion = maps = None
+        if self.last is not None and s.flow != "none":
+            motion = motion_at(_resized(self.last, small.shape[1::-1]), small, method=s.flow, max_side=s.flow_size)
+            maps = carry_maps(motion[0])
+        self.last = source
+        return Prepared(small, motion, maps, look, octaves, steps, self.arrived, self.taken)
+
+    def dreamed(self, ready: Prepared) -> np.ndarray:
+        s, look = self.settings, ready.look
         self.apply(look)
-        octaves, steps, scale = self.rung()
-        size = self.dream_size(scale)
-        small = _resized(source, size)
-        settings = replace(look.dream, octaves=octaves, steps=steps)
+        small, motion = ready.small, ready.motion
+        settings = replace(look.dream, octaves=ready.octaves, steps=ready.steps)
         if self.before is None:
             init = small
             carry = motion = None
         else:
-            before, output = (_resized(frame, size) for frame in self.before)
-            motion = None if s.flow == "none" else motion_between(before, small, method=s.flow, max_side=s.flow_size)
-            carry = None if motion is None else carried(output, motion)
+            before, output = (_resized(frame, small.shape[1::-1]) for frame in self.before)
+            carry = None if motion is None else carried_fast(output, ready.maps)
             init = coherent_init(output, before, small, blend=look.blend, method=s.flow, motion=motion, carry=carry)
         # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
         dreamed = to_uint8(self.dreamer.dream(to_unit(init), settings, seed=s.seed, weights=self.weights))
