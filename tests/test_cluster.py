@@ -639,5 +639,18 @@ def test_a_driver_killed_with_9_takes_its_local_cluster_along(tmp_path):
             return True
         return False
 
-    wait_for(lambda: all(map(gone, processes)), seconds=30, what="the cluster's processes to end")
+    def alive() -> list:
+        left = []
+        for p in processes:
+            try:
+                if not gone(p):
+                    left.append((p.pid, p.cmdline()[:2]))
+            except psutil.Error:
+                pass
+        return left
+
+    try:
+        wait_for(lambda: all(map(gone, processes)), seconds=30, what="the cluster's processes to end")
+    except AssertionError:
+        raise AssertionError(f"still running 30 s after the driver's kill: {alive()}") from None
     wait_for(lambda: all(closed(*where) for where in ports), seconds=10, what=f"the ports {sorted(ports)} to close")

@@ -222,7 +222,10 @@ def test_a_visitor_whose_first_frame_is_still_compiling_is_not_taken_over_and_st
     class Slow:
         settings = type("S", (), {"size": (16, 16)})
 
-        def dreamed(self, camera, look):
+        def prepare(self, camera, t, arrived):
+            return camera
+
+        def dreamed(self, camera):
             now[0] += 10 * IDLE_S
             answers.append(dreams.frame("second", np.zeros((16, 16, 3), np.uint8)))
             return camera

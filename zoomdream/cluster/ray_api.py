@@ -47,11 +47,19 @@ def connect(ray, address: str | None) -> bool:
             ray.init(address=address, **quiet)  # this driver's connection; the cluster itself stays up
         else:
             token = uuid.uuid4().hex
-            os.environ[MARK] = token  # inherited by every process of the cluster: see zoomdream.cluster.watchdog
+            # MARK is inherited by every process of the cluster (see zoomdream.cluster.watchdog); SPT_NOENV keeps it
+            # readable there: without it, the process title a Ray agent sets overwrites its environment's memory
+            marks = {MARK: token, "SPT_NOENV": "1"}
+            kept = {name: os.environ.get(name) for name in marks}
+            os.environ.update(marks)
             try:
                 ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
             finally:
-                del os.environ[MARK]
+                for name, value in kept.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
             _watch(token)
         if main_thread:  # Ray installs its own, which exits at once: SIGTERM stops a render like Ctrl-C
             signal.signal(signal.SIGTERM, on_sigterm)

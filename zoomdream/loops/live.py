@@ -255,10 +255,13 @@ class Source(LoopSource):
             return None
         return self.dreamed(self.prepare(source, t))
 
-    def prepare(self, source: np.ndarray, t: int) -> Prepared:
+    def prepare(self, source: np.ndarray, t: int, arrived: float | None = None) -> Prepared:
         """Frame t's work that needs only its source and the controls: its settings (read here, once a frame),
         its resize and the flow from the frame prepared before. It needs no dream, so it can run beside the
-        dream of the frame before (frames must then be dreamed in the order prepared)."""
+        dream of the frame before (frames must then be dreamed in the order prepared). ``arrived``: when a
+        frame handed in (the studio's) came; by default, when ``next_source`` took it."""
+        if arrived is not None:
+            self.arrived = self.taken = arrived
         s = self.settings
         look = self.controls.look(t, self.taken)
         ladder = self.ladder(look.dream)

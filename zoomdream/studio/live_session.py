@@ -59,7 +59,7 @@ class LiveDreams:
         try:
             source = self._source(image)
             camera = _fit(image, source.settings.size)
-            dream = source.dreamed(camera, self.controls.look(self.made, arrived))
+            dream = source.dreamed(source.prepare(camera, self.made, arrived))
         except Exception as e:  # stopped, the engine freed (renders may run), and the page says why in one line
             self.stop(visitor)
             return None, error_line(e)
