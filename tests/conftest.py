@@ -45,6 +45,20 @@ def answers(url: str) -> bool:
     return True
 
 
+def job_at(tmp_path, name: str, values: dict, **overrides):
+    """A job writing ``tmp_path / name``: a test file's own defaults (``values``) with ``overrides``."""
+    from zoomdream.config import make_job
+
+    return make_job({**values, "output": str(tmp_path / name), **overrides})
+
+
+def decoded(path) -> np.ndarray:
+    """Every frame of a video as zoomdream's own reader gives them."""
+    from zoomdream import media
+
+    return np.stack(list(media.read_video(path)))
+
+
 @pytest.fixture(scope="session")
 def lite0():
     from zoomdream.models import load_model

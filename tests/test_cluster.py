@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import decoded, job_at, wait_for
 
 from zoomdream import cluster, media, runner
 from zoomdream.cluster import driver, ray_api
@@ -52,9 +52,7 @@ def pool(local_ray):
 
 
 def video_job(tmp_path, name, **overrides):
-    values = dict(command="video", input=WEBM, output=str(tmp_path / name), max_size=64, duration=0.5, **TINY)
-    values.update(overrides)
-    return make_job(values)
+    return job_at(tmp_path, name, dict(command="video", input=WEBM, max_size=64, duration=0.5, **TINY), **overrides)
 
 
 def load_toml_job(path):
@@ -71,10 +69,6 @@ def alive(pid: int) -> bool:
 
 def pngs(directory):
     return np.stack([media.read_image(p) for p in media.list_frames(directory)])
-
-
-def decoded(video):
-    return np.stack(list(media.read_video(video)))
 
 
 def audio(video):
@@ -425,10 +419,9 @@ def test_a_head_asking_for_a_token_gets_this_machines_or_a_one_line_hint(head_as
 
 
 def zoom_job(tmp_path, name, **overrides):
-    values = dict(command="zoom", noise=True, size="32x32", frames=49, interpolate=4, zoom="1.05", angle="0.5",
-                  seed=5, output=str(tmp_path / name), frames_dir=str(tmp_path / (name + "-frames")), **TINY)
-    values.update(overrides)
-    return make_job(values)
+    return job_at(tmp_path, name, dict(command="zoom", noise=True, size="32x32", frames=49, interpolate=4, zoom="1.05",
+                                       angle="0.5", seed=5, frames_dir=str(tmp_path / (name + "-frames")), **TINY),
+                  **overrides)
 
 
 @pytest.mark.parametrize("loop", [False, True])

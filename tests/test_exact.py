@@ -17,7 +17,7 @@ from zoomdream.media.probe import constant_rate_frames
 from zoomdream.sinks import MemorySink
 from zoomdream.store import SegmentStore
 
-from conftest import assert_exact, timing
+from conftest import assert_exact, decoded, job_at, timing
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 MP4 = os.path.join(DATA, "example.mp4")  # 640x480, 25 fps, 2 s, no audio
@@ -50,10 +50,8 @@ def test_the_one_join_times_every_frame_count_exactly(tmp_path, fps):
 
 
 def zoom_job(tmp_path, name, **overrides):
-    values = dict(command="zoom", noise=True, size="16x16", frames=25, fps=25, zoom="1.05", angle="1", seed=3,
-                  output=str(tmp_path / name), **TINY)
-    values.update(overrides)
-    return make_job(values)
+    return job_at(tmp_path, name, dict(command="zoom", noise=True, size="16x16", frames=25, fps=25, zoom="1.05",
+                                       angle="1", seed=3, **TINY), **overrides)
 
 
 @pytest.mark.parametrize("frames, fps, extra", [(25, 25, {}), (26, 30000 / 1001, {}), (49, 24, {"interpolate": 4}),
@@ -125,10 +123,6 @@ def test_a_variable_rate_file_is_still_sampled_by_time(tmp_path):
     info = media.probe_video(vfr)
     assert constant_rate_frames(vfr, Fraction(25)) is None
     assert sum(1 for _ in media.read_video(vfr)) == info.n_frames != 6
-
-
-def decoded(path):
-    return np.stack(list(media.read_video(path)))
 
 
 def stopped(job, lite0, interrupt_after, at):

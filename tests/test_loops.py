@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import job_at
 from zoomdream import media, runner
 from zoomdream.config import make_job
 from zoomdream.errors import ZoomdreamError
@@ -20,10 +21,8 @@ WEBM = os.path.join(DATA, "big_buck_bunny_432_433.webm")  # 24 fps, Vorbis audio
 
 
 def zoom_job(tmp_path, name="z.mp4", **overrides):
-    values = dict(command="zoom", noise=True, size="64x64", frames=12, octaves=1, steps=2, tile=64,
-                  layers="block5", output=str(tmp_path / name), seed=2, zoom="1.05")
-    values.update(overrides)
-    return make_job(values)
+    return job_at(tmp_path, name, dict(command="zoom", noise=True, size="64x64", frames=12, octaves=1, steps=2,
+                                       tile=64, layers="block5", seed=2, zoom="1.05"), **overrides)
 
 
 def frames_of(job, model, **kwargs):

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import decoded as frames_of, wait_for
 
 from zoomdream import media, runner
 from zoomdream.config import make_job
@@ -57,10 +57,6 @@ CHILD = textwrap.dedent("""
         sinks.media.write_image = write_image_then_die
     runner.render(make_job(values), progress=False, sinks=(Killer(),))
 """)
-
-
-def frames_of(path):
-    return np.stack(list(media.read_video(path)))
 
 
 @pytest.fixture(scope="module")

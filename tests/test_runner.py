@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from conftest import job_at
 from zoomdream import media, runner
 from zoomdream.config import make_job
 from zoomdream.errors import ZoomdreamError
@@ -18,17 +19,13 @@ WEBM = os.path.join(DATA, "big_buck_bunny_432_433.webm")  # 24 fps, Vorbis audio
 
 
 def zoom_job(tmp_path, name="zoom.mp4", **overrides):
-    values = dict(command="zoom", noise=True, size="48x32", frames=4, octaves=1, steps=2, tile=64,
-                  layers="block5", output=str(tmp_path / name), seed=5, zoom="1.1", angle="3*sin(t)")
-    values.update(overrides)
-    return make_job(values)
+    return job_at(tmp_path, name, dict(command="zoom", noise=True, size="48x32", frames=4, octaves=1, steps=2, tile=64,
+                                       layers="block5", seed=5, zoom="1.1", angle="3*sin(t)"), **overrides)
 
 
 def video_job(tmp_path, name="video.mp4", **overrides):
-    values = dict(command="video", input=WEBM, output=str(tmp_path / name), max_size=64, octaves=1, steps=2,
-                  tile=64, layers="block5", duration=0.25)
-    values.update(overrides)
-    return make_job(values)
+    return job_at(tmp_path, name, dict(command="video", input=WEBM, max_size=64, octaves=1, steps=2, tile=64,
+                                       layers="block5", duration=0.25), **overrides)
 
 
 def stored(directory):
