@@ -19,6 +19,7 @@ ENTRIES = [  # (title, what), side by side at the top
     ("cli · arguments", "flags, --check, one-line errors"),
     ("studio/", "the web page and its session"),
     ("cluster/", "Ray driver, pool, workers"),
+    ("live/", "clock, outputs, controls, OSC"),
 ]
 COLUMN = [  # (title, what), top to bottom: each imports and calls the one below
     ("config", "Job: the one schema of settings; COMMANDS: the command table"),

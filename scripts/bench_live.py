@@ -362,7 +362,7 @@ def audio_delay(model, fps: float = 24.0, seconds: float = 12.0) -> None:
     from zoomdream.audio.features import HOP
     from zoomdream.audio.inputs import FilePlayer
     from zoomdream.audio.live import LiveAnalyser
-    from zoomdream.live_controls import LiveVariables
+    from zoomdream.live.controls import LiveVariables
 
     x, times = burst_track(seconds)
     analyser, seen = LiveAnalyser(fps), []

@@ -183,7 +183,7 @@ class NullOutput:
 def loop_alone(size: tuple[int, int], flow_size: int, dream_s: float, seconds: float, model, encode: bool,
                serial: bool = False) -> None:
     from zoomdream.ascent import Dreamer
-    from zoomdream.live_controls import Controls
+    from zoomdream.live.controls import Controls
     from zoomdream.loops.live import Source, resolve
 
     w, h = size

@@ -82,3 +82,16 @@ def test_the_graph_sees_lazy_and_package_imports():
 
 def test_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+def test_no_module_over_400_lines_and_no_function_over_60():
+    """The house's size rule: a module holds one idea, a function one step (issue 31)."""
+    too_long = []
+    for name, path in module_names().items():
+        text = path.read_text()
+        if len(text.splitlines()) > 400:
+            too_long.append(f"{name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                too_long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not too_long, too_long

@@ -271,7 +271,7 @@ def moving_frames(count: int, w: int = W, h: int = H) -> list[np.ndarray]:
 def test_frames_prepared_ahead_dream_as_the_serial_loop(lite0):
     """The pipeline prepares frame k+1 (resize, flow from frame k) before frame k dreams; the dreams are the
     serial loop's, exactly."""
-    from zoomdream.live_controls import Controls
+    from zoomdream.live.controls import Controls
     from zoomdream.loops.live import Source, resolve
 
     the_job = job(str(ROOT / "tests" / "data" / "example.mp4"), step_size=0.05)

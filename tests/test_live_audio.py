@@ -287,7 +287,7 @@ def test_a_missing_microphone_is_one_line_before_the_model_loads(fake, message, 
 def played(monkeypatch) -> tuple[list, list]:
     """Spies on a live run: each frame's (when its source frame was taken, its step size, its music), and when
     an --audio FILE started playing."""
-    from zoomdream.live_controls import Controls
+    from zoomdream.live.controls import Controls
 
     frames, began, look, start = [], [], Controls.look, FilePlayer.start
 

@@ -12,9 +12,9 @@ from pythonosc.udp_client import SimpleUDPClient
 from conftest import wait_for
 from zoomdream.config import make_job, save_job
 from zoomdream.errors import ZoomdreamError
-from zoomdream.live_controls import Controls
+from zoomdream.live.controls import Controls
 from zoomdream.loops import live as live_loop
-from zoomdream.osc import OscControl
+from zoomdream.live.osc import OscControl
 
 SAMPLE = "samples/chelsea.png"
 

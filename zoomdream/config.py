@@ -25,13 +25,12 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 SCHEMA_VERSION = 2
-RENAMED = {"interpolation": "easing"}
+RENAMED = {"interpolation": "easing"}  # old key -> new key: old job files load with a one-line warning
 MAX_TEXT = 100_000  # characters of a text setting (an expression, keyframes, layers): each is parsed up front
 MAX_PATH = 4096  # characters of a path (Linux's PATH_MAX)
-MAX_JOB_FILE = 1 << 20  # bytes of a job file  # old key -> new key: old job files load with a one-line warning
+MAX_JOB_FILE = 1 << 20  # bytes of a job file
 
-# The kinds of value a setting holds. "schedule" is a number or keyframe/expression text: "5" from the command
-# line and 5 from TOML are the same setting.
+# The kinds of value a setting holds. "schedule": a number or keyframe/expression text ("5" and 5 are the same).
 KINDS = ("str", "int", "float", "bool", "schedule", "path")
 
 
@@ -226,9 +225,8 @@ class Job:
                                       "Ctrl-C)", "float", commands=LIVE, group="loop")
     loop_source: bool = opt(False, "live: play a source file again from its start when it ends", "bool",
                             commands=LIVE, group="loop")
-    osc: str | None = opt(None, "live: take control messages over OSC on this UDP port (or HOST:PORT), e.g. "
-                                "/zoomdream/step_size 0.03", "str", commands=LIVE, group="loop", metavar="PORT",
-                          affects_frames=False)
+    osc: str | None = opt(None, "live: take OSC control on this UDP port or HOST:PORT (/zoomdream/step_size 0.03)",
+                          "str", commands=LIVE, group="loop", metavar="PORT", affects_frames=False)
     export_schedules: str | None = opt(None, "before rendering, write every schedule and audio feature per frame "
                                              "to this CSV", "path", commands=("zoom", "video"), group="output",
                                        metavar="FILE.csv", affects_frames=False)

@@ -18,7 +18,7 @@ from zoomdream.flow import carried_fast, carry_maps, coherent_init, motion_at, t
 from zoomdream.frames.levels import to_uint8, to_unit
 from zoomdream.loops.common import LoopSource, constant_dream, flow_size, seed_and_max_size
 from zoomdream.media import stream
-from zoomdream.live_controls import SCHEDULES, Controls, LiveVariables, Look
+from zoomdream.live.controls import SCHEDULES, Controls, LiveVariables, Look
 from zoomdream.media.files import existing_file
 from zoomdream.models import LoadedModel
 from zoomdream.objective import parse_layers

@@ -15,7 +15,7 @@ import numpy as np
 
 from zoomdream.config import make_job
 from zoomdream.errors import error_line
-from zoomdream.live_controls import Controls
+from zoomdream.live.controls import Controls
 from zoomdream.studio.session import Studio
 
 PAGE_SIDE = 256  # the dream's longest side: 256x144 from a 16:9 camera (its figures on 2 CPU cores: docs/live.md)

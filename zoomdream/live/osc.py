@@ -9,7 +9,7 @@ import threading
 from typing import Callable
 
 from zoomdream.errors import ZoomdreamError, one_line
-from zoomdream.live_controls import NAMES, Controls
+from zoomdream.live.controls import NAMES, Controls
 from zoomdream.settings import number
 
 PREFIX = "/zoomdream/"
