@@ -19,7 +19,7 @@ image loads: ``page_fps=``, ``page_latency_p50=``, ``page_latency_p95=`` (the re
 ``--audio`` measures the audio path instead: bursts in a WAV against the first frame whose features show them
 (``audio_delay()``).
 
-    python scripts/bench_live.py [--seconds 20] [--cases cpu256,cpu426,sim720] [--long 600] [--profile] [--no-page]
+    python scripts/bench_live.py [--seconds 20] [--cases cpu256,cpu426,sim720] [--long 600] [--no-page]
     python scripts/bench_live.py --audio
 """
 from __future__ import annotations
