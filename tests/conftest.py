@@ -1,6 +1,7 @@
 """One shared model for the whole suite: EfficientNet-Lite0 with its real ImageNet weights, loaded once."""
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -11,6 +12,11 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="zoomdream-test-cache-") 
 
 import numpy as np
 import pytest
+
+# Tests send Ctrl-C (SIGINT) to themselves and to the commands they start. A suite started as a background job
+# (`.ci/run &`) inherits SIGINT ignored, as POSIX shells start `cmd &`, and Python then never raises
+# KeyboardInterrupt (a studio test waited for ever): handle it as an interactive Python does, children too.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def wait_for(condition, seconds: float = 240.0, what: str = "the condition") -> None:

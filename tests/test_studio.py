@@ -2,7 +2,6 @@
 a job.toml that `zoomdream render` reproduces, Stop halts within a frame and Resume finishes, bad input is the
 CLI's one line, and the motion preview, curves, layer browser and job loading work."""
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -399,11 +398,15 @@ def test_start_up_names_our_share_flag_and_ctrl_c_closes_the_server_at_once(tmp_
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
 
-    captured = sys.stdout  # capsys's buffer, taken on the test's thread while capture is surely on
+    seen = []  # what serve() printed, read through capsys itself: sys.stdout is not always its buffer here
+
+    def printed() -> str:
+        seen.append(capsys.readouterr().out)
+        return "".join(seen)
 
     def interrupt_when_up():
         try:
-            wait_for(lambda: "Ctrl-C stops it" in captured.getvalue(), what="the start-up line")
+            wait_for(lambda: "Ctrl-C stops it" in printed(), what="the start-up line")
         finally:
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -411,7 +414,7 @@ def test_start_up_names_our_share_flag_and_ctrl_c_closes_the_server_at_once(tmp_
     with pytest.raises(KeyboardInterrupt):
         serve(tmp_path, port=port)
     assert not answers(url)
-    out = capsys.readouterr().out
+    out = printed()
     assert f"open {url}" in out and "--share" in out and "share=True" not in out, out
 
 
