@@ -164,12 +164,14 @@ def run_case(name: str, size: str, dream_s: float | None, target: float, seconds
     receiver = Receiver(port_out, (w, h))
     sender = Sender(port_in, (w, h), 30.0)
     patch = None
-    if dream_s is not None:
+    if dream_s is not None:  # an accelerator: the dream sleeps, and the loop overlaps its CPU work with it
+        from zoomdream import backend
         from zoomdream.ascent import Dreamer
 
-        patch = Dreamer.dream
+        patch = Dreamer.dream, backend.has_accelerator
         simulated = SimulatedDream(dream_s)
         Dreamer.dream = lambda self, image, settings=None, *a, **k: simulated(self, image, settings)
+        backend.has_accelerator = lambda: True
     job = make_job({"command": "live", "input": f"udp://127.0.0.1:{port_in}", "size": size, "fps": target,
                     "seconds": seconds, "steps": 1, "octaves": 1, "flow_size": flow_size})
     report: dict = {}
@@ -192,9 +194,10 @@ def run_case(name: str, size: str, dream_s: float | None, target: float, seconds
         sender.close()
         receiver.close()
         if patch is not None:
+            from zoomdream import backend
             from zoomdream.ascent import Dreamer
 
-            Dreamer.dream = patch
+            Dreamer.dream, backend.has_accelerator = patch
     latencies = sorted(receiver.got[k] - sender.sent[k] for k in receiver.got if k in sender.sent)
     p = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
     fps = len(receiver.got) / report["seconds"] if report.get("seconds") else 0.0

@@ -3,12 +3,14 @@
 
 Parts, each in CPU milliseconds a frame (all threads and child processes counted, so the figure holds on a
 busy machine where wall time does not): ffmpeg's decode and scale of an H.264 source into raw RGB (the
-reader's arguments) and Python's read of it, the optical flow (``motion_at``), the carry, start and smoothing
-on the dreaming thread, and ffmpeg's H.264 encode of a stream output. One stream hop: bench_live's sender
+reader's arguments) and Python's read of it, the optical flow (``motion_between`` on ``shrunk`` frames), the
+carry, start and smoothing on the dreaming thread (or beside it, ``live.Overlap``), and ffmpeg's H.264 encode of
+a stream output. One stream hop: bench_live's sender
 read back by its receiver with nothing between (a live frame crosses two). The loop alone: the live runner
 over a source that makes a new frame every 1/30 s, the dream a sleep (``bench_pipeline.SimulatedDream``), outputs
 that take frames and do nothing, or (``--encode``) a real UDP stream output; first serial (each frame's flow
-computed when the dream asks for it), then the pipeline (``live.Ahead``).
+computed when the dream asks for it), then the pipeline (``live.Ahead``), then overlapped as on an accelerator
+(``live.Overlap`` as well).
 
     python scripts/profile_live.py [--size 1280x720] [--flow-size 320] [--dream 0.03] [--seconds 10] [--encode]
 """
@@ -32,7 +34,8 @@ from bench_pipeline import SimulatedDream  # noqa: E402
 from zoomdream import live  # noqa: E402
 from zoomdream.frames.levels import to_uint8, to_unit  # noqa: E402
 from zoomdream.config import make_job  # noqa: E402
-from zoomdream.flow import carried_fast, carry_maps, coherent_init, motion_at, temporal_blend  # noqa: E402
+from zoomdream.flow import (carried_fast, carry_maps, coherent_init, composed, motion_between, shrunk,  # noqa: E402
+                            temporal_blend, upscaled)
 from zoomdream.media import stream  # noqa: E402
 from zoomdream.media.ffmpeg import Ffmpeg, ffmpeg_exe  # noqa: E402
 from zoomdream.media.reader import _read_exact  # noqa: E402
@@ -87,7 +90,8 @@ def parts(size: tuple[int, int], flow_size: int | None) -> None:
     w, h = size
     a, b = barcode_frame(0, w, h), barcode_frame(2, w, h)
     dreamed = np.clip(a.astype(np.int16) + 20, 0, 255).astype(np.uint8)
-    motion = motion_at(a, b, max_side=flow_size)
+    coarse = motion_between(shrunk(a, flow_size), shrunk(b, flow_size))
+    motion = upscaled(coarse, size)
     maps = carry_maps(motion[0])
     carry = carried_fast(dreamed, maps)
     decode, read = decode_ms(size)
@@ -97,11 +101,14 @@ def parts(size: tuple[int, int], flow_size: int | None) -> None:
         "to_unit+to_uint8": cpu_ms(lambda: to_uint8(to_unit(b))),
         "smoothing": cpu_ms(lambda: temporal_blend(dreamed, dreamed, motion, 0.5, carry=carry)),
     }
-    flow = cpu_ms(lambda: carry_maps(motion_at(a, b, max_side=flow_size)[0]))
+    small_a = shrunk(a, flow_size)  # kept from the frame before
+    flow = cpu_ms(lambda: carry_maps(upscaled(motion_between(small_a, shrunk(b, flow_size)), size)[0]))
+    two = cpu_ms(lambda: carry_maps(upscaled(composed(coarse, coarse), size)[0]))
     print(f"parts {w}x{h}, CPU ms a frame: decode={decode:.1f} (ffmpeg) read={read:.1f} (python) "
           f"flow={flow:.1f} (flow size {flow_size or 'full'}, "
           f"beside the dream) " + " ".join(f"{k}={v:.1f}" for k, v in chain.items())
-          + f" (on the dream's thread: {sum(chain.values()):.1f}) encode={encode_ms(size):.1f} (ffmpeg)", flush=True)
+          + f" (on the dream's thread: {sum(chain.values()):.1f}; overlapped, beside the dream, plus carry "
+          f"and maps over two frames={two:.1f}) encode={encode_ms(size):.1f} (ffmpeg)", flush=True)
 
 
 def one_hop(size: tuple[int, int], seconds: float) -> None:
@@ -181,7 +188,9 @@ class NullOutput:
 
 
 def loop_alone(size: tuple[int, int], flow_size: int, dream_s: float, seconds: float, model, encode: bool,
-               serial: bool = False) -> None:
+               mode: str) -> None:
+    """The live loop over an in-memory source: ``serial``, ``pipelined`` (``Ahead``: the CPU's) or
+    ``overlapped`` (``Overlap`` as well: an accelerator's)."""
     from zoomdream.ascent import Dreamer
     from zoomdream.live.controls import Controls
     from zoomdream.loops.live import Source, resolve
@@ -192,10 +201,11 @@ def loop_alone(size: tuple[int, int], flow_size: int, dream_s: float, seconds: f
     settings = resolve(job)
     real, simulated = Dreamer.dream, SimulatedDream(dream_s)
     Dreamer.dream = lambda self, image, settings=None, *a, **k: simulated(self, image, settings)
-    pipeline, live.Ahead = live.Ahead, Inline if serial else live.Ahead
+    pipeline, live.Ahead = live.Ahead, Inline if mode == "serial" else live.Ahead
     outputs = [live.LiveOutput(f"udp://127.0.0.1:{free_port()}", size, 30, print)] if encode else [NullOutput()]
     try:
         source = Source(settings, model, Controls(job), MemorySource(size))
+        source.overlap = mode == "overlapped"
         cpu, children, began = time.process_time(), children_cpu(), time.monotonic()
         figures = live.run(source, outputs, live.Status(open(os.devnull, "w")), seconds=seconds)
         wall = time.monotonic() - began
@@ -205,7 +215,7 @@ def loop_alone(size: tuple[int, int], flow_size: int, dream_s: float, seconds: f
             if encode:
                 out.close()
     cpu = time.process_time() - cpu + (children_cpu() - children)
-    print(f"loop alone{' (serial)' if serial else ''} {w}x{h} simulated dream {dream_s:.3f} s"
+    print(f"loop alone ({mode}) {w}x{h} simulated dream {dream_s:.3f} s"
           f"{' + UDP stream output' if encode else ''}: "
           f"fps={figures['frames'] / figures['seconds']:.1f} loop_s={figures['work']:.4f} "
           f"loop_ratio={figures['work'] / dream_s:.2f} level={figures['level']} "
@@ -228,8 +238,8 @@ def main() -> None:
     from zoomdream.precision import resolve
 
     model = load_model("efficientnet-lite0", None, resolve("auto", "efficientnet-lite0", None))
-    for serial in (True, False):
-        loop_alone(size, args.flow_size, args.dream, args.seconds, model, args.encode, serial)
+    for mode in ("serial", "pipelined", "overlapped"):
+        loop_alone(size, args.flow_size, args.dream, args.seconds, model, args.encode, mode)
     print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
 

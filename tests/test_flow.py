@@ -212,20 +212,22 @@ def test_bad_frames_are_user_errors():
         coherent_init(frame, frame, frame, blend=1.5)
 
 
-def test_motion_at_a_flow_size_estimates_the_motion_at_that_size_and_scales_it_up():
-    from zoomdream.flow import motion_at, motion_between
+def test_motion_on_shrunk_frames_upscaled_is_the_motion_at_the_frames_size():
+    from zoomdream.flow import composed, motion_between, shrunk, upscaled
 
     rng = np.random.default_rng(0)
     field = cv2.resize(rng.integers(0, 255, (60, 110, 3), dtype=np.uint8), (440, 240), interpolation=cv2.INTER_CUBIC)
-    prev, curr = field[:, 0:400], field[:, 8:408]  # the scene moved 8 px left: curr's pixels came from x + 8
-    small = prev[:120, :200].copy(), curr[:120, :200].copy()
-    for a, b in zip(motion_at(*small, max_side=200), motion_between(*small)):  # no smaller: motion_between's
-        assert np.array_equal(a, b)
-    flow, mask = motion_at(prev, curr, max_side=100)
-    assert flow.shape == (240, 400, 2) and mask.shape == (240, 400, 1)
-    inner = flow[40:-40, 40:-40]
-    assert abs(np.median(inner[..., 0]) - 8) < 1 and abs(np.median(inner[..., 1])) < 1
-    assert mask[40:-40, 40:-40].mean() > 0.8
+    prev, curr, later = field[:, 0:400], field[:, 8:408], field[:, 20:420]  # moving 8 px left, then 12
+    small = prev[:120, :200].copy()
+    assert shrunk(small, 200) is small and shrunk(small, None) is small  # no smaller: the frame itself
+    motion = motion_between(small, curr[:120, :200].copy())
+    assert upscaled(motion, (200, 120)) is motion
+    coarse = [motion_between(shrunk(a, 100), shrunk(b, 100)) for a, b in ((prev, curr), (curr, later))]
+    for (flow, mask), moved in ((upscaled(coarse[0], (400, 240)), 8), (upscaled(composed(*coarse), (400, 240)), 20)):
+        assert flow.shape == (240, 400, 2) and mask.shape == (240, 400, 1)
+        inner = flow[40:-40, 40:-40]  # curr's pixels came from x + 8 in prev; later's from x + 20
+        assert abs(np.median(inner[..., 0]) - moved) < 1 and abs(np.median(inner[..., 1])) < 1
+        assert mask[40:-40, 40:-40].mean() > 0.8
 
 
 def test_a_fast_uint8_carry_is_within_a_few_levels_and_pull_takes_it_as_the_float_one():

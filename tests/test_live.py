@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -221,6 +222,16 @@ def test_governor_lowers_the_level_when_slow_and_raises_it_with_room():
     assert levels[-1] == 0
 
 
+def test_governor_leaves_a_cheaper_level_that_is_no_cheaper_and_does_not_try_it_again():
+    """An accelerator's dream of a smaller frame can take as long: dropping to it only loses detail."""
+    governor = live.Governor(fps=10, count=3)
+    levels = [governor.update(0.11) for _ in range(80)]
+    assert levels[2] == 1 and levels[-40:] == [0] * 40
+    governor = live.Governor(fps=10, count=3)
+    levels = [governor.update(0.2 if governor.level == 0 else 0.09) for _ in range(40)]
+    assert levels[-1] == 1  # a level that does help is kept
+
+
 @pytest.mark.parametrize("source,settings", [(str(ROOT / "tests" / "data" / "example.mp4"), {}),
                                              (None, {"noise": True, "zoom": 1.05})])
 def test_a_file_plays_from_its_start_and_noise_is_a_live_zoom(source, settings, lite0, tmp_path):
@@ -288,6 +299,81 @@ def test_frames_prepared_ahead_dream_as_the_serial_loop(lite0):
         ready = after
     assert ready is None and all(np.array_equal(a, b) for a, b in zip(made, expected))
     assert not np.array_equal(made[1], made[2])
+
+
+def test_overlapped_frames_follow_the_scene_as_the_serial_loop_does(lite0):
+    """On an accelerator frame t+1 is started from frame t-1's output carried over two frames' motion while
+    frame t dreams: every frame comes out once, in order, moving with the scene, within a few levels of the
+    serial loop's frames."""
+    import cv2
+
+    from zoomdream.live.controls import Controls
+    from zoomdream.loops.live import Source, resolve
+
+    the_job = job(str(ROOT / "tests" / "data" / "example.mp4"), step_size=0.05)
+    frames = moving_frames(8)
+    serial = Source(resolve(the_job), lite0, Controls(the_job))
+    expected = [serial.dreamed(serial.prepare(frame, t)) for t, frame in enumerate(frames)]
+    source = Source(resolve(the_job), lite0, Controls(the_job))
+    overlap, made = live.Overlap(source), []
+    try:
+        for t, frame in enumerate(frames):
+            overlap.submit(source.prepare(frame, t))
+            if len(overlap.pending) > 1:
+                made.append(overlap.finish())
+        while overlap.pending:
+            made.append(overlap.finish())
+    finally:
+        overlap.close()
+    assert [ready.small is source_ for (_, ready, _), source_ in zip(made, frames)] == [True] * len(frames)
+    outputs = [frame for frame, _, _ in made]
+
+    def shifts(video):  # the texture slides 2 px right a frame, under a square that stays
+        gray = [np.float32(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)) for f in video]
+        return np.array([cv2.phaseCorrelate(a, b)[0][0] for a, b in zip(gray, gray[1:])])
+
+    assert (shifts(outputs) > 1).all() and np.abs(shifts(outputs) - shifts(expected)).max() < 0.2
+    differences = [np.abs(np.int16(a) - b).mean() for a, b in zip(outputs, expected)]
+    assert max(differences) < 3, differences
+    assert min(np.abs(np.int16(a) - b).mean() for a, b in zip(outputs, frames)) > 2  # the dream shows
+
+
+class SlowSource:
+    """Stands in for the live frame source: each dream takes 50 ms; records when things happen."""
+
+    def __init__(self):
+        self.log = []
+
+    def start(self, ready, between):
+        self.log.append(("start", ready, between, time.monotonic()))
+        return SimpleNamespace(ready=ready)
+
+    def dream(self, started):
+        began = time.monotonic()
+        time.sleep(0.05)
+        self.log.append(("dream", started.ready, began, time.monotonic()))
+        return started.ready * 10
+
+    def finish(self, started, dream):
+        return dream + 1
+
+
+def test_overlap_starts_the_next_frame_while_one_dreams_and_finishes_them_in_order():
+    source = SlowSource()
+    overlap = live.Overlap(source)
+    try:
+        overlap.submit(1)
+        overlap.submit(2)
+        assert overlap.finish()[0] == 11 and overlap.pending[0][0].ready == 2
+        overlap.submit(3)
+        assert [overlap.finish()[0] for _ in range(2)] == [21, 31] and overlap.finish() is None
+    finally:
+        overlap.close()
+    starts = {e[1]: e for e in source.log if e[0] == "start"}
+    dreams = {e[1]: e for e in source.log if e[0] == "dream"}
+    assert [starts[k][2] for k in (1, 2, 3)] == [None, 1, 2]  # each started knowing the frame dreaming before it
+    assert starts[2][3] < dreams[1][3] and starts[3][3] < dreams[2][3]  # started while the one before dreamed
+    assert all(dreams[k][2] >= dreams[k - 1][3] for k in (2, 3))  # one dream at a time, in order
 
 
 class FakeSource:

@@ -190,7 +190,7 @@ class Job:
                            "blending)", "str", choices=("dis", "farneback", "none"),
                     commands=("video", "interpolate", "live"), group="loop")
     flow_size: int = opt(0, "longest side, in pixels, the optical flow is estimated at and then scaled up (0: the "
-                            "frames' own size); smaller is faster on big frames", "int",
+                            "frames' own size; live: 320); smaller is faster on big frames", "int",
                          commands=("video", "interpolate", "live"), group="loop")
     flow_workers: int | None = opt(None, "threads doing the work that needs only the source (optical flow; "
                                          "interpolate: whole frames) ahead of it being used (default: the free "

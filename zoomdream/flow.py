@@ -242,21 +242,36 @@ def motion_between(
     return flow_back, cv2.multiply(reliable, visible)[..., None]
 
 
-def motion_at(source_prev: np.ndarray, source_curr: np.ndarray, *, method: str = "dis",
-              max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``motion_between`` wholly at ``max_side`` (the checks and warps too, not only the flow), the flow and
-    mask then scaled up to the frames' size: at 1280x720 with 320 the checks at full size were 27 of its 41 ms,
-    and the mask is a soft one anyway. None, or frames no bigger: ``motion_between`` itself."""
-    height, width = source_curr.shape[:2]
+def shrunk(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``frame`` shrunk so its longer side is ``max_side`` at most, where the live loop measures motion: at
+    1280x720 with 320, checking the flow at full size took 27 of its 41 ms, and the mask is a soft one anyway.
+    None, or a frame no bigger: the frame itself."""
+    height, width = frame.shape[:2]
     scale = 1.0 if max_side is None else min(1.0, max_side / max(height, width))
     if scale == 1.0:
-        return motion_between(source_prev, source_curr, method=method)
-    size = (max(8, round(width * scale)), max(8, round(height * scale)))
-    small_prev, small_curr = (cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in (source_prev, source_curr))
-    flow, mask = motion_between(small_prev, small_curr, method=method)
-    flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
-    flow *= np.array([width / size[0], height / size[1]], np.float32)
+        return frame
+    return cv2.resize(frame, (max(8, round(width * scale)), max(8, round(height * scale))),
+                      interpolation=cv2.INTER_AREA)
+
+
+def upscaled(motion: tuple[np.ndarray, np.ndarray], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``motion_between``'s (flow, mask) measured on ``shrunk`` frames, scaled up to frames of ``size``."""
+    flow, mask = motion
+    width, height = size
+    if flow.shape[:2] == (height, width):
+        return motion
+    scale = np.array([width / flow.shape[1], height / flow.shape[0]], np.float32)
+    flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR) * scale
     return flow, cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)[..., None]
+
+
+def composed(first: tuple[np.ndarray, np.ndarray], then: tuple[np.ndarray, np.ndarray]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The motion (``motion_between``'s flow and mask) over two steps, a -> b (``first``) then b -> c
+    (``then``): a pixel of c follows ``then`` into b, then ``first`` into a; reliable where both are."""
+    points = sample_points(then[0])
+    flow = cv2.add(then[0], _remap(first[0], points))
+    return flow, cv2.multiply(then[1], _remap(first[1], points).reshape(then[1].shape))
 
 
 def coherent_init(

@@ -17,13 +17,13 @@ from zoomdream.audio.inputs import SOURCE, open_live_audio
 from zoomdream.audio.live import LiveAnalyser
 from zoomdream.config import Job
 from zoomdream.errors import ZoomdreamError
-from zoomdream.live.clock import Ahead, Governor, Status, run
+from zoomdream.live.clock import Ahead, Governor, Overlap, Status, run
 from zoomdream.live.outputs import FILE_QUEUE_S, REPEAT_S, LiveOutput, resend_after
 from zoomdream.media import stream
 from zoomdream.models import LoadedModel
 
-__all__ = ["Ahead", "FILE_QUEUE_S", "Governor", "LiveOutput", "REPEAT_S", "Status", "check", "main", "resend_after",
-           "run"]
+__all__ = ["Ahead", "FILE_QUEUE_S", "Governor", "LiveOutput", "Overlap", "REPEAT_S", "Status", "check", "main",
+           "resend_after", "run"]
 
 START_WAIT_S = 4.0  # how long a source may take to show its first frame before the model loads anyway
 

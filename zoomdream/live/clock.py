@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -15,30 +16,39 @@ from zoomdream.live.outputs import LiveOutput
 class Governor:
     """Holds ``fps``: after a few frames slower than a frame's time, one level cheaper (``loops.live.levels``);
     after a stretch with room to spare, one level richer again, a stretch twice as long each time that level
-    proved too slow before (so it does not flap). Only the work of a frame counts, not the wait for the source."""
+    proved too slow before (so it does not flap). A cheaper level that proves no cheaper (an accelerator's
+    dream of a smaller frame can take as long) is left at once and not tried again. Only the work of a frame
+    counts, not the wait for the source."""
 
     def __init__(self, fps: float, count: int, patience: int = 3):
         self.budget, self.count, self.patience = 1.0 / fps, count, patience
         self.level = 0
         self.cost: float | None = None  # seconds a frame takes at this level, smoothed
         self.failed: dict[int, int] = {}  # times each level was left for being too slow
-        self.slow = self.fast = 0
+        self.left: dict[int, float] = {}  # the cost each level was last left at for being too slow
+        self.useless: set[int] = set()  # cheaper levels that proved no cheaper
+        self.slow = self.fast = self.here = 0
 
     def update(self, seconds: float) -> int:
         """The level for the next frame after one that took ``seconds`` of work."""
         self.cost = seconds if self.cost is None else 0.7 * self.cost + 0.3 * seconds
         self.slow = self.slow + 1 if self.cost > self.budget else 0
         self.fast = self.fast + 1 if self.cost < 0.7 * self.budget else 0
-        if self.slow >= self.patience and self.level + 1 < self.count:
+        self.here += 1
+        if self.slow >= self.patience and self.level + 1 < self.count and self.level + 1 not in self.useless:
             self.failed[self.level] = self.failed.get(self.level, 0) + 1
+            self.left[self.level] = self.cost
             self._move(+1)
+        elif self.level > 0 and self.here >= 4 * self.patience and self.cost > 0.95 * self.left[self.level - 1]:
+            self.useless.add(self.level)
+            self._move(-1)
         elif self.level > 0 and self.fast >= 4 * self.patience * 2 ** min(self.failed.get(self.level - 1, 0), 5):
             self._move(-1)
         return self.level
 
     def _move(self, by: int) -> None:
         self.level += by
-        self.cost, self.slow, self.fast = None, 0, 0
+        self.cost, self.slow, self.fast, self.here = None, 0, 0, 0
 
 
 class Status:
@@ -144,6 +154,64 @@ class Ahead:
         self.thread.join(timeout=5)
 
 
+class Overlap:
+    """Where the dream runs on an accelerator, the CPU's work of a frame overlaps the dream of the one before:
+    frame t+1 is started (carried from the output of frame t-1 over two frames' motion, since frame t's
+    output is not made yet) and queued on the dreaming thread, then frame t is finished (pulled toward the
+    output before it) while frame t+1 dreams. The accelerator then never waits for the CPU: at 1280x720 the
+    carry, the start and the smoothing (12 ms of a core) would add 40% to a 30 ms dream."""
+
+    def __init__(self, source):
+        self.source = source
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="zoomdream-dream")
+        self.pending: deque = deque()  # (Started, Future of its dream, [when submitted, its dream began, ended])
+        self.ended = 0.0  # when the dream of the frame finished last ended
+        self.dream_s = self.finish_s = 0.0  # a dream's seconds and a finish's, smoothed
+
+    def submit(self, ready) -> None:
+        """Start ``ready`` and queue its dream after the one running."""
+        times = [time.monotonic()]
+        between = self.pending[-1][0].ready if self.pending else None
+        started = self.source.start(ready, between)
+        self.pending.append((started, self.pool.submit(self._dream, started, times), times))
+
+    def _dream(self, started, times: list[float]):
+        times.append(time.monotonic())
+        dream = self.source.dream(started)
+        times.append(time.monotonic())
+        return dream
+
+    def next_take(self) -> float:
+        """When the next prepared frame is wanted: once the oldest dream has ended and been finished."""
+        if not self.pending:
+            return 0.0
+        times = self.pending[0][2]
+        return (times[1] if len(times) > 1 else time.monotonic()) + self.dream_s + self.finish_s
+
+    def finish(self):
+        """The oldest dream finished: (the frame, its Prepared, when its work counts from), or None if none
+        is dreaming. Its work is the time from the end of the dream before (the dreams' rate is the loop's),
+        or from its submission if later (a wait for the source is not the loop's), to the end of its dream."""
+        if not self.pending:
+            return None
+        started, future, times = self.pending.popleft()
+        frame = self.source.finish(started, future.result())
+        (submitted, began, ended), now = times, time.monotonic()
+        work, self.ended = ended - max(self.ended, submitted), ended
+        self.dream_s = _smoothed(self.dream_s, ended - began)
+        self.finish_s = _smoothed(self.finish_s, now - ended)
+        return frame, started.ready, now - work
+
+    def close(self) -> None:
+        for _, future, _ in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True)
+
+
+def _smoothed(average: float, value: float) -> float:
+    return 0.7 * average + 0.3 * value if average else value
+
+
 class Figures:
     """What the terminal shows and ``run`` returns: frames made and held, the rate, the latency from a source
     frame's arrival to its dream leaving, and the work a frame (not counting the wait for the source)."""
@@ -177,7 +245,8 @@ class Figures:
                     latency=(recent[len(recent) // 2], recent[int(0.95 * (len(recent) - 1))]))
 
 
-def _next(source, ahead: Ahead | None, rng, made: int, previous, tick: float, dream_s: float):
+def _next(source, ahead: Ahead | None, rng, made: int, previous, tick: float, dream_s: float,
+          overlap: Overlap | None = None):
     """The next frame made (None: no new source frame in a frame's time), when its source frame arrived, when
     its work began (a pipeline's preparation counts where the dream waited for it) and when its dream began."""
     if ahead is None:
@@ -185,6 +254,15 @@ def _next(source, ahead: Ahead | None, rng, made: int, previous, tick: float, dr
         return frame, source.arrived, source.taken, source.taken
     ready, prepared_s = ahead.take(1.0 / source.fps)
     got = time.monotonic()
+    if overlap is not None:
+        if ready is not None:
+            overlap.submit(ready)
+        if ready is None or len(overlap.pending) > 1:  # keep one dream queued behind the running one
+            done = overlap.finish()
+            ahead.expect(overlap.next_take())
+            if done is not None:
+                return done[0], done[1].arrived, done[2], got
+        return None, got, got, got
     ahead.expect(max(got + dream_s, tick + 1.0 / source.fps) if ready is not None else 0.0)
     if ready is None:
         return None, got, got, got
@@ -194,9 +272,9 @@ def _next(source, ahead: Ahead | None, rng, made: int, previous, tick: float, dr
 def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | None = None,
         frames: int | None = None, seed: int = 0, stop=None) -> dict:
     """Dream the source's newest frames into ``outputs`` until ``seconds`` after the first source frame,
-    ``frames`` frames, the source's end, every output failing, or ``stop()``; returns the figures. A source
-    with ``prepare`` (a camera, stream, file or image) is a pipeline: each frame's flow is computed on a
-    second thread (``Ahead``) while the frame before it dreams."""
+    ``frames`` frames, the source's end, every output failing, or ``stop()``; returns the figures. A camera,
+    stream, file or image is a pipeline: its frames' flow is computed while the frame before dreams
+    (``Ahead``), and on an accelerator the rest of a frame's CPU work too (``Overlap``)."""
     rng = np.random.default_rng(seed)
     governor = Governor(source.fps, len(source.levels))  # the ladder of the job's own dream: its longest
     reader = source.frames
@@ -208,6 +286,7 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
         if not reader.received:
             status.say(f"live: waiting for the first frame of {reader.source}")
     ahead = Ahead(source, frames) if source.zoom is None else None
+    overlap = Overlap(source) if ahead is not None and source.overlap else None
     figures, previous, start, stalled = Figures(), None, None, False
     dream_s = 0.0  # the dreaming thread's seconds a frame, smoothed (when the next frame is wanted)
     try:
@@ -217,7 +296,7 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
             if frames is not None and figures.made >= frames or (outputs and all(o.failed for o in outputs)):
                 break
             tick = time.monotonic()
-            frame, arrived, taken, got = _next(source, ahead, rng, figures.made, previous, tick, dream_s)
+            frame, arrived, taken, got = _next(source, ahead, rng, figures.made, previous, tick, dream_s, overlap)
             if frame is None:
                 if reader is not None and reader.ended:
                     if reader.error:
@@ -236,8 +315,8 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
                 stalled = False
             for out in outputs:
                 out.put(frame)
-            if ahead is not None:
-                dream_s = 0.7 * dream_s + 0.3 * (now - got) if dream_s else now - got
+            if ahead is not None and overlap is None:
+                dream_s = _smoothed(dream_s, now - got)
                 ahead.expect(max(now, tick + 1.0 / source.fps))
             figures.count(now, arrived, taken)
             previous = frame
@@ -245,8 +324,9 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
             status.show(figures.line(source, reader.dropped if reader is not None else 0))
             time.sleep(max(0.0, tick + 1.0 / source.fps - time.monotonic()))  # --fps at most
     finally:
-        if ahead is not None:
-            ahead.close()
+        for stage in (overlap, ahead):
+            if stage is not None:
+                stage.close()
     return figures.result(source, reader.dropped if reader is not None else 0,
                           time.monotonic() - start if start is not None else 0.0)
 

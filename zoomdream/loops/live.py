@@ -10,11 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from zoomdream import media
+from zoomdream import backend, media
 from zoomdream.config import Job
 from zoomdream.engine import build_dreamer, resolve_engine
 from zoomdream.errors import ZoomdreamError
-from zoomdream.flow import carried_fast, carry_maps, coherent_init, motion_at, temporal_blend
+from zoomdream.flow import (carried_fast, carry_maps, coherent_init, composed, motion_between, shrunk, temporal_blend,
+                            upscaled)
 from zoomdream.frames.levels import to_uint8, to_unit
 from zoomdream.loops.common import LoopSource, constant_dream, flow_size, seed_and_max_size
 from zoomdream.media import stream
@@ -27,6 +28,7 @@ from zoomdream.settings import MAX_FRAMES, DreamSettings, EngineSettings, check_
 
 OUTPUTS = ()  # live outputs are checked by zoomdream.media.stream.check_output
 SCALES = (0.75, 0.5)  # the dream's size as a share of the output's, where fewer steps and octaves are not enough
+FLOW_SIZE = 320  # live's --flow-size where the job gives none: at 720p the frame's own took more than a frame's time
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def resolve(job: Job, page: bool = False) -> LiveSettings:
     return LiveSettings(
         source=job.input, kind=kind, size=size, fps=fps, seconds=seconds, frames=frames, loop_source=job.loop_source,
         blend=number(job.blend, "blend", low=0, high=1), smooth=number(job.smooth, "smooth", low=0, high=0.99),
-        flow=job.flow, flow_size=flow_size(job), dream=constant_dream(first),
+        flow=job.flow, flow_size=flow_size(job) or FLOW_SIZE, dream=constant_dream(first),
         engine=resolve_engine(job, keyframed=kind == "noise"), seed=seed, zoom=zoom, audio=audio)
 
 
@@ -136,13 +138,25 @@ class Prepared:
     while the frame before it dreams: its settings, the frame at the dream's size and the motion from the
     frame before."""
     small: np.ndarray
-    motion: tuple | None  # motion_at's (flow, mask) from the source frame prepared before (None: the first)
-    maps: tuple | None  # the flow's carry_maps
+    coarse: tuple | None  # the motion (flow, mask) from the source frame prepared before, at the flow's size
+    motion: tuple | None  # the same at the dream's size (None: the first)
+    maps: tuple | None  # its flow's carry_maps
     look: Look  # the controls' settings for this frame
     octaves: int  # the governor's level it was prepared at
     steps: int
     arrived: float  # when the source frame arrived
     taken: float  # when it was taken: the frame's work starts
+
+
+@dataclass(frozen=True)
+class Started:
+    """A prepared frame ready to dream: what it dreams from and with."""
+    ready: Prepared
+    init: np.ndarray  # float32 in [-1, 1] (the engine's), at the dream's size
+    carry: np.ndarray | None  # the output before, carried onto this frame (None: carried when finished)
+    settings: DreamSettings
+    dreamer: object
+    weights: np.ndarray | None
 
 
 class Source(LoopSource):
@@ -175,6 +189,7 @@ class Source(LoopSource):
             self.dreamer = build_dreamer(settings.engine, model)
         self.layers, self.weights = settings.engine.layers, None  # what the dreamer dreams, and its weights
         self.version = -1  # the controls' version last applied
+        self.overlap = backend.has_accelerator()  # the CPU's work then overlaps the dream (live.clock.Overlap)
 
     def ladder(self, dream: DreamSettings) -> list[tuple[int, int, float]]:
         """``levels`` of this frame's dream (a zoom keeps its frame's size)."""
@@ -267,31 +282,56 @@ class Source(LoopSource):
         ladder = self.ladder(look.dream)
         octaves, steps, scale = ladder[min(self.level, len(ladder) - 1)]
         small = _resized(source, self.dream_size(scale))
-        motion = maps = None
+        coarse = motion = maps = None
+        at = shrunk(small, s.flow_size)  # where the motion is measured
         if self.last is not None and s.flow != "none":
-            motion = motion_at(_resized(self.last, small.shape[1::-1]), small, method=s.flow, max_side=s.flow_size)
+            coarse = motion_between(_resized(self.last, at.shape[1::-1]), at, method=s.flow)
+            motion = upscaled(coarse, small.shape[1::-1])
             maps = carry_maps(motion[0])
-        self.last = source
-        return Prepared(small, motion, maps, look, octaves, steps, self.arrived, self.taken)
+        self.last = at
+        return Prepared(small, coarse, motion, maps, look, octaves, steps, self.arrived, self.taken)
 
     def dreamed(self, ready: Prepared) -> np.ndarray:
+        """Frame ``ready`` dreamed and finished, the serial loop's way (``start``, ``dream``, ``finish``)."""
+        started = self.start(ready)
+        return self.finish(started, self.dream(started))
+
+    def start(self, ready: Prepared, between: Prepared | None = None) -> Started:
+        """What frame ``ready`` dreams from: the last output carried along the motion onto it, mixed into its
+        source. ``between``: a frame dreaming meanwhile, whose output is not made yet (``clock.Overlap``); the
+        output before it is then carried over both frames' motion."""
         s, look = self.settings, ready.look
         self.apply(look)
-        small, motion = ready.small, ready.motion
         settings = replace(look.dream, octaves=ready.octaves, steps=ready.steps)
-        if self.before is None:
-            init = small
-            carry = motion = None
-        else:
-            before, output = (_resized(frame, small.shape[1::-1]) for frame in self.before)
-            carry = None if motion is None else carried_fast(output, ready.maps)
-            init = coherent_init(output, before, small, blend=look.blend, method=s.flow, motion=motion, carry=carry)
+        small, motion, maps = ready.small, ready.motion, ready.maps
+        if self.before is None or between is not None and (between.coarse is None or motion is None or
+                                                             between.small.shape != small.shape):
+            return Started(ready, to_unit(small), None, settings, self.dreamer, self.weights)
+        if between is not None:
+            motion = upscaled(composed(between.coarse, ready.coarse), small.shape[1::-1])
+            maps = carry_maps(motion[0])
+        before, output = (_resized(frame, small.shape[1::-1]) for frame in self.before)
+        carry = None if motion is None else carried_fast(output, maps)
+        init = coherent_init(output, before, small, blend=look.blend, method=s.flow, motion=motion, carry=carry)
+        carry = carry if between is None else None  # carried over two frames: finish carries over one
+        return Started(ready, to_unit(init), carry, settings, self.dreamer, self.weights)
+
+    def dream(self, started: Started) -> np.ndarray:
+        """The dream of a started frame (any thread: it reads nothing the others change)."""
         # The same roll sequence every frame: similar inputs then get similar dream detail, not fresh jitter.
-        dreamed = to_uint8(self.dreamer.dream(to_unit(init), settings, seed=s.seed, weights=self.weights))
-        if motion is not None and look.smooth:
-            dreamed = temporal_blend(dreamed, output, motion, look.smooth, carry=carry)
-        self.before = (small, dreamed)
-        return _resized(dreamed, s.size)
+        return started.dreamer.dream(started.init, started.settings, seed=self.settings.seed, weights=started.weights)
+
+    def finish(self, started: Started, dream: np.ndarray) -> np.ndarray:
+        """The output: the dream pulled toward the last output carried onto it (``smooth``); frames are
+        finished in the order started."""
+        ready, look = started.ready, started.ready.look
+        dreamed = to_uint8(dream)
+        if self.before is not None and ready.motion is not None and look.smooth:
+            output = _resized(self.before[1], ready.small.shape[1::-1])
+            carry = started.carry if started.carry is not None else carried_fast(output, ready.maps)
+            dreamed = temporal_blend(dreamed, output, ready.motion, look.smooth, carry=carry)
+        self.before = (ready.small, dreamed)
+        return _resized(dreamed, self.settings.size)
 
     def close(self) -> None:
         if self.frames is not None:
