@@ -260,8 +260,8 @@ def upscaled(motion: tuple[np.ndarray, np.ndarray], size: tuple[int, int]) -> tu
     width, height = size
     if flow.shape[:2] == (height, width):
         return motion
-    scale = np.array([width / flow.shape[1], height / flow.shape[0]], np.float32)
-    flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR) * scale
+    scale = (width / flow.shape[1], height / flow.shape[0], 0.0, 0.0)  # per channel: OpenCV's, 20x numpy's
+    flow = cv2.multiply(cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR), scale)
     return flow, cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)[..., None]
 
 

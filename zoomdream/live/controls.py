@@ -33,6 +33,17 @@ NAMES = (*SCHEDULES, *NUMBERS, "layers")  # every setting a running live session
 KEPT_FRAMES = 8  # frames whose variables are kept (a schedule reads its own frame's)
 
 
+def live_schedule(name: str, value: Any, easing: str, variables: LiveVariables) -> Schedule:
+    """Setting ``name``'s schedule, reading the music through ``variables``."""
+    return parse_schedule(value, name=f"--{name.replace('_', '-')}", interpolation=easing, variables=variables)
+
+
+def at_first_frame(name: str, value: Any, easing: str) -> float:
+    """A live schedule's value at frame 0 in silence: what a session starts from, and what a change is
+    checked by (on variables of its own, so the check reads no music)."""
+    return live_schedule(name, value, easing, LiveVariables()).at(0)
+
+
 class LiveVariables:
     """The variables live schedules read by name (as ``audio.Track`` offers a render's): the room's music at
     each frame, as ``record``ed when that frame's source frame was taken. ``smoothed`` is ``smooth()``'s
@@ -161,16 +172,12 @@ class Controls:
 
     def _value(self, name: str, value: Any) -> Any:
         if name in SCHEDULES:
-            def schedule(variables) -> Schedule:
-                return parse_schedule(value, name=f"--{name.replace('_', '-')}", interpolation=self.job.easing,
-                                      variables=variables)
-
-            first = schedule(LiveVariables()).at(0)  # frame 0 in silence, on variables of its own
+            first = at_first_frame(name, value, self.job.easing)
             if name in LIMITS:
                 number(first, name, **LIMITS[name])
             elif self.noise:
                 check_motion({name: first}, 0, self.zoom_size)
-            return schedule(self.variables)
+            return live_schedule(name, value, self.job.easing, self.variables)
         if name in NUMBERS:
             return number(value, name, **NUMBERS[name])
         if value is None or (isinstance(value, str) and not value.strip()):

@@ -19,7 +19,8 @@ from zoomdream.flow import (carried_fast, carry_maps, coherent_init, composed, m
 from zoomdream.frames.levels import to_uint8, to_unit
 from zoomdream.loops.common import LoopSource, constant_dream, flow_size, seed_and_max_size
 from zoomdream.media import stream
-from zoomdream.live.controls import SCHEDULES, Controls, LiveVariables, Look
+from zoomdream.live import controls
+from zoomdream.live.controls import SCHEDULES, Controls, Look
 from zoomdream.media.files import existing_file
 from zoomdream.models import LoadedModel
 from zoomdream.objective import parse_layers
@@ -75,9 +76,7 @@ def fit(width: int, height: int, longest: int) -> tuple[int, int]:
 def at_first_frame(job: Job) -> Job:
     """``job`` with its live schedules (which may read the music) as numbers: their values at frame 0 in
     silence, what the settings start from; the live controls evaluate them again every frame."""
-    silence = LiveVariables()
-    values = {name: parse_schedule(getattr(job, name), name=f"--{name.replace('_', '-')}", interpolation=job.easing,
-                                   variables=silence).at(0) for name in SCHEDULES}
+    values = {name: controls.at_first_frame(name, getattr(job, name), job.easing) for name in SCHEDULES}
     return replace(job, **{**values, "steps": round(values["steps"])})
 
 
@@ -189,6 +188,7 @@ class Source(LoopSource):
             self.dreamer = build_dreamer(settings.engine, model)
         self.layers, self.weights = settings.engine.layers, None  # what the dreamer dreams, and its weights
         self.version = -1  # the controls' version last applied
+        self.zoomed = None  # (level, dream, motion) the zoom's settings were last made from
         self.overlap = backend.has_accelerator()  # the CPU's work then overlaps the dream (live.clock.Overlap)
 
     def ladder(self, dream: DreamSettings) -> list[tuple[int, int, float]]:
@@ -225,7 +225,8 @@ class Source(LoopSource):
         if look.version != self.version:
             self.use_layers(look.layers)
             self.version = look.version
-        if self.zoom is not None:
+        if self.zoom is not None and (self.rung(), look.dream, look.motion) != self.zoomed:
+            self.zoomed = (self.rung(), look.dream, look.motion)  # what the zoom's settings were made from
             octaves, steps, _ = self.rung()
             zs = self.zoom.settings
             self.zoom.settings = replace(
