@@ -216,7 +216,8 @@ def test_check_needs_no_camera_nor_network(tmp_path, capsys):
 
 def test_governor_lowers_the_level_when_slow_and_raises_it_with_room():
     governor = live.Governor(fps=10, count=4)
-    levels = [governor.update(0.2) for _ in range(6)]
+    levels = [governor.update(0.2) for _ in range(16)]
+    assert levels[:10] == [0] * 10  # the first frames pay one-time costs: not counted
     assert levels[-1] == 2  # two steps down after twice three slow frames
     levels = [governor.update(0.02) for _ in range(60)]
     assert levels[-1] == 0
@@ -224,10 +225,10 @@ def test_governor_lowers_the_level_when_slow_and_raises_it_with_room():
 
 def test_governor_leaves_a_cheaper_level_that_is_no_cheaper_and_does_not_try_it_again():
     """An accelerator's dream of a smaller frame can take as long: dropping to it only loses detail."""
-    governor = live.Governor(fps=10, count=3)
+    governor = live.Governor(fps=10, count=3, settle=0)
     levels = [governor.update(0.11) for _ in range(80)]
     assert levels[2] == 1 and levels[-40:] == [0] * 40
-    governor = live.Governor(fps=10, count=3)
+    governor = live.Governor(fps=10, count=3, settle=0)
     levels = [governor.update(0.2 if governor.level == 0 else 0.09) for _ in range(40)]
     assert levels[-1] == 1  # a level that does help is kept
 

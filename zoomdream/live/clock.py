@@ -8,6 +8,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 
 from zoomdream.media import stream
@@ -20,8 +21,9 @@ class Governor:
     dream of a smaller frame can take as long) is left at once and not tried again. Only the work of a frame
     counts, not the wait for the source."""
 
-    def __init__(self, fps: float, count: int, patience: int = 3):
+    def __init__(self, fps: float, count: int, patience: int = 3, settle: int = 10):
         self.budget, self.count, self.patience = 1.0 / fps, count, patience
+        self.settle = settle  # the first frames pay one-time costs (the encoders' start, the first of each step)
         self.level = 0
         self.cost: float | None = None  # seconds a frame takes at this level, smoothed
         self.failed: dict[int, int] = {}  # times each level was left for being too slow
@@ -31,6 +33,9 @@ class Governor:
 
     def update(self, seconds: float) -> int:
         """The level for the next frame after one that took ``seconds`` of work."""
+        if self.settle > 0:
+            self.settle -= 1
+            return self.level
         self.cost = seconds if self.cost is None else 0.7 * self.cost + 0.3 * seconds
         self.slow = self.slow + 1 if self.cost > self.budget else 0
         self.fast = self.fast + 1 if self.cost < 0.7 * self.budget else 0
@@ -182,7 +187,7 @@ class Overlap:
         return dream
 
     def next_take(self) -> float:
-        """When the next prepared frame is wanted: once the oldest dream has ended and been finished."""
+        """When the next prepared frame will be wanted: once the oldest dream has ended and been finished."""
         if not self.pending:
             return 0.0
         times = self.pending[0][2]
@@ -258,8 +263,8 @@ def _next(source, ahead: Ahead | None, rng, made: int, previous, tick: float, dr
         if ready is not None:
             overlap.submit(ready)
         if ready is None or len(overlap.pending) > 1:  # keep one dream queued behind the running one
+            ahead.expect(overlap.next_take())  # the next take follows this finish
             done = overlap.finish()
-            ahead.expect(overlap.next_take())
             if done is not None:
                 return done[0], done[1].arrived, done[2], got
         return None, got, got, got
@@ -279,12 +284,9 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
     governor = Governor(source.fps, len(source.levels))  # the ladder of the job's own dream: its longest
     reader = source.frames
     play = getattr(source.controls.audio, "start", None)  # the music's, where it has a start (zoomdream.audio.inputs)
-    source.warm_up()
-    if reader is not None:
-        reader.start()  # a file starts playing now: a camera or stream already runs
-        reader.forget()  # what arrived while the model loaded is stale, and not the dream's loss
-        if not reader.received:
-            status.say(f"live: waiting for the first frame of {reader.source}")
+    _begin(source, status)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # the loop's threads are its parallelism: OpenCV's own beside them doubled each pass's time
     ahead = Ahead(source, frames) if source.zoom is None else None
     overlap = Overlap(source) if ahead is not None and source.overlap else None
     figures, previous, start, stalled = Figures(), None, None, False
@@ -327,8 +329,20 @@ def run(source, outputs: list[LiveOutput], status: Status, *, seconds: float | N
         for stage in (overlap, ahead):
             if stage is not None:
                 stage.close()
+        cv2.setNumThreads(threads)
     return figures.result(source, reader.dropped if reader is not None else 0,
                           time.monotonic() - start if start is not None else 0.0)
+
+
+def _begin(source, status: Status) -> None:
+    """Compile every level's dream, then start the source's clock: what came while the model loaded is stale."""
+    source.warm_up()
+    reader = source.frames
+    if reader is not None:
+        reader.start()  # a file starts playing now: a camera or stream already runs
+        reader.forget()  # what arrived while the model loaded is stale, and not the dream's loss
+        if not reader.received:
+            status.say(f"live: waiting for the first frame of {reader.source}")
 
 
 def _hold(reader, outputs: list[LiveOutput], status: Status, previous: np.ndarray | None, made: int, held: int,
