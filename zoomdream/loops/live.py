@@ -305,10 +305,11 @@ class Source(LoopSource):
         self.apply(look)
         settings = replace(look.dream, octaves=ready.octaves, steps=ready.steps)
         small, motion, maps = ready.small, ready.motion, ready.maps
-        if self.before is None or between is not None and (between.coarse is None or motion is None or
-                                                             between.small.shape != small.shape):
+        chained = between is not None and s.flow != "none"  # the motion over both frames is wanted
+        if self.before is None or chained and (between.coarse is None or ready.coarse is None or
+                                               between.coarse[0].shape != ready.coarse[0].shape):
             return Started(ready, to_unit(small), None, settings, self.dreamer, self.weights)
-        if between is not None:
+        if chained:
             motion = upscaled(composed(between.coarse, ready.coarse), small.shape[1::-1])
             maps = carry_maps(motion[0])
         before, output = (_resized(frame, small.shape[1::-1]) for frame in self.before)
