@@ -87,6 +87,9 @@ def test_a_preset_sets_the_live_settings_it_holds_and_nothing_else(tmp_path):
                                                          "step_size", "steps"]
     look = controls.look(0)
     assert (look.dream.steps, look.dream.step_size, look.layers, look.blend) == (3, 0.04, "block8:1", 0.25)
+    assert [controls.shown(name) for name in ("steps", "step_size", "layers", "blend")] == [3, 0.04, "block8:1", 0.25]
+    controls.set("step_size", "0.02 + 0.01*bass")  # a control shows an expression's value at frame 0 in silence
+    assert controls.shown("step_size") == 0.02
     empty = tmp_path / "empty.job.toml"
     empty.write_text('command = "image"\n')
     with pytest.raises(ZoomdreamError, match="sets none of the live settings"):

@@ -153,13 +153,20 @@ def test_the_live_tab_dreams_the_webcam_and_follows_it_and_the_strength_acts_on_
         assert live.frames[-1][3].layers is None
         # A look loaded from a job file: its live settings from the next frame.
         look = tmp_path / "look.job.toml"
-        look.write_text('command = "zoom"\nstep_size = 0.05\nlayers = "block5:1"\n')
+        look.write_text('command = "zoom"\nstep_size = 0.05\noctaves = 2\nlayers = "block5:1"\n')
         with page.expect_file_chooser() as chooser:
             page.click("#live-preset")
         chooser.value.set_files(str(look))  # (its line "step size, layers from the look..." may be overwritten
         # by the next frame's figures before the page paints it: the frames are what count)
         wait_for(lambda: live.frames[-1][3].dream.step_size == 0.05 and live.frames[-1][3].layers == "block5:1", 120,
                  "a frame with the look's settings")
+        assert live.frames[-1][3].dream.octaves == 2
+        for control, shown in (("#live-step-size", "0.05"), ("#live-octaves", "2")):
+            box = page.locator(f"{control} input[type=number]")  # the controls moved to show the look
+            wait_for(lambda: box.input_value() == shown, 30, f"{control} showing {shown}")
+        assert page.locator("#live-layers textarea, #live-layers input").first.input_value() == "block5:1"
+        set_slider(page, "#live-blend", "0.3")
+        wait_for(lambda: live.frames[-1][3].blend == 0.3, 60, "a frame with blend 0.3")
         # Stop ends the stream: the camera's own stream stops, the engine is free, and no frame comes after it.
         page.click("#live-stop")
         assert wait_line(page, "stopped after ").startswith("stopped after ")

@@ -105,7 +105,8 @@ class Controls:
         self.audio = None
         self.lock = threading.Lock()
         self.version = 0
-        self.values: dict[str, Any] = self._checked({name: getattr(job, name) for name in self.names()})
+        self.given: dict[str, Any] = {name: getattr(job, name) for name in self.names()}  # as given: text, numbers
+        self.values: dict[str, Any] = self._checked(self.given)
         self.last: Look | None = None
 
     def names(self) -> tuple[str, ...]:
@@ -121,7 +122,13 @@ class Controls:
         checked = self._checked(changes)
         with self.lock:
             self.values.update(checked)
+            self.given.update(changes)
             self.version += 1
+
+    def shown(self, name: str) -> Any:
+        """Setting ``name`` as a control shows it: a schedule's value at frame 0 in silence, else as given."""
+        value = self.given[name]
+        return at_first_frame(name, value, self.job.easing) if name in SCHEDULES else value
 
     def load_preset(self, path: str) -> list[str]:
         """The live settings a job file holds (a look saved from the studio, or any job), applied at once;

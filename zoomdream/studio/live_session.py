@@ -114,9 +114,11 @@ class LiveDreams:
             self.source = Source(resolve(self.job, page=True), self.model(), self.controls)
         return self.source
 
-    def control(self, name: str, value) -> str:
+    def control(self, name: str, value) -> str | None:
         """Set the live setting ``name`` from the next frame on; a bad value raises ZoomdreamError and changes
-        nothing."""
+        nothing. None: it already has that value (a control moved to show a loaded look)."""
+        if value == self.controls.shown(name):
+            return None
         self.controls.set(name, value)
         return f"{name.replace('_', ' ')} {value} from the next frame"
 

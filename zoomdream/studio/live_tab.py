@@ -1,6 +1,6 @@
 """The studio's Live tab: the visitor's webcam streams to the server through Gradio's own streaming image, each
 frame is dreamed by the live frame source (``live_session``) and the dream comes back beside it, with fps and
-latency, Start and Stop, and sliders that act on the next frame. Not WebRTC (FastRTC): it needs Gradio below 6,
+latency, Start and Stop, and sliders that act on the next frame (a loaded look moves them). Not WebRTC (FastRTC): it needs Gradio below 6,
 and measured here it was no faster (docs/live.md has the figures).
 
 Start and Stop drive the webcam's own record button (hidden, ``LIVE_CSS``), so the stream and the engine start
@@ -14,6 +14,7 @@ from zoomdream.errors import error_line
 from zoomdream.studio.live_session import LiveDreams
 from zoomdream.studio.view import View
 
+CONTROLS = ("step_size", "steps", "octaves", "blend", "layers")  # what the tab changes while it runs
 STREAM_EVERY = 0.04  # the most often the browser sends a frame; it sends none while the last is being dreamed
 LIVE_CSS = "#live-camera button[aria-label='capture photo'] {display: none !important}"
 # Start: let the page use the webcam (the browser asks once), then start its stream; Stop: end the stream.
@@ -52,6 +53,12 @@ def live_tab(gr, live: LiveDreams) -> dict[str, Any]:
                                       elem_id="live-step-size")
         made["steps"] = gr.Slider(1, 10, value=int(job.steps), step=1, label="steps",
                                   info="ascent steps a frame: more is stronger and slower", elem_id="live-steps")
+    with gr.Row():
+        made["octaves"] = gr.Slider(1, 6, value=int(job.octaves), step=1, label="octaves",
+                                    info="scales dreamed, largest shapes first: more is slower",
+                                    elem_id="live-octaves")
+        made["blend"] = gr.Slider(0, 1, value=float(job.blend), step=0.05, label="blend",
+                                  info="how much of the last dream each frame starts from", elem_id="live-blend")
     made["layers"] = gr.Textbox(label="layers", value=job.layers or "", max_lines=1, elem_id="live-layers",
                                 info="LAYER:WEIGHT,... as in --layers (empty: the model's own); Enter applies")
     made["preset"] = gr.UploadButton("Load a look (a job.toml) into the live dream", file_types=[".toml"],
@@ -85,18 +92,23 @@ def wire_live(view: View, app, live: LiveDreams, made: dict[str, Any]) -> None:
 
     made["stop"].click(stopped, None, status, js=STOP_JS, api_visibility="private", concurrency_limit=None)
     app.unload(left)
-    for name in ("step_size", "steps", "layers"):
+    for name in CONTROLS:
         control = made[name]
         event = control.submit if name == "layers" else control.change  # the layers on Enter, not each letter
         event(_setter(view, live, name), control, status, api_visibility="private", concurrency_limit=None)
 
-    def preset(path: str) -> str:
+    def preset(path: str):
+        """The look's settings from the next frame, and the controls moved to show them."""
         try:
-            return f"{', '.join(live.controls.load_preset(path)).replace('_', ' ')} from the look, from the next frame"
+            names = live.controls.load_preset(path)
         except Exception as e:
-            return view.noticed(error_line(e))
+            return view.noticed(error_line(e)), *(gr.skip() for _ in CONTROLS)
+        shown = (live.controls.shown(name) for name in CONTROLS)
+        return (f"{', '.join(names).replace('_', ' ')} from the look, from the next frame",
+                *(value or "" if name == "layers" else value for name, value in zip(CONTROLS, shown)))
 
-    made["preset"].upload(preset, made["preset"], status, api_visibility="private", concurrency_limit=None)
+    made["preset"].upload(preset, made["preset"], [status, *(made[name] for name in CONTROLS)],
+                          api_visibility="private", concurrency_limit=None)
 
 
 def inline_image(gr, **options):
@@ -121,10 +133,12 @@ def jpeg_data_url(frame: np.ndarray) -> str:
 
 
 def _setter(view: View, live: LiveDreams, name: str):
-    """A control's change sent to the live controls: a line saying so, or the error as a notice."""
+    """A control's change sent to the live controls: a line saying so (none where nothing changed), or the error
+    as a notice."""
     def set_control(value):
         try:
-            return live.control(name, value)
+            line = live.control(name, value if name != "layers" or value else None)
         except Exception as e:
             return view.noticed(error_line(e))
+        return view.gr.skip() if line is None else line
     return set_control
