@@ -340,7 +340,7 @@ def test_overlapped_frames_follow_the_scene_as_the_serial_loop_does(lite0):
 
 
 class SlowSource:
-    """Stands in for the live frame source: each dream takes 50 ms; records when things happen."""
+    """Stands in for the live frame source: each dream takes 0.2 s; records when things happen."""
 
     def __init__(self):
         self.log = []
@@ -351,7 +351,7 @@ class SlowSource:
 
     def dream(self, started):
         began = time.monotonic()
-        time.sleep(0.05)
+        time.sleep(0.2)  # far longer than a start: the order is not by chance
         self.log.append(("dream", started.ready, began, time.monotonic()))
         return started.ready * 10
 
