@@ -51,17 +51,19 @@ def render(model, **values):
     return [memory.frames[i] for i in sorted(memory.frames)], marks
 
 
-def seam(model) -> None:
+LOOPS = ([dict(size="256x256", frames=96, angle=str(angle), interpolate=interpolate)
+          for angle, interpolate in [(0, 1), (1, 1), (0, 2), (1, 2)]]
+         # small and short loops close over a few dozen frames (the check: 128x128, 48, 3 steps, 1 octave)
+         + [dict(size="128x128", frames=48, steps=3, octaves=1, interpolate=n) for n in (1, 2)]
+         + [dict(size="128x128", frames=48), dict(size="64x64", frames=24, steps=3, octaves=1)])
+
+
+def seam(model, loops: list[dict] = LOOPS) -> None:
     from zoomdream.config import make_job
     from zoomdream.interpolation import camera_error
     from zoomdream.loops.zoom import resolve
     from zoomdream.frames.warp import as_3x3, transform_matrix
 
-    loops = [dict(size="256x256", frames=96, angle=str(angle), interpolate=interpolate)
-             for angle, interpolate in [(0, 1), (1, 1), (0, 2), (1, 2)]]
-    # small and short loops close over a few dozen frames (the check: 128x128, 48, 3 steps, 1 octave)
-    loops += [dict(size="128x128", frames=48, steps=3, octaves=1, interpolate=n) for n in (1, 2)]
-    loops += [dict(size="128x128", frames=48), dict(size="64x64", frames=24, steps=3, octaves=1)]
     for loop in loops:
         values = dict(command="zoom", noise=True, loop=True, **loop)
         frames, _ = render(model, **values)

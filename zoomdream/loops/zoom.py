@@ -306,10 +306,32 @@ class Source(DreamsEveryNth, LoopSource):
         s = self.settings
         reference = stats(to_unit(still))
         hops = -(-WARM_UP // self.step)
-        image = still
+        image = self.nested(still, s.frames - hops * self.step)
         for t in range(s.frames - hops * self.step, s.frames, self.step):
             image = self.dreamed(t, image, t + self.step, rng, reference=reference, pull=False)
         return image
+
+    def nested(self, still: np.ndarray, t: int) -> np.ndarray:
+        """The still (at frame t of the path) with itself nested in its centre, where the camera will show it
+        one loop later, and so on inward. The free zoom then flies into the picture the loop closes onto, and
+        the closing pull only has the dream's drift to undo. Without it a short loop (a small zoom over the
+        loop) morphed whole shapes into frame 0, in steps several times a free one."""
+        back = np.linalg.inv(camera_path(self.settings, t, t + self.settings.frames))
+        scale = abs(np.linalg.det(back[:2, :2])) ** 0.5
+        if scale > 0.95:  # a loop that zooms out or barely zooms has no room inside for itself
+            return still
+        image = outer = to_unit(still)
+        mask = self.region(back)[..., None]
+        for _ in range(int(np.log(max(self.settings.size)) / -np.log(scale)) + 1):  # down to a pixel
+            image = outer + mask * (warp_affine(image, back) - outer)
+        return to_uint8(image)
+
+    def region(self, matrix: np.ndarray) -> np.ndarray:
+        """The feathered mask of where a frame lies once ``matrix`` carries it: soft outside it only."""
+        inside = warp_affine(np.ones(self.settings.size[::-1], np.float32), matrix, reflect=False)
+        feather = max(3, round(0.04 * max(self.settings.size))) | 1
+        return np.maximum(inside, cv2.GaussianBlur(cv2.dilate(inside, np.ones((feather, feather), np.uint8)),
+                                                   (2 * feather + 1, 2 * feather + 1), 0))
 
     def path(self, t0: int, t1: int) -> np.ndarray:
         return camera_path(self.settings, t0, t1)
@@ -375,8 +397,4 @@ class Source(DreamsEveryNth, LoopSource):
             target = warp_affine(first, back)
             self.closing = target + warp_affine(first - warp_affine(target, ahead), back)
         target = warp_affine(self.closing, np.linalg.inv(self.path(t, s.frames - 1)))
-        inside = warp_affine(np.ones(s.size[::-1], np.float32), np.linalg.inv(self.path(t, s.frames)), reflect=False)
-        feather = max(3, round(0.04 * max(s.size))) | 1  # soft outside frame 0's region only
-        inside = np.maximum(inside, cv2.GaussianBlur(cv2.dilate(inside, np.ones((feather, feather), np.uint8)),
-                                                     (2 * feather + 1, 2 * feather + 1), 0))
-        return target, inside
+        return target, self.region(np.linalg.inv(self.path(t, s.frames)))
