@@ -32,6 +32,7 @@ from zoomdream.settings import (MAX_FRAMES, DreamSettings, EngineSettings, check
 OUTPUTS = media.VIDEO_EXTENSIONS
 MOTION = ("zoom", "angle", "tx", "ty")
 WARM_UP = 12  # frames a loop's frame 0 is carried and dreamed along the path after the still's dream
+NESTED = 4  # a loop's frame 0 holds itself nested down to this fraction of its size (finer copies: texture)
 REWRITTEN = 0.15  # the share of frame 0's picture one closing dream rewrites (fitted: it evens the closing steps)
 
 
@@ -204,8 +205,8 @@ class Source(DreamsEveryNth, LoopSource):
     """Frame t is frame t - 1 moved by the motion of frame t and dreamed again. With ``interpolate`` n, only
     every nth frame is dreamed (moved by the motion of n frames) and the frames between are both dreamed
     neighbours carried along the known camera path and blended. With ``loop``, the motion wraps (frame
-    ``frames`` is frame 0), frame 0 is the still's dream after a warm-up along the path (``warm_up``), and the
-    last frames are pulled toward frame 0 as the path will show it, so the video plays on into its start
+    ``frames`` is frame 0), frame 0 is the still's dream after a warm-up along the path (``warm_up``), holding
+    itself nested where the path goes (``nested``), and the last frames are pulled toward frame 0 as the path will show it, so the video plays on into its start
     without a seam."""
 
     needs_previous = True
@@ -302,27 +303,27 @@ class Source(DreamsEveryNth, LoopSource):
         """A loop's frame 0: the still's dream carried WARM_UP frames along the loop's own path into frame 0,
         dreamed as the loop dreams (every nth frame with --interpolate n). The still's dream has far finer
         texture than the zoom keeps (it settles over about ten frames); a loop that closed onto it would morph
-        into that texture and out again at every wrap, and its seam would carry it."""
+        into that texture and out again at every wrap, and its seam would carry it. Then ``nested``."""
         s = self.settings
         reference = stats(to_unit(still))
         hops = -(-WARM_UP // self.step)
-        image = self.nested(still, s.frames - hops * self.step)
+        image = still
         for t in range(s.frames - hops * self.step, s.frames, self.step):
             image = self.dreamed(t, image, t + self.step, rng, reference=reference, pull=False)
-        return image
+        return self.nested(image)
 
-    def nested(self, still: np.ndarray, t: int) -> np.ndarray:
-        """The still (at frame t of the path) with itself nested in its centre, where the camera will show it
-        one loop later, and so on inward. The free zoom then flies into the picture the loop closes onto, and
-        the closing pull only has the dream's drift to undo. Without it a short loop (a small zoom over the
-        loop) morphed whole shapes into frame 0, in steps several times a free one."""
-        back = np.linalg.inv(camera_path(self.settings, t, t + self.settings.frames))
+    def nested(self, frame: np.ndarray) -> np.ndarray:
+        """Frame 0 with itself nested in its centre, where the camera shows it one loop later, and so on inward
+        down to 1/NESTED of its size. The free zoom then flies into the picture the loop closes onto, and the
+        closing pull has only the dream's drift to undo. Without it a short loop (little zoom over the loop)
+        morphed whole shapes into frame 0 over its closing span, in steps up to 8 times a free one."""
+        back = np.linalg.inv(self.path(0, self.settings.frames))
         scale = abs(np.linalg.det(back[:2, :2])) ** 0.5
-        if scale > 0.95:  # a loop that zooms out or barely zooms has no room inside for itself
-            return still
-        image = outer = to_unit(still)
+        if scale > 0.95:  # a loop that zooms out or barely zooms in has no room inside for itself
+            return frame
+        image = outer = to_unit(frame)
         mask = self.region(back)[..., None]
-        for _ in range(int(np.log(max(self.settings.size)) / -np.log(scale)) + 1):  # down to a pixel
+        for _ in range(int(np.log(NESTED) / -np.log(scale)) + 1):
             image = outer + mask * (warp_affine(image, back) - outer)
         return to_uint8(image)
 
