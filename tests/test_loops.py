@@ -83,11 +83,12 @@ def test_blurred_camera_error_sees_no_step_where_only_the_camera_moved():
 
 def test_loop_frame_zero_has_the_zooms_texture(tmp_path, lite0):
     """A loop's frame 0 is warmed up along the path: it carries the pixel-scale texture of the frames after
-    it, not the still's finer dream that a plain zoom starts from (about 4x the energy here)."""
+    it, not the still's finer dream that a plain zoom starts from (about 4x the energy here). Its nested copies
+    of itself (``Source.nested``), smaller by 1.6x and more here, carry finer texture in its centre: 1.6x."""
     loop = frames_of(zoom_job(tmp_path, loop=True, **LOOP), lite0)
     plain = frames_of(zoom_job(tmp_path, "plain.mp4", **dict(LOOP, frames=2)), lite0)
     body = np.median([laplacian_energy(f) for f in loop[1:12]])
-    assert laplacian_energy(loop[0]) < 1.5 * body
+    assert laplacian_energy(loop[0]) < 2 * body
     assert laplacian_energy(plain[0]) > 3 * body
 
 
