@@ -206,8 +206,8 @@ class Source(DreamsEveryNth, LoopSource):
     every nth frame is dreamed (moved by the motion of n frames) and the frames between are both dreamed
     neighbours carried along the known camera path and blended. With ``loop``, the motion wraps (frame
     ``frames`` is frame 0), frame 0 is the still's dream after a warm-up along the path (``warm_up``), holding
-    itself nested where the path goes (``nested``), and the last frames are pulled toward frame 0 as the path will show it, so the video plays on into its start
-    without a seam."""
+    itself nested where the path goes (``nested``), and the last frames are pulled toward frame 0 as the path
+    will show it, so the video plays on into its start without a seam."""
 
     needs_previous = True
 
@@ -313,26 +313,25 @@ class Source(DreamsEveryNth, LoopSource):
         return self.nested(image)
 
     def nested(self, frame: np.ndarray) -> np.ndarray:
-        """Frame 0 with itself nested in its centre, where the camera shows it one loop later, and so on inward
-        down to 1/NESTED of its size. The free zoom then flies into the picture the loop closes onto, and the
-        closing pull has only the dream's drift to undo. Without it a short loop (little zoom over the loop)
-        morphed whole shapes into frame 0 over its closing span, in steps up to 8 times a free one."""
+        """Frame 0 with itself nested in its centre where the camera shows it one loop later, and so on inward to
+        1/NESTED of its size: the free zoom flies into the picture the loop closes onto, and the pull has only the
+        dream's drift to undo (a short loop morphed whole shapes into frame 0, in steps up to 8 times a free one)."""
         back = np.linalg.inv(self.path(0, self.settings.frames))
         scale = abs(np.linalg.det(back[:2, :2])) ** 0.5
         if scale > 0.95:  # a loop that zooms out or barely zooms in has no room inside for itself
             return frame
         image = outer = to_unit(frame)
-        mask = self.region(back)[..., None]
+        mask, sigma = self.region(back)[..., None], 0.5 * (scale ** -2 - 1) ** 0.5  # sigma: shrunk without aliasing
         for _ in range(int(np.log(NESTED) / -np.log(scale)) + 1):
-            image = outer + mask * (warp_affine(image, back) - outer)
+            image = outer + mask * (warp_affine(cv2.GaussianBlur(image, (0, 0), sigma), back) - outer)
         return to_uint8(image)
 
     def region(self, matrix: np.ndarray) -> np.ndarray:
         """The feathered mask of where a frame lies once ``matrix`` carries it: soft outside it only."""
         inside = warp_affine(np.ones(self.settings.size[::-1], np.float32), matrix, reflect=False)
         feather = max(3, round(0.04 * max(self.settings.size))) | 1
-        return np.maximum(inside, cv2.GaussianBlur(cv2.dilate(inside, np.ones((feather, feather), np.uint8)),
-                                                   (2 * feather + 1, 2 * feather + 1), 0))
+        grown = cv2.dilate(inside, np.ones((feather, feather), np.uint8))
+        return np.maximum(inside, cv2.GaussianBlur(grown, (2 * feather + 1, 2 * feather + 1), 0))
 
     def path(self, t0: int, t1: int) -> np.ndarray:
         return camera_path(self.settings, t0, t1)
