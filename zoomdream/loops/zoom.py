@@ -322,8 +322,9 @@ class Source(DreamsEveryNth, LoopSource):
             return frame
         image = outer = to_unit(frame)
         mask, sigma = self.region(back)[..., None], 0.5 * (scale ** -2 - 1) ** 0.5  # sigma: shrunk without aliasing
+        texture = outer - cv2.GaussianBlur(outer, (0, 0), 0.5 / scale)  # what the copy is too small to hold
         for _ in range(int(np.log(NESTED) / -np.log(scale)) + 1):
-            image = outer + mask * (warp_affine(cv2.GaussianBlur(image, (0, 0), sigma), back) - outer)
+            image = outer + mask * (warp_affine(cv2.GaussianBlur(image, (0, 0), sigma), back) + texture - outer)
         return to_uint8(image)
 
     def region(self, matrix: np.ndarray) -> np.ndarray:
