@@ -263,8 +263,8 @@ class Source(DreamsEveryNth, LoopSource):
         first = last_dreamed(t, self.step)
         last = self.next_key(first)
         made = between_affine(before, after, (t - first) / (last - first), self.path(first, t), self.path(t, last))
-        if last == self.settings.frames:  # across a loop's wrap: frame 0 as the path shows it there, sharp
-            made = to_uint8(self.close_loop(to_unit(made), t, weight=1.0))
+        if last == self.settings.frames:  # across the wrap: toward frame 0 by its time (all of it: 1.75x its kind)
+            made = to_uint8(self.close_loop(to_unit(made), t, weight=(t - first) / (last - first)))
         return made
 
     def dreamed(self, t0: int, image: np.ndarray, t: int, rng: np.random.Generator, *,
@@ -313,9 +313,8 @@ class Source(DreamsEveryNth, LoopSource):
         return self.nested(image)
 
     def nested(self, frame: np.ndarray) -> np.ndarray:
-        """Frame 0 with itself nested in its centre where the camera shows it one loop later, and so on inward to
-        1/NESTED of its size: the free zoom flies into the picture the loop closes onto, and the pull has only the
-        dream's drift to undo (a short loop morphed whole shapes into frame 0, in steps up to 8 times a free one)."""
+        """Frame 0 nested in its centre where the camera shows it a loop later, on inward to 1/NESTED of its size:
+        the zoom flies into what the loop closes onto (short loops morphed shapes into it, steps 8x a free one)."""
         back = np.linalg.inv(self.path(0, self.settings.frames))
         scale = abs(np.linalg.det(back[:2, :2])) ** 0.5
         if scale > 0.95:  # a loop that zooms out or barely zooms in has no room inside for itself
