@@ -8,7 +8,8 @@
    loop turns back toward its start, over the same median; and on frames blurred by 3 px, where the morph
    of whole shapes shows (blurred after the camera map, as ``camera_error(blur=3)`` does), over the median
    blurred step before the span. With --interpolate 2 the free steps alternate, so the worst closing step is
-   also given over the median free step of its kind (onto a dreamed frame, or onto an in-between).
+   also given over the median free step of its kind (onto a dreamed frame, or onto an in-between), plain and
+   blurred.
 2. Interpolation quality: a zoom and a clip rendered normally; every other frame rebuilt from its two
    neighbours; PSNR against the dreamed frame for zoomdream's interpolation, a plain cross-fade and ffmpeg's
    minterpolate (motion-compensated, the bundled ffmpeg). And the in-betweens' sharpness: the variance of the
@@ -88,11 +89,14 @@ def seam(model, loops: list[dict] = LOOPS) -> None:
         closing_kind = max(e / kinds[o] for e, o in zip((inside + [seam])[-span - 1:], onto[-span - 1:]))
         shape_steps = [camera_error(a, b, step, blur=3) for a, b in zip(frames, frames[1:] + frames[:1])]
         shape_closing = max(shape_steps[-span - 1:]) / statistics.median(shape_steps[:-span - 1])
+        free = list(zip(shape_steps, onto))[:-span - 1]
+        shape_kinds = {kind: statistics.median(e for e, o in free if o == kind) for kind in set(onto)}
+        shape_kind = max(e / shape_kinds[o] for e, o in zip(shape_steps[-span - 1:], onto[-span - 1:]))
         settings = ", ".join(f"{k} {v}" for k, v in loop.items())
         print(f"loop {settings}: seam/median {seam / median:.2f} (over steps onto a dreamed frame "
               f"{seam / onto_dreamed:.2f}); worst step of the closing {span} / median {closing / median:.2f} "
-              f"(over its kind's {closing_kind:.2f}; blurred by 3 px, over the free zoom's: {shape_closing:.2f})",
-              flush=True)
+              f"(over its kind's {closing_kind:.2f}; blurred by 3 px, over the free zoom's: {shape_closing:.2f}, "
+              f"over its kind's {shape_kind:.2f})", flush=True)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
