@@ -7,7 +7,9 @@
    closing span (the steps into its frames, the last three quarters of the loop, and the wrap), where the
    loop turns back toward its start, over the same median; and on frames blurred by 3 px, where the morph
    of whole shapes shows (blurred after the camera map, as ``camera_error(blur=3)`` does), over the median
-   blurred step before the span.
+   blurred step before the span. With --interpolate 2 the free steps alternate, so the worst closing step is
+   also given over the median free step of its kind (onto a dreamed frame, or onto an in-between), plain and
+   blurred.
 2. Interpolation quality: a zoom and a clip rendered normally; every other frame rebuilt from its two
    neighbours; PSNR against the dreamed frame for zoomdream's interpolation, a plain cross-fade and ffmpeg's
    minterpolate (motion-compensated, the bundled ffmpeg). And the in-betweens' sharpness: the variance of the
@@ -51,17 +53,19 @@ def render(model, **values):
     return [memory.frames[i] for i in sorted(memory.frames)], marks
 
 
-def seam(model) -> None:
+LOOPS = ([dict(size="256x256", frames=96, angle=str(angle), interpolate=interpolate)
+          for angle, interpolate in [(0, 1), (1, 1), (0, 2), (1, 2)]]
+         # small and short loops close over a few dozen frames (the issue's check: 128x128, 48, 3 steps, 1 octave)
+         + [dict(size="128x128", frames=48, steps=3, octaves=1, interpolate=n) for n in (1, 2)]
+         + [dict(size="128x128", frames=48), dict(size="64x64", frames=24, steps=3, octaves=1)])
+
+
+def seam(model, loops: list[dict] = LOOPS) -> None:
     from zoomdream.config import make_job
     from zoomdream.interpolation import camera_error
     from zoomdream.loops.zoom import resolve
     from zoomdream.frames.warp import as_3x3, transform_matrix
 
-    loops = [dict(size="256x256", frames=96, angle=str(angle), interpolate=interpolate)
-             for angle, interpolate in [(0, 1), (1, 1), (0, 2), (1, 2)]]
-    # small and short loops close over a few dozen frames (the issue's check: 128x128, 48, 3 steps, 1 octave)
-    loops += [dict(size="128x128", frames=48, steps=3, octaves=1, interpolate=n) for n in (1, 2)]
-    loops += [dict(size="128x128", frames=48), dict(size="64x64", frames=24, steps=3, octaves=1)]
     for loop in loops:
         values = dict(command="zoom", noise=True, loop=True, **loop)
         frames, _ = render(model, **values)
@@ -78,12 +82,21 @@ def seam(model) -> None:
         # Pixel-scale dream texture dominates the warping error; on frames blurred by 3 px the steps show where
         # whole shapes morph, here over the median blurred step of the free zoom before the span
         closing = max(inside[-span:] + [seam])
+        # an interpolated loop's free steps alternate (onto an in-between frame about 1.5x those onto a dreamed
+        # one): each closing step also over the median free step of its kind
+        onto = [(t + 1) % interpolate == 0 for t in range(len(frames))]
+        kinds = {kind: statistics.median(e for e, o in zip(inside, onto) if o == kind) for kind in set(onto)}
+        closing_kind = max(e / kinds[o] for e, o in zip((inside + [seam])[-span - 1:], onto[-span - 1:]))
         shape_steps = [camera_error(a, b, step, blur=3) for a, b in zip(frames, frames[1:] + frames[:1])]
         shape_closing = max(shape_steps[-span - 1:]) / statistics.median(shape_steps[:-span - 1])
+        free = list(zip(shape_steps, onto))[:-span - 1]
+        shape_kinds = {kind: statistics.median(e for e, o in free if o == kind) for kind in set(onto)}
+        shape_kind = max(e / shape_kinds[o] for e, o in zip(shape_steps[-span - 1:], onto[-span - 1:]))
         settings = ", ".join(f"{k} {v}" for k, v in loop.items())
         print(f"loop {settings}: seam/median {seam / median:.2f} (over steps onto a dreamed frame "
               f"{seam / onto_dreamed:.2f}); worst step of the closing {span} / median {closing / median:.2f} "
-              f"(blurred by 3 px, over the free zoom's: {shape_closing:.2f})", flush=True)
+              f"(over its kind's {closing_kind:.2f}; blurred by 3 px, over the free zoom's: {shape_closing:.2f}, "
+              f"over its kind's {shape_kind:.2f})", flush=True)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -41,8 +41,8 @@ LOOP = dict(size="64x64", layers="block10", steps=3, zoom="1.02", tile=512, fram
 
 @pytest.mark.parametrize("angle,interpolate", [("0", 1), ("2", 1), ("0", 2), ("2", 2)])
 def test_loop_seam_is_like_any_other_step(tmp_path, lite0, angle, interpolate):
-    """scripts/bench_loops.py measures the seam at 0.3-0.9x the median step at 256x256 and the worst step of
-    the closing span at 1.0-1.8x; here (24 frames of 64x64, closing over 12) 0.3-1.0x and 1.6-1.8x. Before
+    """scripts/bench_loops.py measures the seam at 0.25-1.2x the median step at 256x256 and the worst step of
+    the closing span at 1.05-1.65x (1.05 over the free steps of its kind); here (24 frames of 64x64, closing over 12) 0.3-1.0x and 1.6-1.8x. Before
     frame 0 was warmed up and the pull spread, they were 1.9-3.9x and 14-21x here."""
     settings = dict(LOOP, angle=angle, interpolate=interpolate)
     frames = frames_of(zoom_job(tmp_path, loop=True, **settings), lite0)
@@ -54,6 +54,18 @@ def test_loop_seam_is_like_any_other_step(tmp_path, lite0, angle, interpolate):
     assert max(inside[-12:] + [seam]) <= 4 * np.median(inside)  # the closing span: the last half
     plain = frames_of(zoom_job(tmp_path, "plain.mp4", **settings), lite0)
     assert camera_error(plain[-1], plain[0], step) > 4 * seam  # without --loop there is a seam to close
+
+
+def test_a_short_weak_loop_flies_into_frame_zero_without_morphing_whole_shapes(tmp_path, lite0):
+    """On frames blurred by 3 px (whole shapes) the closing steps of a 24-frame loop with a weak dream stay
+    near the free zoom's: frame 0 holds itself nested where the camera goes, so little is left to morph. Before,
+    the closing span morphed the free zoom's shapes into frame 0's in steps up to 8 times a free one (the
+    bench: 7.66 at 64x64, 3 steps, 1 octave). Here 1.3x, and 13x before."""
+    frames = frames_of(zoom_job(tmp_path, loop=True, **dict(LOOP, steps=2)), lite0)
+    span = zoom.resolve(zoom_job(tmp_path, loop=True, **LOOP)).loop_frames
+    step = as_3x3(transform_matrix(64, 64, zoom=1.02))
+    shapes = [camera_error(a, b, step, blur=3) for a, b in zip(frames, frames[1:] + frames[:1])]
+    assert max(shapes[-span - 1:]) <= 1.5 * np.median(shapes[:-span - 1]), shapes
 
 
 def test_blurred_camera_error_sees_no_step_where_only_the_camera_moved():
@@ -71,11 +83,13 @@ def test_blurred_camera_error_sees_no_step_where_only_the_camera_moved():
 
 def test_loop_frame_zero_has_the_zooms_texture(tmp_path, lite0):
     """A loop's frame 0 is warmed up along the path: it carries the pixel-scale texture of the frames after
-    it, not the still's finer dream that a plain zoom starts from (about 4x the energy here)."""
+    it, not the still's finer dream that a plain zoom starts from (about 4x the energy here). Its nested copies
+    of itself (``Source.nested``), smaller by 1.6x and more here, carry finer texture in its centre: 1.4x
+    (1.2x before them)."""
     loop = frames_of(zoom_job(tmp_path, loop=True, **LOOP), lite0)
     plain = frames_of(zoom_job(tmp_path, "plain.mp4", **dict(LOOP, frames=2)), lite0)
     body = np.median([laplacian_energy(f) for f in loop[1:12]])
-    assert laplacian_energy(loop[0]) < 1.5 * body
+    assert laplacian_energy(loop[0]) < 2 * body
     assert laplacian_energy(plain[0]) > 3 * body
 
 

@@ -32,6 +32,7 @@ from zoomdream.settings import (MAX_FRAMES, DreamSettings, EngineSettings, check
 OUTPUTS = media.VIDEO_EXTENSIONS
 MOTION = ("zoom", "angle", "tx", "ty")
 WARM_UP = 12  # frames a loop's frame 0 is carried and dreamed along the path after the still's dream
+NESTED = 4  # a loop's frame 0 holds itself nested down to this fraction of its size (finer copies: texture)
 REWRITTEN = 0.15  # the share of frame 0's picture one closing dream rewrites (fitted: it evens the closing steps)
 
 
@@ -204,9 +205,9 @@ class Source(DreamsEveryNth, LoopSource):
     """Frame t is frame t - 1 moved by the motion of frame t and dreamed again. With ``interpolate`` n, only
     every nth frame is dreamed (moved by the motion of n frames) and the frames between are both dreamed
     neighbours carried along the known camera path and blended. With ``loop``, the motion wraps (frame
-    ``frames`` is frame 0), frame 0 is the still's dream after a warm-up along the path (``warm_up``), and the
-    last frames are pulled toward frame 0 as the path will show it, so the video plays on into its start
-    without a seam."""
+    ``frames`` is frame 0), frame 0 is the still's dream after a warm-up along the path (``warm_up``), holding
+    itself nested where the path goes (``nested``), and the last frames are pulled toward frame 0 as the path
+    will show it, so the video plays on into its start without a seam."""
 
     needs_previous = True
 
@@ -262,8 +263,8 @@ class Source(DreamsEveryNth, LoopSource):
         first = last_dreamed(t, self.step)
         last = self.next_key(first)
         made = between_affine(before, after, (t - first) / (last - first), self.path(first, t), self.path(t, last))
-        if last == self.settings.frames:  # across a loop's wrap: frame 0 as the path shows it there, sharp
-            made = to_uint8(self.close_loop(to_unit(made), t, weight=1.0))
+        if last == self.settings.frames:  # across the wrap: toward frame 0 by its time (all of it: 1.75x its kind)
+            made = to_uint8(self.close_loop(to_unit(made), t, weight=(t - first) / (last - first)))
         return made
 
     def dreamed(self, t0: int, image: np.ndarray, t: int, rng: np.random.Generator, *,
@@ -302,14 +303,35 @@ class Source(DreamsEveryNth, LoopSource):
         """A loop's frame 0: the still's dream carried WARM_UP frames along the loop's own path into frame 0,
         dreamed as the loop dreams (every nth frame with --interpolate n). The still's dream has far finer
         texture than the zoom keeps (it settles over about ten frames); a loop that closed onto it would morph
-        into that texture and out again at every wrap, and its seam would carry it."""
+        into that texture and out again at every wrap, and its seam would carry it. Then ``nested``."""
         s = self.settings
         reference = stats(to_unit(still))
         hops = -(-WARM_UP // self.step)
         image = still
         for t in range(s.frames - hops * self.step, s.frames, self.step):
             image = self.dreamed(t, image, t + self.step, rng, reference=reference, pull=False)
-        return image
+        return self.nested(image)
+
+    def nested(self, frame: np.ndarray) -> np.ndarray:
+        """Frame 0 nested in its centre where the camera shows it a loop later, on inward to 1/NESTED of its size:
+        the zoom flies into what the loop closes onto (short loops morphed shapes into it, steps 8x a free one)."""
+        back = np.linalg.inv(self.path(0, self.settings.frames))
+        scale = abs(np.linalg.det(back[:2, :2])) ** 0.5
+        if scale > 0.95:  # a loop that zooms out or barely zooms in has no room inside for itself
+            return frame
+        image = outer = to_unit(frame)
+        mask, sigma = self.region(back)[..., None], 0.5 * (scale ** -2 - 1) ** 0.5  # sigma: shrunk without aliasing
+        texture = outer - cv2.GaussianBlur(outer, (0, 0), 0.5 / scale)  # what the copy is too small to hold
+        for _ in range(int(np.log(NESTED) / -np.log(scale)) + 1):
+            image = outer + mask * (warp_affine(cv2.GaussianBlur(image, (0, 0), sigma), back) + texture - outer)
+        return to_uint8(image)
+
+    def region(self, matrix: np.ndarray) -> np.ndarray:
+        """The feathered mask of where a frame lies once ``matrix`` carries it: soft outside it only."""
+        inside = warp_affine(np.ones(self.settings.size[::-1], np.float32), matrix, reflect=False)
+        feather = max(3, round(0.04 * max(self.settings.size))) | 1
+        grown = cv2.dilate(inside, np.ones((feather, feather), np.uint8))
+        return np.maximum(inside, cv2.GaussianBlur(grown, (2 * feather + 1, 2 * feather + 1), 0))
 
     def path(self, t0: int, t1: int) -> np.ndarray:
         return camera_path(self.settings, t0, t1)
@@ -375,8 +397,4 @@ class Source(DreamsEveryNth, LoopSource):
             target = warp_affine(first, back)
             self.closing = target + warp_affine(first - warp_affine(target, ahead), back)
         target = warp_affine(self.closing, np.linalg.inv(self.path(t, s.frames - 1)))
-        inside = warp_affine(np.ones(s.size[::-1], np.float32), np.linalg.inv(self.path(t, s.frames)), reflect=False)
-        feather = max(3, round(0.04 * max(s.size))) | 1  # soft outside frame 0's region only
-        inside = np.maximum(inside, cv2.GaussianBlur(cv2.dilate(inside, np.ones((feather, feather), np.uint8)),
-                                                     (2 * feather + 1, 2 * feather + 1), 0))
-        return target, inside
+        return target, self.region(np.linalg.inv(self.path(t, s.frames)))
