@@ -42,8 +42,9 @@ LOOP = dict(size="64x64", layers="block10", steps=3, zoom="1.02", tile=512, fram
 @pytest.mark.parametrize("angle,interpolate", [("0", 1), ("2", 1), ("0", 2), ("2", 2)])
 def test_loop_seam_is_like_any_other_step(tmp_path, lite0, angle, interpolate):
     """scripts/bench_loops.py measures the seam at 0.25-1.2x the median step at 256x256 and the worst step of
-    the closing span at 1.05-1.65x (1.05 over the free steps of its kind); here (24 frames of 64x64, closing over 12) 0.3-1.0x and 1.6-1.8x. Before
-    frame 0 was warmed up and the pull spread, they were 1.9-3.9x and 14-21x here."""
+    the closing span at 1.05-1.65x (1.05 over the free steps of its kind); here (24 frames of 64x64, closing
+    over 12) 0.3-1.0x and 1.6-1.8x. Before frame 0 was warmed up and the pull spread, they were 1.9-3.9x and
+    14-21x here."""
     settings = dict(LOOP, angle=angle, interpolate=interpolate)
     frames = frames_of(zoom_job(tmp_path, loop=True, **settings), lite0)
     assert len(frames) == 24

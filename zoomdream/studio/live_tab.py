@@ -1,7 +1,7 @@
 """The studio's Live tab: the visitor's webcam streams to the server through Gradio's own streaming image, each
 frame is dreamed by the live frame source (``live_session``) and the dream comes back beside it, with fps and
-latency, Start and Stop, and sliders that act on the next frame (a loaded look moves them). Not WebRTC (FastRTC): it needs Gradio below 6,
-and measured here it was no faster (docs/live.md has the figures).
+latency, Start and Stop, and sliders that act on the next frame (a loaded look moves them). Not WebRTC
+(FastRTC): it needs Gradio below 6, and measured here it was no faster (docs/live.md has the figures).
 
 Start and Stop drive the webcam's own record button (hidden, ``LIVE_CSS``), so the stream and the engine start
 and end together; one visitor dreams at a time and the others are told they wait (``LiveDreams``)."""
@@ -15,6 +15,11 @@ from zoomdream.studio.live_session import LiveDreams
 from zoomdream.studio.view import View
 
 CONTROLS = ("step_size", "steps", "octaves", "blend", "layers")  # what the tab changes while it runs
+SLIDERS = (  # name, low, high, step, label, what it does
+    ("step_size", 0, 0.1, 0.005, "strength (step size)", "how far each step moves the pixels; 0: the camera, carried"),
+    ("steps", 1, 10, 1, "steps", "ascent steps a frame: more is stronger and slower"),
+    ("octaves", 1, 6, 1, "octaves", "scales dreamed, largest shapes first: more is slower"),
+    ("blend", 0, 1, 0.05, "blend", "how much of the last dream each frame starts from"))
 STREAM_EVERY = 0.04  # the most often the browser sends a frame; it sends none while the last is being dreamed
 LIVE_CSS = "#live-camera button[aria-label='capture photo'] {display: none !important}"
 # Start: let the page use the webcam (the browser asks once), then start its stream; Stop: end the stream.
@@ -47,18 +52,12 @@ def live_tab(gr, live: LiveDreams) -> dict[str, Any]:
                                   elem_id="live-camera")
         made["dream"] = inline_image(gr, label="dreamed", interactive=False, elem_id="live-dream")
     job = live.job
-    with gr.Row():
-        made["step_size"] = gr.Slider(0, 0.1, value=float(job.step_size), step=0.005, label="strength (step size)",
-                                      info="how far each step moves the pixels; 0: the camera, carried",
-                                      elem_id="live-step-size")
-        made["steps"] = gr.Slider(1, 10, value=int(job.steps), step=1, label="steps",
-                                  info="ascent steps a frame: more is stronger and slower", elem_id="live-steps")
-    with gr.Row():
-        made["octaves"] = gr.Slider(1, 6, value=int(job.octaves), step=1, label="octaves",
-                                    info="scales dreamed, largest shapes first: more is slower",
-                                    elem_id="live-octaves")
-        made["blend"] = gr.Slider(0, 1, value=float(job.blend), step=0.05, label="blend",
-                                  info="how much of the last dream each frame starts from", elem_id="live-blend")
+    for row in (SLIDERS[:2], SLIDERS[2:]):
+        with gr.Row():
+            for name, low, high, step, label, info in row:
+                value = getattr(job, name)
+                made[name] = gr.Slider(low, high, value=int(value) if step == 1 else float(value), step=step,
+                                       label=label, info=info, elem_id=f"live-{name.replace('_', '-')}")
     made["layers"] = gr.Textbox(label="layers", value=job.layers or "", max_lines=1, elem_id="live-layers",
                                 info="LAYER:WEIGHT,... as in --layers (empty: the model's own); Enter applies")
     made["preset"] = gr.UploadButton("Load a look (a job.toml) into the live dream", file_types=[".toml"],
