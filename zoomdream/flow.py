@@ -109,10 +109,7 @@ def flow_between(
         )
 
     if flow.shape[:2] != (height, width):
-        small_h, small_w = flow.shape[:2]
-        flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
-        flow[..., 0] *= width / small_w
-        flow[..., 1] *= height / small_h
+        flow = stretched(flow, (width, height))
     return np.ascontiguousarray(flow, dtype=np.float32)
 
 
@@ -260,9 +257,13 @@ def upscaled(motion: tuple[np.ndarray, np.ndarray], size: tuple[int, int]) -> tu
     width, height = size
     if flow.shape[:2] == (height, width):
         return motion
-    scale = (width / flow.shape[1], height / flow.shape[0], 0.0, 0.0)  # per channel: OpenCV's, 20x numpy's
-    flow = cv2.multiply(cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR), scale)
-    return flow, cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)[..., None]
+    return stretched(flow, size), cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)[..., None]
+
+
+def stretched(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A flow measured on smaller frames, resized to ``size`` (width, height) with its vectors scaled to match."""
+    scale = (size[0] / flow.shape[1], size[1] / flow.shape[0], 0.0, 0.0)  # per channel: OpenCV's, 20x numpy's
+    return cv2.multiply(cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR), scale)
 
 
 def composed(first: tuple[np.ndarray, np.ndarray], then: tuple[np.ndarray, np.ndarray]

@@ -225,8 +225,9 @@ class Source(LoopSource):
         if look.version != self.version:
             self.use_layers(look.layers)
             self.version = look.version
-        if self.zoom is not None and (self.rung(), look.dream, look.motion) != self.zoomed:
-            self.zoomed = (self.rung(), look.dream, look.motion)  # what the zoom's settings were made from
+        made_from = (self.rung(), look.dream, look.motion)
+        if self.zoom is not None and made_from != self.zoomed:
+            self.zoomed = made_from
             octaves, steps, _ = self.rung()
             zs = self.zoom.settings
             self.zoom.settings = replace(

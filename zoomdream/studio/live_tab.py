@@ -104,7 +104,7 @@ def wire_live(view: View, app, live: LiveDreams, made: dict[str, Any]) -> None:
             return view.noticed(error_line(e)), *(gr.skip() for _ in CONTROLS)
         shown = (live.controls.shown(name) for name in CONTROLS)
         return (f"{', '.join(names).replace('_', ' ')} from the look, from the next frame",
-                *(value or "" if name == "layers" else value for name, value in zip(CONTROLS, shown)))
+                *((value or "") if name == "layers" else value for name, value in zip(CONTROLS, shown)))
 
     made["preset"].upload(preset, made["preset"], [status, *(made[name] for name in CONTROLS)],
                           api_visibility="private", concurrency_limit=None)
